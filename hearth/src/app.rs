@@ -1,0 +1,313 @@
+//! The [`App`] builder and the state every handler can reach.
+//!
+//! An app is a name, a version and a list of modules. [`App::start`] opens the
+//! database, applies (or checks) migrations, lets each module register, builds
+//! the HTTP pipeline and starts serving; `main`, the CLI and the tests all go
+//! through it, so what is tested is what runs.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::db::migrate::{self, MigrateError};
+use crate::db::{Db, DbError};
+use crate::http;
+use crate::module::{Context, Module, ModuleSpec, ResetHook, SpecError};
+
+/// An app under construction: name, version and modules.
+#[derive(Clone)]
+pub struct App {
+    name: &'static str,
+    version: &'static str,
+    modules: Vec<Arc<dyn Module>>,
+}
+
+/// State shared by every handler: cheap to clone, read-only.
+///
+/// Handlers take it as `State<AppState>`, or take one part with `State<Db>`
+/// or `State<Arc<Config>>` (via [`FromRef`]).
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+struct Inner {
+    name: &'static str,
+    version: &'static str,
+    config: Arc<Config>,
+    db: Db,
+    specs: Vec<ModuleSpec>,
+}
+
+impl AppState {
+    /// The app's name, e.g. `pancake`.
+    pub fn name(&self) -> &'static str {
+        self.0.name
+    }
+
+    /// The app's version.
+    pub fn version(&self) -> &'static str {
+        self.0.version
+    }
+
+    /// The effective configuration.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.0.config
+    }
+
+    /// The database pool.
+    pub fn db(&self) -> &Db {
+        &self.0.db
+    }
+
+    /// Every module's spec, hearth's own first.
+    pub fn specs(&self) -> &[ModuleSpec] {
+        &self.0.specs
+    }
+}
+
+impl FromRef<AppState> for Db {
+    fn from_ref(s: &AppState) -> Db {
+        s.0.db.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Config> {
+    fn from_ref(s: &AppState) -> Arc<Config> {
+        s.0.config.clone()
+    }
+}
+
+/// Why an app could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A module spec is invalid or two modules share a name.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// The database could not be opened.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// Migrations failed or the database is ahead of this binary.
+    #[error(transparent)]
+    Migrate(#[from] MigrateError),
+    /// The database could not be read.
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TLS certificate or key could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+impl App {
+    /// A new app called `name` (used for the default database file) at `version`.
+    pub fn new(name: &'static str, version: &'static str) -> Self {
+        Self {
+            name,
+            version,
+            modules: Vec::new(),
+        }
+    }
+
+    /// Adds a module; modules register and migrate in the order they are added.
+    #[must_use]
+    pub fn module(mut self, module: impl Module) -> Self {
+        self.modules.push(Arc::new(module));
+        self
+    }
+
+    /// The app's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The app's version.
+    pub fn version(&self) -> &'static str {
+        self.version
+    }
+
+    /// Every module's spec, checked: valid names, matching migration lists, no duplicates.
+    pub fn specs(&self) -> Result<Vec<ModuleSpec>, SpecError> {
+        let mut specs: Vec<ModuleSpec> = Vec::with_capacity(self.modules.len());
+        for m in &self.modules {
+            let spec = m.spec();
+            spec.check()?;
+            if specs.iter().any(|s| s.name() == spec.name()) {
+                return Err(SpecError {
+                    module: spec.name().to_owned(),
+                    problem: "two modules have this name".into(),
+                });
+            }
+            specs.push(spec);
+        }
+        Ok(specs)
+    }
+
+    /// Opens the database this config names.
+    pub async fn open_db(&self, config: &Config) -> Result<Db, DbError> {
+        Db::connect(&config.database_url(self.name), &config.db).await
+    }
+
+    /// Builds the state and the full HTTP pipeline on an open database, without
+    /// touching migrations or sockets.
+    pub fn build(&self, config: Config, db: Db) -> Result<Built, SpecError> {
+        let specs = self.specs()?;
+        let state = AppState(Arc::new(Inner {
+            name: self.name,
+            version: self.version,
+            config: Arc::new(config),
+            db,
+            specs,
+        }));
+        let mut ctx = Context::new(&state);
+        for (m, spec) in self.modules.iter().zip(state.specs()) {
+            ctx.set_module(spec.name());
+            m.register(&mut ctx);
+        }
+        let resets = std::mem::take(&mut ctx.resets);
+        let router = http::pipeline(&state, ctx);
+        Ok(Built {
+            state,
+            router,
+            resets,
+        })
+    }
+
+    /// Opens the database, migrates (or checks migrations, when
+    /// `db.migrate_on_serve` is off), builds the pipeline and starts serving on
+    /// `config.addr`. Returns once the socket is listening.
+    pub async fn start(&self, config: Config) -> Result<Running, StartError> {
+        let specs = self.specs()?;
+        let db = self.open_db(&config).await?;
+        if config.db.migrate_on_serve {
+            migrate::migrate(&db, &specs).await?;
+        } else {
+            let status = migrate::status(&db, &specs).await?;
+            if !status.unknown.is_empty() || !status.changed.is_empty() {
+                return Err(MigrateError::Refused(status.problem().unwrap_or_default()).into());
+            }
+            if let Some(problem) = status.problem() {
+                // Serve anyway: /readyz reports 503 until someone runs `migrate`.
+                tracing::warn!(%problem, "starting with pending migrations");
+            }
+        }
+        let tls = match (&config.tls.cert, &config.tls.key) {
+            (Some(cert), Some(key)) => {
+                Some(http::server::tls_acceptor(cert, key).map_err(StartError::Tls)?)
+            }
+            _ => None,
+        };
+        let addr = config.addr;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let built = self.build(config, db)?;
+        let (stop_tx, mut stop_rx) = watch::channel(false);
+        let http_cfg = built.state.config().http.clone();
+        let router = built.router.clone();
+        let task = tokio::spawn(async move {
+            let stop = async move {
+                // Either a stop request or the sender being dropped ends serving.
+                let _ = stop_rx.wait_for(|s| *s).await;
+            };
+            http::server::serve(listener, router, &http_cfg, tls, stop).await;
+        });
+        tracing::info!(
+            app = self.name,
+            version = self.version,
+            addr = %local_addr,
+            database = built.state.db().kind().as_str(),
+            "serving"
+        );
+        Ok(Running {
+            local_addr,
+            built,
+            stop: stop_tx,
+            task,
+        })
+    }
+}
+
+/// An app's state and pipeline, ready to serve.
+pub struct Built {
+    /// The state handlers see.
+    pub state: AppState,
+    /// The full pipeline, state applied.
+    pub router: axum::Router,
+    /// Each module's reset hook, in registration order.
+    pub resets: Vec<(&'static str, ResetHook)>,
+}
+
+/// A started app.
+pub struct Running {
+    local_addr: SocketAddr,
+    built: Built,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Where it listens (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The app's state.
+    pub fn state(&self) -> &AppState {
+        &self.built.state
+    }
+
+    /// Runs every module's reset hook, returning data to a clean state.
+    pub async fn reset(&self) -> anyhow::Result<()> {
+        for (module, hook) in &self.built.resets {
+            hook(self.built.state.db().clone())
+                .await
+                .map_err(|e| e.context(format!("reset of module `{module}` failed")))?;
+        }
+        Ok(())
+    }
+
+    /// Stops accepting, drains in-flight requests (bounded by
+    /// `http.shutdown_timeout`), then closes the database pool.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        self.wait().await;
+    }
+
+    /// Waits until serving ends (after [`Running::shutdown`] or a fatal error).
+    pub async fn wait(self) {
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "server task failed");
+        }
+        self.built.state.db().close().await;
+    }
+
+    /// A handle that can ask the server to stop from elsewhere.
+    pub fn stopper(&self) -> Stopper {
+        Stopper(self.stop.clone())
+    }
+}
+
+/// Asks a [`Running`] app to stop.
+#[derive(Clone)]
+pub struct Stopper(watch::Sender<bool>);
+
+impl Stopper {
+    /// Stops accepting and starts draining.
+    pub fn stop(&self) {
+        let _ = self.0.send(true);
+    }
+}

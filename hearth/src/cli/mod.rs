@@ -1,0 +1,201 @@
+//! The command line every app binary gets: `serve`, `migrate`, `config`, `version`.
+//!
+//! An app's `main` is one call: `hearth::cli::run(app())`. Exit codes: 0 on
+//! success, 1 on a runtime failure, 2 on bad usage or bad configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use crate::app::App;
+use crate::config::{Config, Overrides};
+use crate::db::migrate;
+
+/// Exit code for bad usage or configuration.
+pub const EXIT_CONFIG: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    about = "A hearth app: one binary, one database, the OS",
+    propagate_version = true
+)]
+struct Cli {
+    /// Configuration file; a `hearth.secrets.toml` beside it is read too.
+    /// [default: hearth.toml, if present]
+    #[arg(long, global = true, env = "HEARTH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on (overrides `addr` / HEARTH_ADDR).
+    #[arg(long, global = true)]
+    addr: Option<SocketAddr>,
+    /// Data directory (overrides `data_dir` / HEARTH_DATA_DIR).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve HTTP until SIGTERM or Ctrl-C, applying pending migrations first
+    /// (unless `db.migrate_on_serve = false`).
+    Serve,
+    /// Apply pending migrations, or show where the database stands.
+    Migrate {
+        /// Only show applied, pending and unknown migrations; change nothing.
+        #[arg(long)]
+        status: bool,
+    },
+    /// Print the effective configuration, with secrets masked.
+    Config,
+    /// Print the app's and hearth's versions.
+    Version,
+}
+
+/// Parses the command line and runs the command for `app`.
+pub fn run(app: App) -> ExitCode {
+    let cmd = Cli::command()
+        .name(app.name())
+        .bin_name(app.name())
+        .version(app.version());
+    let cli = match Cli::from_arg_matches(&cmd.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    run_parsed(app, cli)
+}
+
+fn run_parsed(app: App, cli: Cli) -> ExitCode {
+    if let Command::Version = cli.command {
+        println!(
+            "{} {} (hearth {})",
+            app.name(),
+            app.version(),
+            env!("CARGO_PKG_VERSION")
+        );
+        return ExitCode::SUCCESS;
+    }
+    let overrides = Overrides {
+        addr: cli.addr,
+        data_dir: cli.data_dir,
+    };
+    let config = match Config::load(cli.config.as_deref(), &overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Command::Config = cli.command {
+        let db_url = crate::config::Secret::new(config.database_url(app.name()));
+        println!("# effective configuration of {} (secrets masked)", app.name());
+        println!("# database in use: {}", db_url.masked());
+        print!("{}", config.to_masked_toml());
+        return ExitCode::SUCCESS;
+    }
+    crate::telemetry::init(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve => serve(&app, config).await,
+            Command::Migrate { status } => run_migrate(&app, &config, status).await,
+            Command::Config | Command::Version => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "command failed");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(app: &App, config: Config) -> anyhow::Result<()> {
+    let running = app.start(config).await?;
+    let stopper = running.stopper();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown signal received");
+        stopper.stop();
+    });
+    running.wait().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+async fn run_migrate(app: &App, config: &Config, only_status: bool) -> anyhow::Result<()> {
+    let specs = app.specs()?;
+    let db = app.open_db(config).await?;
+    if only_status {
+        let status = migrate::status(&db, &specs).await?;
+        for m in &status.applied {
+            println!("applied  {}/{}_{}", m.module, m.version, m.name);
+        }
+        for m in &status.pending {
+            println!("pending  {m}");
+        }
+        for m in &status.unknown {
+            println!("UNKNOWN  {m}");
+        }
+        for m in &status.changed {
+            println!("CHANGED  {m}");
+        }
+        db.close().await;
+        if let Some(problem) = status.problem()
+            && (!status.unknown.is_empty() || !status.changed.is_empty())
+        {
+            anyhow::bail!(problem);
+        }
+        return Ok(());
+    }
+    let report = migrate::migrate(&db, &specs).await;
+    db.close().await;
+    let report = report?;
+    if report.applied.is_empty() {
+        println!("database is up to date");
+    } else {
+        for m in &report.applied {
+            println!("applied  {m}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,304 @@
+//! Per-module migrations, one list per engine, recorded in `hearth_migration`.
+//!
+//! Each module owns an ordered list of migrations for SQLite and the same
+//! versions for PostgreSQL. [`migrate`] applies what is pending, one migration
+//! per transaction, while holding the engine's write lock (`BEGIN IMMEDIATE` on
+//! SQLite, a transaction-scoped advisory lock on PostgreSQL), so several nodes
+//! starting at once apply each migration exactly once. A database that holds a
+//! migration this binary does not know, or one whose text changed since it was
+//! applied, is refused: running old code against a newer schema loses data.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+use crate::db::{Db, DbKind, Tx};
+use crate::module::ModuleSpec;
+use crate::{with_db, with_tx};
+
+/// One schema change of one module, for one engine.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// 1, 2, 3 … in the order they apply.
+    pub version: i64,
+    /// Short snake_case name, the same on both engines.
+    pub name: &'static str,
+    /// The SQL script; it may hold several statements.
+    pub sql: &'static str,
+}
+
+impl Migration {
+    /// Declares a migration, usually with `include_str!` for `sql`.
+    pub const fn new(version: i64, name: &'static str, sql: &'static str) -> Self {
+        Self { version, name, sql }
+    }
+
+    fn checksum(&self) -> String {
+        let digest = Sha256::digest(self.sql.as_bytes());
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// A migration as recorded in the database.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AppliedMigration {
+    /// Owning module.
+    pub module: String,
+    /// Version within the module.
+    pub version: i64,
+    /// Name at the time it was applied.
+    pub name: String,
+    /// SHA-256 of the SQL text that ran.
+    pub checksum: String,
+    /// Unix seconds.
+    pub applied_at: i64,
+}
+
+/// Where a database stands relative to this binary's migrations.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct MigrationStatus {
+    /// Recorded in the database.
+    pub applied: Vec<AppliedMigration>,
+    /// Known here, not yet applied, as `module/version_name`.
+    pub pending: Vec<String>,
+    /// In the database but unknown to this binary.
+    pub unknown: Vec<String>,
+    /// Applied with a different text than this binary has.
+    pub changed: Vec<String>,
+}
+
+impl MigrationStatus {
+    /// True when everything known is applied and nothing foreign is recorded.
+    pub fn is_current(&self) -> bool {
+        self.pending.is_empty() && self.unknown.is_empty() && self.changed.is_empty()
+    }
+
+    /// Highest applied version per module.
+    pub fn levels(&self) -> BTreeMap<String, i64> {
+        let mut out = BTreeMap::new();
+        for m in &self.applied {
+            let level = out.entry(m.module.clone()).or_insert(0);
+            *level = (*level).max(m.version);
+        }
+        out
+    }
+
+    /// Why the database is not current, in one line, or `None` when it is.
+    pub fn problem(&self) -> Option<String> {
+        if !self.unknown.is_empty() {
+            return Some(format!(
+                "the database holds migrations this binary does not know: {} (is this binary older than the database?)",
+                self.unknown.join(", ")
+            ));
+        }
+        if !self.changed.is_empty() {
+            return Some(format!(
+                "applied migrations were edited afterwards: {}",
+                self.changed.join(", ")
+            ));
+        }
+        if !self.pending.is_empty() {
+            return Some(format!(
+                "migrations pending: {} (run `migrate`)",
+                self.pending.join(", ")
+            ));
+        }
+        None
+    }
+}
+
+/// Why migrating failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// The database is ahead of, or diverged from, this binary.
+    #[error("refusing to migrate: {0}")]
+    Refused(String),
+    /// One migration's SQL failed; it was rolled back.
+    #[error("migration {module}/{version}_{name} failed: {source}")]
+    Failed {
+        /// Module.
+        module: String,
+        /// Version.
+        version: i64,
+        /// Name.
+        name: String,
+        /// Cause.
+        source: sqlx::Error,
+    },
+    /// The database could not be read or written.
+    #[error("database error while migrating: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// What [`migrate`] did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct MigrateReport {
+    /// Applied now, as `module/version_name`.
+    pub applied: Vec<String>,
+}
+
+const BOOTSTRAP: &str = "CREATE TABLE IF NOT EXISTS hearth_migration (
+    module TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    name TEXT NOT NULL,
+    checksum TEXT NOT NULL,
+    applied_at BIGINT NOT NULL,
+    PRIMARY KEY (module, version)
+)";
+
+/// Arbitrary constant that names hearth's migration lock among advisory locks.
+const PG_LOCK_KEY: i64 = 0x6865_6172_7468_0001;
+
+struct Planned {
+    module: &'static str,
+    migration: Migration,
+    checksum: String,
+}
+
+impl Planned {
+    fn label(&self) -> String {
+        format!(
+            "{}/{}_{}",
+            self.module, self.migration.version, self.migration.name
+        )
+    }
+}
+
+fn plan(kind: DbKind, modules: &[ModuleSpec]) -> Vec<Planned> {
+    modules
+        .iter()
+        .flat_map(|spec| {
+            spec.migrations_for(kind).iter().map(|m| Planned {
+                module: spec.name(),
+                migration: *m,
+                checksum: m.checksum(),
+            })
+        })
+        .collect()
+}
+
+fn compare(applied: Vec<AppliedMigration>, plan: &[Planned]) -> MigrationStatus {
+    let mut status = MigrationStatus::default();
+    for a in &applied {
+        match plan
+            .iter()
+            .find(|p| p.module == a.module && p.migration.version == a.version)
+        {
+            None => status
+                .unknown
+                .push(format!("{}/{}_{}", a.module, a.version, a.name)),
+            Some(p) if p.checksum != a.checksum => status.changed.push(p.label()),
+            Some(_) => {}
+        }
+    }
+    for p in plan {
+        if !applied
+            .iter()
+            .any(|a| a.module == p.module && a.version == p.migration.version)
+        {
+            status.pending.push(p.label());
+        }
+    }
+    status.applied = applied;
+    status
+}
+
+/// Reads where the database stands, without changing anything.
+pub async fn status(db: &Db, modules: &[ModuleSpec]) -> Result<MigrationStatus, sqlx::Error> {
+    let exists: bool = match db {
+        Db::Sqlite(p) => sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'hearth_migration'",
+        )
+        .fetch_one(p)
+        .await?
+            > 0,
+        Db::Postgres(p) => {
+            sqlx::query_scalar::<_, bool>("SELECT to_regclass('hearth_migration') IS NOT NULL")
+                .fetch_one(p)
+                .await?
+        }
+    };
+    let applied = if exists {
+        with_db!(db, pool => sqlx::query_as::<_, (String, i64, String, String, i64)>(
+            "SELECT module, version, name, checksum, applied_at FROM hearth_migration ORDER BY module, version",
+        )
+        .fetch_all(pool)
+        .await?)
+    } else {
+        Vec::new()
+    };
+    Ok(compare(to_applied(applied), &plan(db.kind(), modules)))
+}
+
+fn to_applied(rows: Vec<(String, i64, String, String, i64)>) -> Vec<AppliedMigration> {
+    rows.into_iter()
+        .map(
+            |(module, version, name, checksum, applied_at)| AppliedMigration {
+                module,
+                version,
+                name,
+                checksum,
+                applied_at,
+            },
+        )
+        .collect()
+}
+
+/// Applies every pending migration of `modules`, in module order then version order.
+pub async fn migrate(db: &Db, modules: &[ModuleSpec]) -> Result<MigrateReport, MigrateError> {
+    let plan = plan(db.kind(), modules);
+    let mut report = MigrateReport::default();
+    loop {
+        let mut tx = db.begin().await?;
+        if let Tx::Postgres(t) = &mut tx {
+            // Serializes migrators across nodes; released at commit or rollback.
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(PG_LOCK_KEY)
+                .execute(&mut **t)
+                .await?;
+        }
+        with_tx!(&mut tx, t => sqlx::raw_sql(BOOTSTRAP).execute(&mut **t).await.map(|_| ()))?;
+        let applied = with_tx!(&mut tx, t => sqlx::query_as::<_, (String, i64, String, String, i64)>(
+            "SELECT module, version, name, checksum, applied_at FROM hearth_migration ORDER BY module, version",
+        )
+        .fetch_all(&mut **t)
+        .await)?;
+        let status = compare(to_applied(applied), &plan);
+        if !status.unknown.is_empty() || !status.changed.is_empty() {
+            tx.rollback().await?;
+            return Err(MigrateError::Refused(status.problem().unwrap_or_default()));
+        }
+        let Some(next) = plan.iter().find(|p| status.pending.contains(&p.label())) else {
+            tx.commit().await?;
+            return Ok(report);
+        };
+        let m = next.migration;
+        with_tx!(&mut tx, t => sqlx::raw_sql(m.sql).execute(&mut **t).await.map(|_| ())).map_err(|source| {
+            MigrateError::Failed {
+                module: next.module.to_owned(),
+                version: m.version,
+                name: m.name.to_owned(),
+                source,
+            }
+        })?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        with_tx!(&mut tx, t => sqlx::query(
+            "INSERT INTO hearth_migration (module, version, name, checksum, applied_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(next.module)
+        .bind(m.version)
+        .bind(m.name)
+        .bind(&next.checksum)
+        .bind(now)
+        .execute(&mut **t)
+        .await
+        .map(|_| ()))?;
+        tx.commit().await?;
+        tracing::info!(migration = %next.label(), "applied migration");
+        report.applied.push(next.label());
+    }
+}

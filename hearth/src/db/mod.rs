@@ -1,0 +1,269 @@
+//! The database: embedded SQLite by default, PostgreSQL when the URL says so.
+//!
+//! [`Db`] wraps one bounded pool of either engine. Code that must run on both
+//! writes its SQL once with `$N` placeholders and dispatches with
+//! [`with_db!`](crate::with_db) (or [`with_tx!`](crate::with_tx) inside a
+//! transaction); each arm is type-checked against its own driver, so there is
+//! no lossy "any" layer. Every query binds its values; none is built from input.
+//!
+//! SQLite is opened in WAL mode with foreign keys, a busy timeout and
+//! `synchronous=NORMAL`; [`Db::begin`] starts writers with `BEGIN IMMEDIATE`,
+//! so a transaction takes the write lock up front (waiting on the busy timeout)
+//! instead of failing with `SQLITE_BUSY` when it upgrades from a read.
+
+pub mod migrate;
+
+use std::str::FromStr;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+
+use crate::config::DbConfig;
+
+/// Which engine a [`Db`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DbKind {
+    /// Embedded SQLite.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// Errors from opening a database.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The URL names a scheme hearth does not speak.
+    #[error(
+        "unsupported database URL scheme `{0}`: use sqlite://PATH or postgres://USER@HOST/DB"
+    )]
+    UnsupportedScheme(String),
+    /// The URL has no scheme at all.
+    #[error("database URL `{0}` has no scheme: use sqlite://PATH or postgres://USER@HOST/DB")]
+    NoScheme(String),
+    /// The URL is malformed for its engine.
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(#[source] sqlx::Error),
+    /// The data directory for the SQLite file could not be created.
+    #[error("cannot create the directory {path} for the SQLite database: {source}")]
+    CreateDir {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Connecting failed.
+    #[error("cannot connect to the {kind:?} database: {source}")]
+    Connect {
+        /// Which engine.
+        kind: DbKind,
+        /// Why.
+        source: sqlx::Error,
+    },
+}
+
+impl DbKind {
+    /// The engine a URL names, or a clear error for anything else.
+    pub fn from_url(url: &str) -> Result<Self, DbError> {
+        let Some((scheme, _)) = url.split_once(':') else {
+            return Err(DbError::NoScheme(url.to_owned()));
+        };
+        match scheme {
+            "sqlite" => Ok(Self::Sqlite),
+            "postgres" | "postgresql" => Ok(Self::Postgres),
+            other if other.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) => {
+                Err(DbError::UnsupportedScheme(other.to_owned()))
+            }
+            _ => Err(DbError::NoScheme(url.to_owned())),
+        }
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+/// A bounded connection pool to the app's database.
+#[derive(Debug, Clone)]
+pub enum Db {
+    /// SQLite pool.
+    Sqlite(SqlitePool),
+    /// PostgreSQL pool.
+    Postgres(PgPool),
+}
+
+/// A write transaction on either engine; see [`with_tx!`](crate::with_tx).
+#[derive(Debug)]
+pub enum Tx {
+    /// SQLite, begun with `BEGIN IMMEDIATE`.
+    Sqlite(Transaction<'static, Sqlite>),
+    /// PostgreSQL.
+    Postgres(Transaction<'static, Postgres>),
+}
+
+impl Db {
+    /// Opens a pool for `url` with the limits in `cfg`. For SQLite the file and
+    /// its directory are created on first use.
+    pub async fn connect(url: &str, cfg: &DbConfig) -> Result<Self, DbError> {
+        match DbKind::from_url(url)? {
+            DbKind::Sqlite => {
+                let opts = SqliteConnectOptions::from_str(url)
+                    .map_err(DbError::InvalidUrl)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .foreign_keys(true)
+                    .busy_timeout(cfg.busy_timeout.get());
+                if let Some(dir) = opts.get_filename().parent()
+                    && !dir.as_os_str().is_empty()
+                {
+                    std::fs::create_dir_all(dir).map_err(|source| DbError::CreateDir {
+                        path: dir.display().to_string(),
+                        source,
+                    })?;
+                }
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(cfg.max_connections)
+                    .acquire_timeout(cfg.acquire_timeout.get())
+                    .connect_with(opts)
+                    .await
+                    .map_err(|source| DbError::Connect {
+                        kind: DbKind::Sqlite,
+                        source,
+                    })?;
+                Ok(Self::Sqlite(pool))
+            }
+            DbKind::Postgres => {
+                let timeout_ms = cfg.statement_timeout.get().as_millis().to_string();
+                let opts = PgConnectOptions::from_str(url)
+                    .map_err(DbError::InvalidUrl)?
+                    .application_name("hearth")
+                    .options([("statement_timeout", timeout_ms.as_str())]);
+                let pool = PgPoolOptions::new()
+                    .max_connections(cfg.max_connections)
+                    .acquire_timeout(cfg.acquire_timeout.get())
+                    .connect_with(opts)
+                    .await
+                    .map_err(|source| DbError::Connect {
+                        kind: DbKind::Postgres,
+                        source,
+                    })?;
+                Ok(Self::Postgres(pool))
+            }
+        }
+    }
+
+    /// Which engine this is.
+    pub fn kind(&self) -> DbKind {
+        match self {
+            Self::Sqlite(_) => DbKind::Sqlite,
+            Self::Postgres(_) => DbKind::Postgres,
+        }
+    }
+
+    /// Starts a write transaction (`BEGIN IMMEDIATE` on SQLite).
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        Ok(match self {
+            Self::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+            Self::Postgres(p) => Tx::Postgres(p.begin().await?),
+        })
+    }
+
+    /// One round trip to the database.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        crate::with_db!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        match self {
+            Self::Sqlite(p) => p.close().await,
+            Self::Postgres(p) => p.close().await,
+        }
+    }
+}
+
+impl Tx {
+    /// Commits.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Sqlite(t) => t.commit().await,
+            Self::Postgres(t) => t.commit().await,
+        }
+    }
+
+    /// Rolls back (dropping a `Tx` also rolls back).
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Sqlite(t) => t.rollback().await,
+            Self::Postgres(t) => t.rollback().await,
+        }
+    }
+
+    /// Which engine this is.
+    pub fn kind(&self) -> DbKind {
+        match self {
+            Self::Sqlite(_) => DbKind::Sqlite,
+            Self::Postgres(_) => DbKind::Postgres,
+        }
+    }
+}
+
+/// Runs one expression against whichever pool a [`Db`] holds.
+///
+/// The expression is compiled once per engine, so each arm is checked against
+/// its own driver's types; both arms must produce the same type (map driver
+/// results such as `execute`'s to `()` or `rows_affected()`):
+///
+/// ```ignore
+/// let n: i64 = with_db!(db, pool => sqlx::query_scalar("SELECT count(*) FROM t").fetch_one(pool).await)?;
+/// ```
+#[macro_export]
+macro_rules! with_db {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::db::Db::Sqlite($pool) => $body,
+            $crate::db::Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Runs one expression against the connection of a [`Tx`]; `$conn` is a
+/// `&mut` connection usable as an executor (`&mut **conn`).
+#[macro_export]
+macro_rules! with_tx {
+    ($tx:expr, $conn:ident => $body:expr) => {
+        match $tx {
+            $crate::db::Tx::Sqlite($conn) => $body,
+            $crate::db::Tx::Postgres($conn) => $body,
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_schemes_are_recognised_or_named() {
+        assert_eq!(DbKind::from_url("sqlite://data/a.db").ok(), Some(DbKind::Sqlite));
+        assert_eq!(DbKind::from_url("sqlite::memory:").ok(), Some(DbKind::Sqlite));
+        assert_eq!(
+            DbKind::from_url("postgres://u@h/db").ok(),
+            Some(DbKind::Postgres)
+        );
+        assert_eq!(
+            DbKind::from_url("postgresql://u@h/db").ok(),
+            Some(DbKind::Postgres)
+        );
+        let err = DbKind::from_url("mysql://u@h/db").unwrap_err().to_string();
+        assert!(err.contains("unsupported database URL scheme `mysql`"), "{err}");
+        let err = DbKind::from_url("data/app.db").unwrap_err().to_string();
+        assert!(err.contains("has no scheme"), "{err}");
+    }
+}

@@ -1,0 +1,417 @@
+//! The outermost layer that sees every request: request id, access log, error
+//! rendering and ETags.
+//!
+//! - **Request id.** A well-formed incoming `X-Request-Id` is kept (so a proxy's id
+//!   follows the request); anything else is replaced by a fresh UUID. The id is
+//!   in the request's extensions, in every log line of the request, in the
+//!   response header and in every error body.
+//! - **Access log.** One line per request at target `hearth::access`: method,
+//!   path (never the query string, which may carry tokens), status, duration
+//!   and request id.
+//! - **Errors.** Every 4xx/5xx leaves as `{"error":{…},"request_id":…}` for API
+//!   clients or as an HTML page for browsers (the `Accept` header decides). Bare
+//!   errors from lower layers (405, 413, …) are given a body here.
+//! - **ETags.** Successful JSON responses get a weak ETag computed from the body;
+//!   any response with an ETag is answered with 304 when `If-None-Match` matches.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use askama::Template;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use http_body_util::BodyExt;
+use sha2::{Digest, Sha256};
+use tower::{Layer, Service};
+use tracing::Instrument;
+
+use crate::error::{ErrorBody, render_json};
+
+/// The id of the current request; also sent back as `X-Request-Id`.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub HeaderValue);
+
+impl RequestId {
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        self.0.to_str().unwrap_or("")
+    }
+}
+
+const X_REQUEST_ID: &str = "x-request-id";
+
+/// Adds [`Front`] to a service.
+#[derive(Debug, Clone)]
+pub(crate) struct FrontLayer {
+    etag_limit: u64,
+}
+
+impl FrontLayer {
+    /// `etag_limit`: JSON bodies larger than this get no ETag (they would have
+    /// to be buffered whole to hash them).
+    pub(crate) fn new(etag_limit: u64) -> Self {
+        Self { etag_limit }
+    }
+}
+
+impl<S> Layer<S> for FrontLayer {
+    type Service = Front<S>;
+    fn layer(&self, inner: S) -> Front<S> {
+        Front {
+            inner,
+            etag_limit: self.etag_limit,
+        }
+    }
+}
+
+/// See the module docs.
+#[derive(Debug, Clone)]
+pub(crate) struct Front<S> {
+    inner: S,
+    etag_limit: u64,
+}
+
+/// What `Front` remembers from the request to finish the response.
+struct Seen {
+    id: HeaderValue,
+    method: Method,
+    wants_html: bool,
+    if_none_match: Option<HeaderValue>,
+    etag_limit: u64,
+}
+
+impl<S> Service<Request> for Front<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        let start = Instant::now();
+        let id = incoming_id(req.headers()).unwrap_or_else(new_id);
+        req.extensions_mut().insert(RequestId(id.clone()));
+        let seen = Seen {
+            id,
+            method: req.method().clone(),
+            wants_html: prefers_html(req.headers()),
+            if_none_match: req.headers().get(header::IF_NONE_MATCH).cloned(),
+            etag_limit: self.etag_limit,
+        };
+        let path = req.uri().path().to_owned();
+        let span = tracing::info_span!("request", request_id = seen.id.to_str().unwrap_or(""));
+        // Take the service that was driven to readiness; leave a fresh clone behind.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(
+            async move {
+                let res = match inner.call(req).await {
+                    Ok(res) => res,
+                    Err(never) => match never {},
+                };
+                let res = finish(res, &seen).await;
+                tracing::info!(
+                    target: "hearth::access",
+                    method = %seen.method,
+                    path = %path,
+                    status = res.status().as_u16(),
+                    duration_us = start.elapsed().as_micros() as u64,
+                    "request",
+                );
+                Ok(res)
+            }
+            .instrument(span),
+        )
+    }
+}
+
+async fn finish(mut res: Response, seen: &Seen) -> Response {
+    let status = res.status();
+    if status.is_client_error() || status.is_server_error() {
+        res = render_error(res, seen);
+    } else if status == StatusCode::OK && (seen.method == Method::GET || seen.method == Method::HEAD)
+    {
+        if is_json(res.headers()) && !res.headers().contains_key(header::ETAG) {
+            res = add_etag(res, seen.etag_limit).await;
+        }
+        if let (Some(inm), Some(etag)) = (&seen.if_none_match, res.headers().get(header::ETAG))
+            && etag_matches(inm, etag)
+        {
+            res = not_modified(res);
+        }
+    }
+    res.headers_mut().insert(X_REQUEST_ID, seen.id.clone());
+    res
+}
+
+/// Gives every error response the standard body, as JSON or HTML.
+fn render_error(res: Response, seen: &Seen) -> Response {
+    let status = res.status();
+    let body = match res.extensions().get::<ErrorBody>() {
+        Some(body) => body.clone(),
+        None if is_bare(res.headers()) => default_body(status),
+        // A handler chose its own error body: leave it alone.
+        None => return res,
+    };
+    let id = seen.id.to_str().unwrap_or("");
+    let (mut parts, _) = res.into_parts();
+    let rendered = if seen.wants_html {
+        html_page(status, &body, id)
+    } else {
+        render_json(status, &body, Some(id))
+    };
+    let (new_parts, new_body) = rendered.into_parts();
+    // Keep headers the error set (Retry-After, Allow, …), but take the new body's type and length.
+    parts.headers.remove(header::CONTENT_LENGTH);
+    if let Some(ct) = new_parts.headers.get(header::CONTENT_TYPE) {
+        parts.headers.insert(header::CONTENT_TYPE, ct.clone());
+    }
+    parts.extensions.insert(body);
+    Response::from_parts(parts, new_body)
+}
+
+/// True when a lower layer left a body nobody designed (empty or plain text).
+fn is_bare(headers: &HeaderMap) -> bool {
+    match headers.get(header::CONTENT_TYPE) {
+        None => true,
+        Some(ct) => ct.as_bytes().starts_with(b"text/plain"),
+    }
+}
+
+fn default_body(status: StatusCode) -> ErrorBody {
+    let (code, message) = match status {
+        StatusCode::BAD_REQUEST => ("bad_request", "the request is malformed"),
+        StatusCode::UNAUTHORIZED => ("unauthorized", "sign-in is required"),
+        StatusCode::FORBIDDEN => ("forbidden", "this is not allowed"),
+        StatusCode::NOT_FOUND => ("not_found", "no route matches this path"),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "this path does not accept this method",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "payload_too_large",
+            "the request body is larger than the limit",
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "the request body has an unsupported content type",
+        ),
+        StatusCode::REQUEST_TIMEOUT => ("timeout", "the request took too long"),
+        StatusCode::TOO_MANY_REQUESTS => ("too_many_requests", "too many requests, try again later"),
+        StatusCode::SERVICE_UNAVAILABLE => (
+            "unavailable",
+            "the service is unavailable, try again later",
+        ),
+        s if s.is_server_error() => ("internal", "internal server error"),
+        _ => ("error", "the request failed"),
+    };
+    ErrorBody {
+        code: code.into(),
+        message: message.into(),
+        field: None,
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    status: u16,
+    reason: &'a str,
+    message: &'a str,
+    field: Option<&'a str>,
+    request_id: &'a str,
+}
+
+fn html_page(status: StatusCode, body: &ErrorBody, request_id: &str) -> Response {
+    let page = ErrorPage {
+        status: status.as_u16(),
+        reason: status.canonical_reason().unwrap_or("Error"),
+        message: &body.message,
+        field: body.field.as_deref(),
+        request_id,
+    };
+    match page.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        // The template has no fallible parts; fall back to JSON rather than fail twice.
+        Err(_) => render_json(status, body, Some(request_id)),
+    }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|ct| {
+        let ct = ct.as_bytes();
+        ct.starts_with(b"application/json")
+            || ct
+                .split(|b| *b == b';')
+                .next()
+                .is_some_and(|t| t.ends_with(b"+json"))
+    })
+}
+
+/// Buffers a small JSON body to hash it. Streaming or large bodies are passed
+/// through untouched.
+async fn add_etag(res: Response, limit: u64) -> Response {
+    use axum::body::HttpBody as _;
+    let (mut parts, body) = res.into_parts();
+    let exact = body.size_hint().exact();
+    if !exact.is_some_and(|n| n <= limit) {
+        return Response::from_parts(parts, body);
+    }
+    match body.collect().await {
+        Ok(collected) => {
+            let bytes = collected.to_bytes();
+            if let Ok(v) = HeaderValue::from_str(&weak_etag(&bytes)) {
+                parts.headers.insert(header::ETAG, v);
+            }
+            Response::from_parts(parts, Body::from(bytes))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read response body for its ETag");
+            crate::error::Error::internal(anyhow::anyhow!("response body failed: {e}"))
+                .into_response()
+        }
+    }
+}
+
+/// A weak ETag from the first 128 bits of the body's SHA-256.
+pub(crate) fn weak_etag(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let mut s = String::with_capacity(36);
+    s.push_str("W/\"");
+    for b in &digest[..16] {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s.push('"');
+    s
+}
+
+/// Weak comparison (RFC 9110 §13.1.2): `W/` prefixes are ignored; `*` matches.
+fn etag_matches(if_none_match: &HeaderValue, etag: &HeaderValue) -> bool {
+    let Ok(inm) = if_none_match.to_str() else {
+        return false;
+    };
+    let Ok(etag) = etag.to_str() else {
+        return false;
+    };
+    let strip = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+    let etag = strip(etag);
+    inm.split(',').any(|t| t.trim() == "*" || strip(t) == etag)
+}
+
+fn not_modified(res: Response) -> Response {
+    let (mut parts, _) = res.into_parts();
+    parts.status = StatusCode::NOT_MODIFIED;
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::CONTENT_TYPE);
+    Response::from_parts(parts, Body::empty())
+}
+
+/// A kept incoming id: 1–64 characters of `[A-Za-z0-9._:-]`. Anything else
+/// could smuggle text into logs, so it is replaced.
+fn incoming_id(headers: &HeaderMap) -> Option<HeaderValue> {
+    let v = headers.get(X_REQUEST_ID)?;
+    let b = v.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 64
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"._:-".contains(c));
+    ok.then(|| v.clone())
+}
+
+fn new_id() -> HeaderValue {
+    let mut buf = uuid::Uuid::encode_buffer();
+    let s = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    // A hyphenated UUID is always a valid header value.
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// True when the client prefers an HTML page to JSON, by the `Accept` header's
+/// q-values. Browsers list `text/html` first; `curl`, `fetch` and API clients
+/// send `*/*` or `application/json` and get JSON.
+pub fn prefers_html(headers: &HeaderMap) -> bool {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let mut html_q = 0.0_f32;
+    let mut json_q = 0.0_f32;
+    for item in accept.split(',') {
+        let mut parts = item.split(';');
+        let media = parts.next().unwrap_or("").trim();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        match media {
+            "text/html" | "application/xhtml+xml" => html_q = html_q.max(q),
+            "application/json" => json_q = json_q.max(q),
+            _ => {}
+        }
+    }
+    html_q > 0.0 && html_q >= json_q
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(v: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_static(v));
+        h
+    }
+
+    #[test]
+    fn accept_header_decides_html_or_json() {
+        let cases = [
+            (
+                "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+                true,
+            ),
+            ("*/*", false),
+            ("application/json", false),
+            ("application/json, text/html;q=0.5", false),
+            ("text/html;q=0.9, application/json;q=0.8", true),
+            ("text/html;q=0", false),
+        ];
+        for (value, html) in cases {
+            assert_eq!(prefers_html(&accept(value)), html, "{value}");
+        }
+        assert!(!prefers_html(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn etags_compare_weakly() {
+        let etag = HeaderValue::from_static("W/\"abc\"");
+        for (inm, m) in [
+            ("W/\"abc\"", true),
+            ("\"abc\"", true),
+            ("\"x\", W/\"abc\"", true),
+            ("*", true),
+            ("\"abd\"", false),
+        ] {
+            assert_eq!(etag_matches(&HeaderValue::from_static(inm), &etag), m, "{inm}");
+        }
+    }
+
+    #[test]
+    fn only_safe_request_ids_are_kept() {
+        let mut h = HeaderMap::new();
+        h.insert(X_REQUEST_ID, HeaderValue::from_static("abc-123_x.y:z"));
+        assert!(incoming_id(&h).is_some());
+        h.insert(X_REQUEST_ID, HeaderValue::from_static("a b"));
+        assert!(incoming_id(&h).is_none());
+        h.insert(X_REQUEST_ID, HeaderValue::from_str(&"a".repeat(65)).unwrap());
+        assert!(incoming_id(&h).is_none());
+    }
+}

@@ -1,0 +1,154 @@
+//! JSON in and out, with errors that say where the input went wrong.
+//!
+//! As an extractor, [`Json`] requires `Content-Type: application/json` (or
+//! `+json`) and answers 415 otherwise, 413 over the body limit, 400 with the
+//! line and column for malformed JSON, and 422 naming the field for JSON of
+//! the wrong shape. As a response it serializes with `application/json`; the
+//! pipeline adds the ETag.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::Error;
+
+/// A JSON request body or response.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<S, T> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
+        if !is_json_request(&req) {
+            return Err(Error::unsupported_media_type("application/json"));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                Error::new(e.status(), "payload_too_large", "the request body is larger than the limit")
+            } else {
+                Error::bad_request("unreadable_body", "the request body could not be read")
+            }
+        })?;
+        parse(&bytes).map(Json)
+    }
+}
+
+fn is_json_request(req: &Request) -> bool {
+    let Some(ct) = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let media = ct.split(';').next().unwrap_or("").trim();
+    media.eq_ignore_ascii_case("application/json")
+        || (media.starts_with("application/") && media.ends_with("+json"))
+}
+
+/// Parses JSON into `T`, mapping serde's errors to 400 (syntax) or 422 (shape).
+pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        let path = err.path().to_string();
+        from_serde(err.into_inner(), &path)
+    })?;
+    // Trailing characters after the value are malformed JSON too.
+    de.end().map_err(|e| from_serde(e, ""))?;
+    Ok(value)
+}
+
+fn from_serde(inner: serde_json::Error, path: &str) -> Error {
+    let (line, column) = (inner.line(), inner.column());
+    match inner.classify() {
+        serde_json::error::Category::Data => {
+            let msg = strip_position(&inner.to_string());
+            if path == "." || path.is_empty() {
+                Error::new(
+                    axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_body",
+                    format!("the JSON body does not match what this route expects: {msg}"),
+                )
+            } else {
+                Error::validation(path.to_owned(), msg)
+            }
+        }
+        serde_json::error::Category::Eof => Error::bad_request(
+            "invalid_json",
+            format!("the JSON body ends early at line {line} column {column}"),
+        ),
+        _ => Error::bad_request(
+            "invalid_json",
+            format!(
+                "the JSON body is malformed at line {line} column {column}: {}",
+                strip_position(&inner.to_string())
+            ),
+        ),
+    }
+}
+
+/// serde_json appends " at line L column C"; the message says it its own way.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        match serde_json::to_vec(&self.0) {
+            Ok(body) => {
+                let mut res = body.into_response();
+                res.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                res
+            }
+            Err(e) => Error::internal(e).into_response(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Signup {
+        email: String,
+        age: u8,
+        tags: Vec<String>,
+    }
+
+    #[test]
+    fn errors_name_the_place_that_failed() {
+        let cases: &[(&str, u16, &str, Option<&str>)] = &[
+            ("{", 400, "invalid_json", None),
+            ("{\"email\": }", 400, "invalid_json", None),
+            ("{} trailing", 400, "invalid_json", None),
+            ("[]", 422, "invalid_body", None),
+            (r#"{"email":"a@b","age":"x","tags":[]}"#, 422, "invalid_field", Some("age")),
+            (r#"{"email":"a@b","age":300,"tags":[]}"#, 422, "invalid_field", Some("age")),
+            (r#"{"email":"a@b","age":3,"tags":[1]}"#, 422, "invalid_field", Some("tags[0]")),
+            (r#"{"age":3,"tags":[]}"#, 422, "invalid_body", None),
+        ];
+        for (body, status, code, field) in cases {
+            let err = parse::<Signup>(body.as_bytes()).unwrap_err();
+            assert_eq!(err.status().as_u16(), *status, "{body}: {err}");
+            assert_eq!(err.code(), *code, "{body}: {err}");
+            assert_eq!(err.body().field.as_deref(), *field, "{body}: {err}");
+        }
+        assert!(parse::<Signup>(br#"{"email":"a@b","age":3,"tags":["x"]}"#).is_ok());
+    }
+}

@@ -1,0 +1,49 @@
+//! # hearth
+//!
+//! A framework for human-scale web systems: one binary, one database, the OS.
+//! An app is a list of [modules](module) assembled by an [`App`]; the binary's
+//! `main` is one call to [`cli::run`], which gives it `serve`, `migrate`,
+//! `config` and `version`.
+//!
+//! | capability | what it promises |
+//! |---|---|
+//! | [`app`] | the builder that turns modules and config into a running server; the same path for `main` and tests |
+//! | [`module`] | the module contract: a spec (name, migrations) and registration into public, signed-in and admin route groups |
+//! | [`config`] | layered configuration (defaults, `hearth.toml`, secrets file, `HEARTH_*`, flags) with one-line errors |
+//! | [`db`] | SQLite (embedded default) or PostgreSQL behind one type; per-module migrations on both |
+//! | [`http`] | the request pipeline: request ids, access log, limits, errors as JSON or HTML, ETags, compression, health, TLS, graceful shutdown |
+//! | [`error`] | the one client-visible error type |
+//! | [`cli`] | the command line every app binary gets |
+//! | [`telemetry`] | logs: readable in dev, JSON in prod |
+//! | [`testing`] | a fresh database per test on both engines, and the real app on a random port |
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod module;
+pub mod telemetry;
+pub mod testing;
+
+pub use app::{App, AppState};
+pub use config::Config;
+pub use db::{Db, DbKind};
+pub use error::{Error, Result};
+pub use module::{Context, Module, ModuleSpec};
+
+/// Re-exports apps need to write routes without naming hearth's own dependencies.
+pub mod prelude {
+    pub use crate::db::migrate::Migration;
+    pub use crate::http::Json;
+    pub use crate::{App, AppState, Context, Db, DbKind, Error, Module, ModuleSpec, Result};
+    pub use axum::Router;
+    pub use axum::extract::{Query, State};
+    pub use axum::routing::{delete, get, patch, post, put};
+}
+
+/// axum, re-exported so apps use the exact version hearth is built on.
+pub use axum;
+/// sqlx, re-exported so apps use the exact version hearth is built on.
+pub use sqlx;

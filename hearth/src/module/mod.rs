@@ -1,0 +1,221 @@
+//! The module contract: what a module declares and how it plugs into an app.
+//!
+//! A module declares a [`ModuleSpec`] (a stable name and its migrations for
+//! both engines) and, in [`Module::register`], adds routes to the three route
+//! groups of a [`Context`] (public, signed-in, admin), static assets, and a
+//! reset hook that tests use to return its tables to a clean state. Modules
+//! get what they need through [`AppState`] and axum's compile-time-checked
+//! `State` extractors; there are no globals.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::Router;
+
+use crate::app::AppState;
+use crate::db::migrate::Migration;
+use crate::db::{Db, DbKind};
+
+/// A module: a spec plus a registration step.
+pub trait Module: Send + Sync + 'static {
+    /// The module's name and migrations.
+    fn spec(&self) -> ModuleSpec;
+
+    /// Adds the module's routes, assets and hooks to `ctx`.
+    fn register(&self, ctx: &mut Context<'_>);
+}
+
+/// What a module declares about itself.
+#[derive(Debug, Clone, Copy)]
+pub struct ModuleSpec {
+    name: &'static str,
+    sqlite: &'static [Migration],
+    postgres: &'static [Migration],
+}
+
+/// Why a module spec is not acceptable.
+#[derive(Debug, thiserror::Error)]
+#[error("module `{module}`: {problem}")]
+pub struct SpecError {
+    /// The module name.
+    pub module: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+impl ModuleSpec {
+    /// A module called `name`: lowercase letters, digits and underscores,
+    /// starting with a letter. The name is stored with its migrations, so it must never change.
+    pub const fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            sqlite: &[],
+            postgres: &[],
+        }
+    }
+
+    /// Sets the migrations; both lists must have the same versions and names.
+    #[must_use]
+    pub const fn migrations(
+        mut self,
+        sqlite: &'static [Migration],
+        postgres: &'static [Migration],
+    ) -> Self {
+        self.sqlite = sqlite;
+        self.postgres = postgres;
+        self
+    }
+
+    /// The stable name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The migrations for one engine.
+    pub fn migrations_for(&self, kind: DbKind) -> &'static [Migration] {
+        match kind {
+            DbKind::Sqlite => self.sqlite,
+            DbKind::Postgres => self.postgres,
+        }
+    }
+
+    /// Checks the name and that both engines' migration lists line up.
+    pub fn check(&self) -> Result<(), SpecError> {
+        let err = |problem: String| SpecError {
+            module: self.name.to_owned(),
+            problem,
+        };
+        let mut chars = self.name.chars();
+        let valid = chars.next().is_some_and(|c| c.is_ascii_lowercase())
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid {
+            return Err(err(
+                "the name must be lowercase letters, digits and underscores, starting with a letter"
+                    .into(),
+            ));
+        }
+        if self.sqlite.len() != self.postgres.len() {
+            return Err(err(format!(
+                "{} SQLite migrations but {} PostgreSQL migrations",
+                self.sqlite.len(),
+                self.postgres.len()
+            )));
+        }
+        for (i, (s, p)) in self.sqlite.iter().zip(self.postgres).enumerate() {
+            let expected = i as i64 + 1;
+            if s.version != expected || p.version != expected {
+                return Err(err(format!(
+                    "migration versions must run 1, 2, 3 … without gaps; position {expected} has {} (SQLite) and {} (PostgreSQL)",
+                    s.version, p.version
+                )));
+            }
+            if s.name != p.name {
+                return Err(err(format!(
+                    "migration {expected} is `{}` on SQLite but `{}` on PostgreSQL",
+                    s.name, p.name
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A future returned by a reset hook.
+pub type ResetFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+
+/// A hook that returns a module's data to a clean state, for tests.
+pub type ResetHook = Arc<dyn Fn(Db) -> ResetFuture + Send + Sync>;
+
+/// A file compiled into the binary and served under `/static/`.
+#[derive(Debug, Clone, Copy)]
+pub struct Asset {
+    /// Path below `/static/`, e.g. `pancake.css`.
+    pub path: &'static str,
+    /// The content.
+    pub bytes: &'static [u8],
+}
+
+/// What a module registers into. Built by the app, one per module.
+pub struct Context<'a> {
+    state: &'a AppState,
+    pub(crate) public: Router<AppState>,
+    pub(crate) signed_in: Router<AppState>,
+    pub(crate) admin: Router<AppState>,
+    pub(crate) resets: Vec<(&'static str, ResetHook)>,
+    pub(crate) assets: Vec<Asset>,
+    module: &'static str,
+}
+
+impl<'a> Context<'a> {
+    pub(crate) fn new(state: &'a AppState) -> Self {
+        Self {
+            state,
+            public: Router::new(),
+            signed_in: Router::new(),
+            admin: Router::new(),
+            resets: Vec::new(),
+            assets: Vec::new(),
+            module: "",
+        }
+    }
+
+    pub(crate) fn set_module(&mut self, name: &'static str) {
+        self.module = name;
+    }
+
+    /// The app's state: config, database, name and version.
+    pub fn state(&self) -> &AppState {
+        self.state
+    }
+
+    /// Routes anyone may call.
+    pub fn public(&mut self, routes: Router<AppState>) {
+        self.public = std::mem::take(&mut self.public).merge(routes);
+    }
+
+    /// Routes that require a signed-in user; the gatekeeper runs before them.
+    pub fn signed_in(&mut self, routes: Router<AppState>) {
+        self.signed_in = std::mem::take(&mut self.signed_in).merge(routes);
+    }
+
+    /// Routes that require an admin; both gatekeepers run before them.
+    pub fn admin(&mut self, routes: Router<AppState>) {
+        self.admin = std::mem::take(&mut self.admin).merge(routes);
+    }
+
+    /// A file served at `/static/<path>` with an ETag and `Cache-Control`.
+    pub fn asset(&mut self, path: &'static str, bytes: &'static [u8]) {
+        self.assets.push(Asset { path, bytes });
+    }
+
+    /// Registers the hook that clears this module's data between tests.
+    pub fn on_reset<F, Fut>(&mut self, hook: F)
+    where
+        F: Fn(Db) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let hook: ResetHook = Arc::new(move |db| Box::pin(hook(db)));
+        self.resets.push((self.module, hook));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &[Migration] = &[Migration::new(1, "create_a", "CREATE TABLE a (id BIGINT)")];
+    const B: &[Migration] = &[Migration::new(1, "create_b", "CREATE TABLE b (id BIGINT)")];
+    const GAP: &[Migration] = &[Migration::new(2, "create_a", "CREATE TABLE a (id BIGINT)")];
+
+    #[test]
+    fn spec_check_rejects_bad_names_and_mismatched_lists() {
+        assert!(ModuleSpec::new("blog").migrations(A, A).check().is_ok());
+        assert!(ModuleSpec::new("Blog").check().is_err());
+        assert!(ModuleSpec::new("9blog").check().is_err());
+        assert!(ModuleSpec::new("").check().is_err());
+        assert!(ModuleSpec::new("blog").migrations(A, &[]).check().is_err());
+        assert!(ModuleSpec::new("blog").migrations(A, B).check().is_err());
+        assert!(ModuleSpec::new("blog").migrations(GAP, GAP).check().is_err());
+    }
+}

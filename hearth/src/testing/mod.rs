@@ -1,0 +1,325 @@
+//! Test support: a fresh database per test on either engine, and the real app
+//! served on a random port.
+//!
+//! [`TestApp::spawn`] starts the app through the same [`App::start`] that
+//! `serve` uses, on a temporary SQLite file or on a newly created PostgreSQL
+//! database that is dropped when the test ends. PostgreSQL comes from
+//! `HEARTH_TEST_POSTGRES_URL`; when it is unset and no server answers on
+//! 127.0.0.1:5432, PostgreSQL tests print that they are skipped and return.
+//! [`db_tests!`](crate::db_tests) writes each test once and runs it on both.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, ConnectOptions};
+
+use crate::app::{App, AppState, Running, StartError};
+use crate::config::{Config, Secret};
+use crate::db::DbKind;
+
+/// The environment variable naming the PostgreSQL server for tests.
+pub const POSTGRES_URL_VAR: &str = "HEARTH_TEST_POSTGRES_URL";
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// Which engine a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A temporary SQLite file.
+    Sqlite,
+    /// A fresh PostgreSQL database.
+    Postgres,
+}
+
+impl From<Backend> for DbKind {
+    fn from(b: Backend) -> DbKind {
+        match b {
+            Backend::Sqlite => DbKind::Sqlite,
+            Backend::Postgres => DbKind::Postgres,
+        }
+    }
+}
+
+/// A fresh, empty database that is removed when dropped.
+pub struct TestDb {
+    url: String,
+    dir: tempfile::TempDir,
+    // Held for its Drop, which removes the PostgreSQL database.
+    _pg: Option<PgDatabase>,
+}
+
+struct PgDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl TestDb {
+    /// Creates a database, or returns `None` (after saying so on stderr) when
+    /// PostgreSQL is wanted but none is configured or reachable.
+    pub async fn create(backend: Backend) -> Option<TestDb> {
+        let dir = tempfile::Builder::new()
+            .prefix("hearth-test-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create a temp dir: {e}"));
+        match backend {
+            Backend::Sqlite => {
+                let url = format!("sqlite://{}/test.db", dir.path().display());
+                Some(TestDb { url, dir, _pg: None })
+            }
+            Backend::Postgres => {
+                let (admin_url, required) = match std::env::var(POSTGRES_URL_VAR) {
+                    Ok(url) if !url.is_empty() => (url, true),
+                    _ => (DEFAULT_POSTGRES_URL.to_owned(), false),
+                };
+                let opts = PgConnectOptions::from_str(&admin_url)
+                    .unwrap_or_else(|e| panic!("{POSTGRES_URL_VAR} is not a valid URL: {e}"));
+                let admin = match PgPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect_with(opts)
+                    .await
+                {
+                    Ok(p) => p,
+                    Err(e) if !required => {
+                        skipped(&format!(
+                            "no server at 127.0.0.1:5432 and {POSTGRES_URL_VAR} is unset ({e})"
+                        ));
+                        return None;
+                    }
+                    Err(e) => panic!("cannot reach PostgreSQL at {POSTGRES_URL_VAR}: {e}"),
+                };
+                let name = format!("hearth_test_{}", uuid::Uuid::new_v4().simple());
+                // An identifier cannot be a bind parameter; `name` is generated above
+                // from hex digits only.
+                sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&admin)
+                    .await
+                    .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
+                admin.close().await;
+                let url = with_database(&admin_url, &name);
+                Some(TestDb {
+                    url,
+                    dir,
+                    _pg: Some(PgDatabase { admin_url, name }),
+                })
+            }
+        }
+    }
+
+    /// The database URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A temporary directory that lives as long as the database.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+fn skipped(why: &str) {
+    let thread = std::thread::current();
+    let name = thread.name().unwrap_or("a test");
+    // Written to stderr directly, not through eprintln!, so that the test
+    // harness does not capture it: a skip must be visible.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED PostgreSQL test {name}: {why}"
+    );
+}
+
+/// Replaces the database name in a PostgreSQL URL.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let authority_start = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let base = match base[authority_start..].find('/') {
+        Some(i) => &base[..authority_start + i],
+        None => base,
+    };
+    format!("{base}/{name}{query}")
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = std::mem::take(&mut self.name);
+        // Drop runs inside the test's runtime, which must not be blocked on;
+        // a short-lived thread with its own runtime removes the database.
+        let done = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let Ok(opts) = PgConnectOptions::from_str(&admin_url) else {
+                    return;
+                };
+                let Ok(mut conn) = opts.connect().await else {
+                    return;
+                };
+                let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                if let Err(e) = sqlx::query(AssertSqlSafe(sql)).execute(&mut conn).await {
+                    let _ = writeln!(std::io::stderr(), "could not drop test database {name}: {e}");
+                }
+            });
+        });
+        let _ = done.join();
+    }
+}
+
+/// The app running on a random port over a fresh database.
+pub struct TestApp {
+    // Field order matters: the server stops before its database is dropped.
+    running: Running,
+    base_url: String,
+    db: TestDb,
+}
+
+impl TestApp {
+    /// Starts `app` with test defaults on `backend`, or `None` when PostgreSQL is skipped.
+    pub async fn spawn(app: &App, backend: Backend) -> Option<TestApp> {
+        Self::spawn_with(app, backend, |_| {}).await
+    }
+
+    /// Like [`TestApp::spawn`], after letting `configure` change the config.
+    pub async fn spawn_with(
+        app: &App,
+        backend: Backend,
+        configure: impl FnOnce(&mut Config),
+    ) -> Option<TestApp> {
+        let db = TestDb::create(backend).await?;
+        let mut config = Self::config(&db);
+        configure(&mut config);
+        let running = Self::try_start(app, config)
+            .await
+            .unwrap_or_else(|e| panic!("test app failed to start: {e}"));
+        let scheme = if running.state().config().tls.cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let base_url = format!("{scheme}://{}", running.local_addr());
+        Some(TestApp {
+            running,
+            base_url,
+            db,
+        })
+    }
+
+    /// The configuration tests start from: loopback on port 0, the test
+    /// database, a data dir inside the test's temp dir.
+    pub fn config(db: &TestDb) -> Config {
+        Config {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: db.dir().join("data"),
+            database_url: Some(Secret::new(db.url())),
+            log: "warn".into(),
+            ..Config::default()
+        }
+    }
+
+    /// Starts an app and returns the error instead of panicking, for tests of start-up failures.
+    pub async fn try_start(app: &App, config: Config) -> Result<Running, StartError> {
+        crate::telemetry::init(&config);
+        app.start(config).await
+    }
+
+    /// `http://127.0.0.1:PORT` (or `https://` with TLS).
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The full URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    /// The socket address the app listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.running.local_addr()
+    }
+
+    /// The app's state (database, config).
+    pub fn state(&self) -> &AppState {
+        self.running.state()
+    }
+
+    /// The test database.
+    pub fn db(&self) -> &TestDb {
+        &self.db
+    }
+
+    /// Runs every module's reset hook.
+    pub async fn reset(&self) -> anyhow::Result<()> {
+        self.running.reset().await
+    }
+
+    /// Stops the server gracefully and drops the database.
+    pub async fn stop(self) {
+        let TestApp { running, db, .. } = self;
+        running.shutdown().await;
+        drop(db);
+    }
+}
+
+/// Writes each test once and runs it on SQLite and on PostgreSQL, as
+/// `name::sqlite` and `name::postgres`. The body sees the backend as the
+/// named variable:
+///
+/// ```ignore
+/// hearth::db_tests! {
+///     async fn status_reports_the_engine(backend) {
+///         let Some(app) = TestApp::spawn(&my_app(), backend).await else { return };
+///         // …
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! db_tests {
+    ($( $(#[$meta:meta])* async fn $name:ident($backend:ident) $body:block )*) => {
+        $(
+            $(#[$meta])*
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                #[tokio::test]
+                async fn sqlite() {
+                    let $backend = $crate::testing::Backend::Sqlite;
+                    $body
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    let $backend = $crate::testing::Backend::Postgres;
+                    $body
+                }
+            }
+        )*
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn database_name_is_replaced_in_urls() {
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5432/postgres", "t1"),
+            "postgres://postgres@127.0.0.1:5432/t1"
+        );
+        assert_eq!(
+            with_database("postgres://u:p@h/db?sslmode=disable", "t1"),
+            "postgres://u:p@h/t1?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://h", "t1"), "postgres://h/t1");
+    }
+}

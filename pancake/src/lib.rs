@@ -1,0 +1,19 @@
+//! pancake, hearth's reference app: a small community site built only on
+//! hearth's public API.
+//!
+//! | module | what it does |
+//! |---|---|
+//! | [`home`] | the home page and the site's notices |
+//! | [`status`] | `GET /api/status` (read from the database) and `GET /api/hello` (a constant, for benchmarks) |
+
+pub mod home;
+pub mod status;
+
+use hearth::App;
+
+/// The pancake app with all its modules, as `main` and the tests build it.
+pub fn app() -> App {
+    App::new("pancake", env!("CARGO_PKG_VERSION"))
+        .module(home::Home)
+        .module(status::Status)
+}
