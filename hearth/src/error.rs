@@ -212,7 +212,11 @@ impl IntoResponse for Error {
 }
 
 /// Renders an error body as `{"error":{…},"request_id":…}`.
-pub(crate) fn render_json(status: StatusCode, body: &ErrorBody, request_id: Option<&str>) -> Response {
+pub(crate) fn render_json(
+    status: StatusCode,
+    body: &ErrorBody,
+    request_id: Option<&str>,
+) -> Response {
     #[derive(Serialize)]
     struct Envelope<'a> {
         error: &'a ErrorBody,
@@ -224,7 +228,9 @@ pub(crate) fn render_json(status: StatusCode, body: &ErrorBody, request_id: Opti
         request_id,
     })
     // Serializing strings into a Vec cannot fail; keep a fixed body just in case.
-    .unwrap_or_else(|_| br#"{"error":{"code":"internal","message":"internal server error"}}"#.to_vec());
+    .unwrap_or_else(|_| {
+        br#"{"error":{"code":"internal","message":"internal server error"}}"#.to_vec()
+    });
     let mut res = (status, json).into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -89,7 +89,10 @@ fn run_parsed(app: App, cli: Cli) -> ExitCode {
     };
     if let Command::Config = cli.command {
         let db_url = crate::config::Secret::new(config.database_url(app.name()));
-        println!("# effective configuration of {} (secrets masked)", app.name());
+        println!(
+            "# effective configuration of {} (secrets masked)",
+            app.name()
+        );
         println!("# database in use: {}", db_url.masked());
         print!("{}", config.to_masked_toml());
         return ExitCode::SUCCESS;

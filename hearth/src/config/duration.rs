@@ -31,9 +31,7 @@ impl Duration {
     /// Parses `500ms`, `30s`, `5m`, `1h` or a bare number of seconds.
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let split = s
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(s.len());
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
         let n: u64 = num
             .parse()
@@ -44,9 +42,7 @@ impl Duration {
             "m" => n.checked_mul(60_000),
             "h" => n.checked_mul(3_600_000),
             _ => {
-                return Err(format!(
-                    "`{s}` has an unknown unit; use ms, s, m or h"
-                ));
+                return Err(format!("`{s}` has an unknown unit; use ms, s, m or h"));
             }
         };
         ms.map(Self::from_millis)

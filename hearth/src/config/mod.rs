@@ -232,7 +232,10 @@ impl Config {
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.http.body_limit == 0 {
-            return Err(ConfigError::new("http.body_limit", "must be greater than 0"));
+            return Err(ConfigError::new(
+                "http.body_limit",
+                "must be greater than 0",
+            ));
         }
         if self.http.concurrency_limit == 0 {
             return Err(ConfigError::new(
@@ -259,7 +262,10 @@ impl Config {
             ));
         }
         if let Err(e) = crate::telemetry::check_filter(&self.log) {
-            return Err(ConfigError::new("log", format!("is not a valid log filter: {e}")));
+            return Err(ConfigError::new(
+                "log",
+                format!("is not a valid log filter: {e}"),
+            ));
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::new("data_dir", "must not be empty"));
@@ -298,11 +304,7 @@ impl Config {
     pub fn database_url(&self, app_name: &str) -> String {
         match &self.database_url {
             Some(url) => url.expose().to_owned(),
-            None => format!(
-                "sqlite://{}/{}.db",
-                self.data_dir.display(),
-                app_name
-            ),
+            None => format!("sqlite://{}/{}.db", self.data_dir.display(), app_name),
         }
     }
 

@@ -34,12 +34,7 @@ impl Secret {
                 } else {
                     user.to_owned()
                 };
-                return format!(
-                    "{}{}{}",
-                    &v[..scheme_end + 3],
-                    masked_info,
-                    &rest[at..]
-                );
+                return format!("{}{}{}", &v[..scheme_end + 3], masked_info, &rest[at..]);
             }
             // A URL without credentials holds nothing secret.
             return v.clone();
@@ -87,6 +82,9 @@ mod tests {
             Secret::new("postgres://u@h/db").masked(),
             "postgres://u@h/db"
         );
-        assert_eq!(Secret::new("sqlite://data/a.db").masked(), "sqlite://data/a.db");
+        assert_eq!(
+            Secret::new("sqlite://data/a.db").masked(),
+            "sqlite://data/a.db"
+        );
     }
 }

@@ -274,14 +274,14 @@ pub async fn migrate(db: &Db, modules: &[ModuleSpec]) -> Result<MigrateReport, M
             return Ok(report);
         };
         let m = next.migration;
-        with_tx!(&mut tx, t => sqlx::raw_sql(m.sql).execute(&mut **t).await.map(|_| ())).map_err(|source| {
-            MigrateError::Failed {
+        with_tx!(&mut tx, t => sqlx::raw_sql(m.sql).execute(&mut **t).await.map(|_| ())).map_err(
+            |source| MigrateError::Failed {
                 module: next.module.to_owned(),
                 version: m.version,
                 name: m.name.to_owned(),
                 source,
-            }
-        })?;
+            },
+        )?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)

@@ -35,9 +35,7 @@ pub enum DbKind {
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// The URL names a scheme hearth does not speak.
-    #[error(
-        "unsupported database URL scheme `{0}`: use sqlite://PATH or postgres://USER@HOST/DB"
-    )]
+    #[error("unsupported database URL scheme `{0}`: use sqlite://PATH or postgres://USER@HOST/DB")]
     UnsupportedScheme(String),
     /// The URL has no scheme at all.
     #[error("database URL `{0}` has no scheme: use sqlite://PATH or postgres://USER@HOST/DB")]
@@ -72,7 +70,11 @@ impl DbKind {
         match scheme {
             "sqlite" => Ok(Self::Sqlite),
             "postgres" | "postgresql" => Ok(Self::Postgres),
-            other if other.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) => {
+            other
+                if other
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
+            {
                 Err(DbError::UnsupportedScheme(other.to_owned()))
             }
             _ => Err(DbError::NoScheme(url.to_owned())),
@@ -251,8 +253,14 @@ mod tests {
 
     #[test]
     fn url_schemes_are_recognised_or_named() {
-        assert_eq!(DbKind::from_url("sqlite://data/a.db").ok(), Some(DbKind::Sqlite));
-        assert_eq!(DbKind::from_url("sqlite::memory:").ok(), Some(DbKind::Sqlite));
+        assert_eq!(
+            DbKind::from_url("sqlite://data/a.db").ok(),
+            Some(DbKind::Sqlite)
+        );
+        assert_eq!(
+            DbKind::from_url("sqlite::memory:").ok(),
+            Some(DbKind::Sqlite)
+        );
         assert_eq!(
             DbKind::from_url("postgres://u@h/db").ok(),
             Some(DbKind::Postgres)
@@ -262,7 +270,10 @@ mod tests {
             Some(DbKind::Postgres)
         );
         let err = DbKind::from_url("mysql://u@h/db").unwrap_err().to_string();
-        assert!(err.contains("unsupported database URL scheme `mysql`"), "{err}");
+        assert!(
+            err.contains("unsupported database URL scheme `mysql`"),
+            "{err}"
+        );
         let err = DbKind::from_url("data/app.db").unwrap_err().to_string();
         assert!(err.contains("has no scheme"), "{err}");
     }

@@ -140,7 +140,8 @@ async fn finish(mut res: Response, seen: &Seen) -> Response {
     let status = res.status();
     if status.is_client_error() || status.is_server_error() {
         res = render_error(res, seen);
-    } else if status == StatusCode::OK && (seen.method == Method::GET || seen.method == Method::HEAD)
+    } else if status == StatusCode::OK
+        && (seen.method == Method::GET || seen.method == Method::HEAD)
     {
         if is_json(res.headers()) && !res.headers().contains_key(header::ETAG) {
             res = add_etag(res, seen.etag_limit).await;
@@ -208,11 +209,12 @@ fn default_body(status: StatusCode) -> ErrorBody {
             "the request body has an unsupported content type",
         ),
         StatusCode::REQUEST_TIMEOUT => ("timeout", "the request took too long"),
-        StatusCode::TOO_MANY_REQUESTS => ("too_many_requests", "too many requests, try again later"),
-        StatusCode::SERVICE_UNAVAILABLE => (
-            "unavailable",
-            "the service is unavailable, try again later",
-        ),
+        StatusCode::TOO_MANY_REQUESTS => {
+            ("too_many_requests", "too many requests, try again later")
+        }
+        StatusCode::SERVICE_UNAVAILABLE => {
+            ("unavailable", "the service is unavailable, try again later")
+        }
         s if s.is_server_error() => ("internal", "internal server error"),
         _ => ("error", "the request failed"),
     };
@@ -400,7 +402,11 @@ mod tests {
             ("*", true),
             ("\"abd\"", false),
         ] {
-            assert_eq!(etag_matches(&HeaderValue::from_static(inm), &etag), m, "{inm}");
+            assert_eq!(
+                etag_matches(&HeaderValue::from_static(inm), &etag),
+                m,
+                "{inm}"
+            );
         }
     }
 
@@ -411,7 +417,10 @@ mod tests {
         assert!(incoming_id(&h).is_some());
         h.insert(X_REQUEST_ID, HeaderValue::from_static("a b"));
         assert!(incoming_id(&h).is_none());
-        h.insert(X_REQUEST_ID, HeaderValue::from_str(&"a".repeat(65)).unwrap());
+        h.insert(
+            X_REQUEST_ID,
+            HeaderValue::from_str(&"a".repeat(65)).unwrap(),
+        );
         assert!(incoming_id(&h).is_none());
     }
 }

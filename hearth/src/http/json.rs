@@ -32,7 +32,11 @@ where
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                Error::new(e.status(), "payload_too_large", "the request body is larger than the limit")
+                Error::new(
+                    e.status(),
+                    "payload_too_large",
+                    "the request body is larger than the limit",
+                )
             } else {
                 Error::bad_request("unreadable_body", "the request body could not be read")
             }
@@ -71,7 +75,20 @@ fn from_serde(inner: serde_json::Error, path: &str) -> Error {
     match inner.classify() {
         serde_json::error::Category::Data => {
             let msg = strip_position(&inner.to_string());
-            if path == "." || path.is_empty() {
+            let root = path == "." || path.is_empty();
+            // serde reports a missing field at its parent; name the field itself.
+            if let Some(name) = msg
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.strip_suffix('`'))
+            {
+                let field = if root {
+                    name.to_owned()
+                } else {
+                    format!("{path}.{name}")
+                };
+                return Error::validation(field, "this field is required");
+            }
+            if root {
                 Error::new(
                     axum::http::StatusCode::UNPROCESSABLE_ENTITY,
                     "invalid_body",
@@ -136,12 +153,37 @@ mod tests {
         let cases: &[(&str, u16, &str, Option<&str>)] = &[
             ("{", 400, "invalid_json", None),
             ("{\"email\": }", 400, "invalid_json", None),
-            ("{} trailing", 400, "invalid_json", None),
+            (
+                r#"{"email":"a","age":1,"tags":[]} trailing"#,
+                400,
+                "invalid_json",
+                None,
+            ),
             ("[]", 422, "invalid_body", None),
-            (r#"{"email":"a@b","age":"x","tags":[]}"#, 422, "invalid_field", Some("age")),
-            (r#"{"email":"a@b","age":300,"tags":[]}"#, 422, "invalid_field", Some("age")),
-            (r#"{"email":"a@b","age":3,"tags":[1]}"#, 422, "invalid_field", Some("tags[0]")),
-            (r#"{"age":3,"tags":[]}"#, 422, "invalid_body", None),
+            (
+                r#"{"email":"a@b","age":"x","tags":[]}"#,
+                422,
+                "invalid_field",
+                Some("age"),
+            ),
+            (
+                r#"{"email":"a@b","age":300,"tags":[]}"#,
+                422,
+                "invalid_field",
+                Some("age"),
+            ),
+            (
+                r#"{"email":"a@b","age":3,"tags":[1]}"#,
+                422,
+                "invalid_field",
+                Some("tags[0]"),
+            ),
+            (
+                r#"{"age":3,"tags":[]}"#,
+                422,
+                "invalid_field",
+                Some("email"),
+            ),
         ];
         for (body, status, code, field) in cases {
             let err = parse::<Signup>(body.as_bytes()).unwrap_err();

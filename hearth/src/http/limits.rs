@@ -71,8 +71,10 @@ where
     fn call(&mut self, req: Request) -> Self::Future {
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             return Box::pin(async {
-                Ok(Error::unavailable("overloaded", "the server is busy, try again shortly")
-                    .into_response())
+                Ok(
+                    Error::unavailable("overloaded", "the server is busy, try again shortly")
+                        .into_response(),
+                )
             });
         };
         let clone = self.inner.clone();

@@ -216,6 +216,11 @@ mod tests {
         assert!(ModuleSpec::new("").check().is_err());
         assert!(ModuleSpec::new("blog").migrations(A, &[]).check().is_err());
         assert!(ModuleSpec::new("blog").migrations(A, B).check().is_err());
-        assert!(ModuleSpec::new("blog").migrations(GAP, GAP).check().is_err());
+        assert!(
+            ModuleSpec::new("blog")
+                .migrations(GAP, GAP)
+                .check()
+                .is_err()
+        );
     }
 }

@@ -40,6 +40,16 @@ pub fn init(config: &Config) {
     }
 }
 
+/// Installs a subscriber whose output the test harness captures, so logs show
+/// only for failing tests.
+pub fn init_for_tests(config: &Config) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new(&config.log))
+        .with_test_writer()
+        .compact()
+        .try_init();
+}
+
 /// Checks a log filter string, for config validation.
 pub fn check_filter(filter: &str) -> Result<(), String> {
     EnvFilter::try_new(filter)

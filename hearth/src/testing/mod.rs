@@ -66,7 +66,11 @@ impl TestDb {
         match backend {
             Backend::Sqlite => {
                 let url = format!("sqlite://{}/test.db", dir.path().display());
-                Some(TestDb { url, dir, _pg: None })
+                Some(TestDb {
+                    url,
+                    dir,
+                    _pg: None,
+                })
             }
             Backend::Postgres => {
                 let (admin_url, required) = match std::env::var(POSTGRES_URL_VAR) {
@@ -124,10 +128,7 @@ fn skipped(why: &str) {
     let name = thread.name().unwrap_or("a test");
     // Written to stderr directly, not through eprintln!, so that the test
     // harness does not capture it: a skip must be visible.
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED PostgreSQL test {name}: {why}"
-    );
+    let _ = writeln!(std::io::stderr(), "SKIPPED PostgreSQL test {name}: {why}");
 }
 
 /// Replaces the database name in a PostgreSQL URL.
@@ -166,7 +167,10 @@ impl Drop for PgDatabase {
                 };
                 let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
                 if let Err(e) = sqlx::query(AssertSqlSafe(sql)).execute(&mut conn).await {
-                    let _ = writeln!(std::io::stderr(), "could not drop test database {name}: {e}");
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "could not drop test database {name}: {e}"
+                    );
                 }
             });
         });
@@ -227,7 +231,7 @@ impl TestApp {
 
     /// Starts an app and returns the error instead of panicking, for tests of start-up failures.
     pub async fn try_start(app: &App, config: Config) -> Result<Running, StartError> {
-        crate::telemetry::init(&config);
+        crate::telemetry::init_for_tests(&config);
         app.start(config).await
     }
 
@@ -322,4 +326,77 @@ mod tests {
         );
         assert_eq!(with_database("postgres://h", "t1"), "postgres://h/t1");
     }
+}
+
+/// One column as [`schema_of`] describes it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Column {
+    /// Column name.
+    pub name: String,
+    /// Engine-neutral type class: `integer`, `text`, `blob`, `real`, `boolean`, or the raw type.
+    pub class: String,
+    /// Whether NULL is refused (primary keys count as NOT NULL on both engines).
+    pub not_null: bool,
+}
+
+/// The tables and columns of a database in engine-neutral terms, so the
+/// SQLite and PostgreSQL migrations of every module can be compared.
+pub async fn schema_of(
+    db: &crate::Db,
+) -> Result<std::collections::BTreeMap<String, Vec<Column>>, sqlx::Error> {
+    let rows: Vec<(String, String, String, bool)> = match db {
+        crate::Db::Sqlite(p) => sqlx::query_as::<_, (String, String, String, i64, i64)>(
+            "SELECT m.name, c.name, c.type, c.\"notnull\", c.pk
+             FROM sqlite_master m JOIN pragma_table_info(m.name) c
+             WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'",
+        )
+        .fetch_all(p)
+        .await?
+        .into_iter()
+        .map(|(t, c, ty, nn, pk)| (t, c, ty, nn != 0 || pk != 0))
+        .collect(),
+        crate::Db::Postgres(p) => sqlx::query_as::<_, (String, String, String, String)>(
+            "SELECT table_name::text, column_name::text, data_type::text, is_nullable::text
+             FROM information_schema.columns WHERE table_schema = current_schema()",
+        )
+        .fetch_all(p)
+        .await?
+        .into_iter()
+        .map(|(t, c, ty, nullable)| (t, c, ty, nullable == "NO"))
+        .collect(),
+    };
+    let mut out: std::collections::BTreeMap<String, Vec<Column>> = Default::default();
+    for (table, name, ty, not_null) in rows {
+        out.entry(table).or_default().push(Column {
+            name,
+            class: type_class(&ty),
+            not_null,
+        });
+    }
+    for cols in out.values_mut() {
+        cols.sort();
+    }
+    Ok(out)
+}
+
+fn type_class(ty: &str) -> String {
+    let t = ty.to_ascii_lowercase();
+    let class = if t.contains("int") {
+        "integer"
+    } else if t.contains("char") || t.contains("text") || t.contains("clob") {
+        "text"
+    } else if t.contains("blob") || t.contains("bytea") {
+        "blob"
+    } else if t.contains("real")
+        || t.contains("floa")
+        || t.contains("doub")
+        || t.contains("numeric")
+    {
+        "real"
+    } else if t.contains("bool") {
+        "boolean"
+    } else {
+        return t;
+    };
+    class.to_owned()
 }

@@ -1,0 +1,195 @@
+//! The database layer: migrations on both engines, refusal of foreign
+//! schemas, concurrent migrators and writers, schema parity.
+
+use hearth::db::migrate::{self, MigrateError};
+use hearth::testing::{Backend, TestApp, TestDb, schema_of};
+use hearth::{Db, sqlx, with_db};
+use reqwest::StatusCode;
+
+use crate::probe::{app, client};
+
+async fn open(db: &TestDb) -> Db {
+    let cfg = TestApp::config(db);
+    app().open_db(&cfg).await.unwrap()
+}
+
+hearth::db_tests! {
+    async fn migrations_are_recorded_and_a_rerun_changes_nothing(backend) {
+        let Some(app_) = TestApp::spawn(&app(), backend).await else { return };
+        let db = app_.state().db().clone();
+        let specs = app().specs().unwrap();
+        let status = migrate::status(&db, &specs).await.unwrap();
+        assert!(status.is_current(), "{status:?}");
+        assert_eq!(status.applied.len(), 1);
+        assert_eq!(status.applied[0].module, "probe");
+        assert_eq!(status.applied[0].name, "create_probe_item");
+        let report = migrate::migrate(&db, &specs).await.unwrap();
+        assert!(report.applied.is_empty());
+    }
+
+    async fn start_is_refused_when_the_database_has_unknown_migrations(backend) {
+        let Some(tdb) = TestDb::create(backend).await else { return };
+        let db = open(&tdb).await;
+        migrate::migrate(&db, &app().specs().unwrap()).await.unwrap();
+        with_db!(&db, pool => sqlx::query(
+            "INSERT INTO hearth_migration (module, version, name, checksum, applied_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind("probe").bind(2_i64).bind("from_the_future").bind("x").bind(0_i64)
+        .execute(pool).await.map(|_| ())).unwrap();
+        let err = TestApp::try_start(&app(), TestApp::config(&tdb)).await.err().expect("start must fail");
+        let msg = err.to_string();
+        assert!(msg.contains("does not know") && msg.contains("probe/2_from_the_future"), "{msg}");
+        // `migrate` refuses too, and changes nothing.
+        let err = migrate::migrate(&db, &app().specs().unwrap()).await.unwrap_err();
+        assert!(matches!(err, MigrateError::Refused(_)), "{err}");
+        // Even with migrations off at start-up.
+        let mut cfg = TestApp::config(&tdb);
+        cfg.db.migrate_on_serve = false;
+        assert!(TestApp::try_start(&app(), cfg).await.is_err());
+        db.close().await;
+    }
+
+    async fn start_is_refused_when_an_applied_migration_was_edited(backend) {
+        let Some(tdb) = TestDb::create(backend).await else { return };
+        let db = open(&tdb).await;
+        migrate::migrate(&db, &app().specs().unwrap()).await.unwrap();
+        with_db!(&db, pool => sqlx::query("UPDATE hearth_migration SET checksum = $1 WHERE module = $2")
+            .bind("0000").bind("probe").execute(pool).await.map(|_| ())).unwrap();
+        let err = TestApp::try_start(&app(), TestApp::config(&tdb)).await.err().expect("start must fail");
+        assert!(err.to_string().contains("edited"), "{err}");
+        db.close().await;
+    }
+
+    async fn readyz_is_503_while_migrations_are_pending(backend) {
+        let Some(app_) = TestApp::spawn_with(&app(), backend, |c| c.db.migrate_on_serve = false).await else { return };
+        let res = client().get(app_.url("/readyz")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let v: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "not_ready");
+        assert!(v["error"]["message"].as_str().unwrap().contains("probe/1_create_probe_item"), "{v}");
+        // Liveness is unaffected.
+        let res = client().get(app_.url("/healthz")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        migrate::migrate(app_.state().db(), &app().specs().unwrap()).await.unwrap();
+        let res = client().get(app_.url("/readyz")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+
+    async fn concurrent_migrators_apply_each_migration_once(backend) {
+        let Some(tdb) = TestDb::create(backend).await else { return };
+        let (a, b, c) = (open(&tdb).await, open(&tdb).await, open(&tdb).await);
+        let specs = app().specs().unwrap();
+        let (ra, rb, rc) = tokio::join!(
+            migrate::migrate(&a, &specs),
+            migrate::migrate(&b, &specs),
+            migrate::migrate(&c, &specs)
+        );
+        let applied: usize = [ra, rb, rc].into_iter().map(|r| r.unwrap().applied.len()).sum();
+        assert_eq!(applied, 1);
+        let n: i64 = with_db!(&a, pool => sqlx::query_scalar("SELECT count(*) FROM hearth_migration").fetch_one(pool).await).unwrap();
+        assert_eq!(n, 1);
+        for db in [a, b, c] { db.close().await; }
+    }
+
+    async fn concurrent_read_then_write_transactions_never_fail_busy(backend) {
+        let Some(app_) = TestApp::spawn(&app(), backend).await else { return };
+        let db = app_.state().db().clone();
+        let mut tasks = Vec::new();
+        for i in 0..24_i64 {
+            let db = db.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut tx = db.begin().await?;
+                // A read first, then a write: the pattern that fails with
+                // SQLITE_BUSY under a deferred BEGIN.
+                let n: i64 = hearth::with_tx!(&mut tx, t => sqlx::query_scalar("SELECT count(*) FROM probe_item").fetch_one(&mut **t).await)?;
+                hearth::with_tx!(&mut tx, t => sqlx::query("INSERT INTO probe_item (name, weight, created_at) VALUES ($1, $2, $3)")
+                    .bind(format!("w{i}")).bind(n).bind(0_i64).execute(&mut **t).await.map(|_| ()))?;
+                tx.commit().await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let n: i64 = with_db!(&db, pool => sqlx::query_scalar("SELECT count(*) FROM probe_item").fetch_one(pool).await).unwrap();
+        assert_eq!(n, 24);
+    }
+
+    async fn a_rolled_back_transaction_leaves_nothing(backend) {
+        let Some(app_) = TestApp::spawn(&app(), backend).await else { return };
+        let db = app_.state().db().clone();
+        let mut tx = db.begin().await.unwrap();
+        hearth::with_tx!(&mut tx, t => sqlx::query("INSERT INTO probe_item (name, weight, created_at) VALUES ($1, $2, $3)")
+            .bind("gone").bind(1_i64).bind(0_i64).execute(&mut **t).await.map(|_| ())).unwrap();
+        tx.rollback().await.unwrap();
+        let n: i64 = with_db!(&db, pool => sqlx::query_scalar("SELECT count(*) FROM probe_item").fetch_one(pool).await).unwrap();
+        assert_eq!(n, 0);
+    }
+
+    async fn parameters_are_bound_not_spliced(backend) {
+        let Some(app_) = TestApp::spawn(&app(), backend).await else { return };
+        let c = client();
+        let nasty = "x'); DROP TABLE probe_item; --";
+        let res = c.post(app_.url("/probe/items")).json(&serde_json::json!({"name": nasty, "weight": 1})).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let v: serde_json::Value = c.get(app_.url("/probe/items")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(v[0]["name"], nasty);
+    }
+}
+
+#[tokio::test]
+async fn sqlite_and_postgres_end_with_the_same_tables_and_columns() {
+    let Some(pg) = TestDb::create(Backend::Postgres).await else {
+        return;
+    };
+    let lite = TestDb::create(Backend::Sqlite).await.unwrap();
+    let specs = app().specs().unwrap();
+    let (a, b) = (open(&lite).await, open(&pg).await);
+    migrate::migrate(&a, &specs).await.unwrap();
+    migrate::migrate(&b, &specs).await.unwrap();
+    let (sa, sb) = (schema_of(&a).await.unwrap(), schema_of(&b).await.unwrap());
+    assert!(
+        sa.contains_key("probe_item") && sa.contains_key("hearth_migration"),
+        "{sa:?}"
+    );
+    assert_eq!(sa, sb);
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_is_opened_in_wal_mode_with_foreign_keys() {
+    let tdb = TestDb::create(Backend::Sqlite).await.unwrap();
+    let db = open(&tdb).await;
+    let Db::Sqlite(pool) = &db else {
+        panic!("not sqlite")
+    };
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(fk, 1);
+    let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert!(busy >= 1000, "{busy}");
+    db.close().await;
+}
+
+#[tokio::test]
+async fn unknown_database_schemes_are_named() {
+    let cfg = hearth::Config {
+        database_url: Some(hearth::config::Secret::new("mysql://root@localhost/app")),
+        ..hearth::Config::default()
+    };
+    let err = app().open_db(&cfg).await.unwrap_err().to_string();
+    assert!(
+        err.contains("unsupported database URL scheme `mysql`"),
+        "{err}"
+    );
+}

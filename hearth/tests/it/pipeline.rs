@@ -1,0 +1,324 @@
+//! The request pipeline: ids, errors, limits, ETags, compression, guards, health.
+
+use std::time::Duration;
+
+use hearth::testing::TestApp;
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use serde_json::{Value, json};
+
+use crate::probe::{app, client};
+
+async fn json_of(res: reqwest::Response) -> Value {
+    let text = res.text().await.expect("body");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// Asserts the standard error envelope and returns it.
+fn assert_error(body: &Value, code: &str) {
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(
+        body["request_id"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}
+
+hearth::db_tests! {
+    async fn request_id_is_generated_kept_or_replaced(backend) {
+        let Some(app) = TestApp::spawn(&app(), backend).await else { return };
+        let c = client();
+        let res = c.get(app.url("/healthz")).send().await.unwrap();
+        let generated = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+        assert_eq!(generated.len(), 36, "{generated}");
+
+        let res = c.get(app.url("/healthz")).header("x-request-id", "lb-1234.abc").send().await.unwrap();
+        assert_eq!(res.headers()["x-request-id"], "lb-1234.abc");
+
+        let res = c.get(app.url("/healthz")).header("x-request-id", "bad id\twith tab").send().await.unwrap();
+        assert_ne!(res.headers()["x-request-id"], "bad id\twith tab");
+
+        let res = c.get(app.url("/nothing")).header("x-request-id", "trace-7").send().await.unwrap();
+        assert_eq!(json_of(res).await["request_id"], "trace-7");
+    }
+
+    async fn unknown_routes_get_404_as_json_or_html(backend) {
+        let Some(app) = TestApp::spawn(&app(), backend).await else { return };
+        let c = client();
+        let res = c.get(app.url("/no/such/route")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+        assert_eq!(res.headers()[CONTENT_TYPE], "application/json");
+        assert_error(&json_of(res).await, "not_found");
+
+        let res = c
+            .get(app.url("/no/such/route"))
+            .header(ACCEPT, "text/html,application/xhtml+xml,*/*;q=0.8")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+        assert!(res.headers()[CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
+        let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let page = res.text().await.unwrap();
+        assert!(page.contains("404 Not Found"), "{page}");
+        assert!(page.contains(&id), "the page shows the request id: {page}");
+    }
+
+    async fn wrong_method_gets_405_with_allow(backend) {
+        let Some(app) = TestApp::spawn(&app(), backend).await else { return };
+        let res = client().delete(app.url("/healthz")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert!(res.headers().contains_key("allow"));
+        assert_error(&json_of(res).await, "method_not_allowed");
+    }
+
+    async fn panic_becomes_500_with_request_id_and_no_internals(backend) {
+        let Some(app) = TestApp::spawn(&app(), backend).await else { return };
+        let c = client();
+        for accept in ["application/json", "text/html"] {
+            let res = c.get(app.url("/probe/panic")).header(ACCEPT, accept).send().await.unwrap();
+            assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+            let body = res.text().await.unwrap();
+            assert!(!body.contains("secret internal detail"), "leaked: {body}");
+            assert!(!body.contains("probe.rs"), "leaked: {body}");
+            assert!(body.contains(&id), "{body}");
+        }
+        // The server is still healthy afterwards.
+        let res = c.get(app.url("/healthz")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+
+    async fn bad_json_bodies_get_clear_errors(backend) {
+        let Some(app) = TestApp::spawn(&app(), backend).await else { return };
+        let c = client();
+        // (content type, body, status, code, field, text the message must contain)
+        let cases: &[(Option<&str>, &str, u16, &str, Option<&str>, &str)] = &[
+            (Some("application/json"), "{\"name\": \"a\", ", 400, "invalid_json", None, "line 1"),
+            (Some("application/json"), "{\"name\": nope}", 400, "invalid_json", None, "column"),
+            (Some("application/json"), "", 400, "invalid_json", None, "line 1"),
+            (Some("application/json"), "{\"name\":\"a\",\"count\":1} extra", 400, "invalid_json", None, "line 1"),
+            (Some("application/json"), "\"just a string\"", 422, "invalid_body", None, "expects"),
+            (Some("application/json"), "{\"count\":1}", 422, "invalid_field", Some("name"), "required"),
+            (Some("application/json"), "{\"name\":\"a\",\"count\":-1}", 422, "invalid_field", Some("count"), "-1"),
+            (Some("application/json"), "{\"name\":\"a\",\"count\":\"x\"}", 422, "invalid_field", Some("count"), "string"),
+            (Some("application/json"), "{\"name\":\"a\",\"count\":1,\"tags\":[\"x\",7]}", 422, "invalid_field", Some("tags[1]"), "integer"),
+            (Some("text/plain"), "{\"name\":\"a\",\"count\":1}", 415, "unsupported_media_type", None, "application/json"),
+            (Some("application/x-www-form-urlencoded"), "name=a&count=1", 415, "unsupported_media_type", None, "application/json"),
+            (None, "{\"name\":\"a\",\"count\":1}", 415, "unsupported_media_type", None, "application/json"),
+        ];
+        for (ct, body, status, code, field, needle) in cases {
+            let mut req = c.post(app.url("/probe/echo")).body(body.to_string());
+            if let Some(ct) = ct {
+                req = req.header(CONTENT_TYPE, *ct);
+            }
+            let res = req.send().await.unwrap();
+            assert_eq!(res.status().as_u16(), *status, "{ct:?} {body}");
+            let v = json_of(res).await;
+            assert_error(&v, code);
+            assert_eq!(v["error"]["field"].as_str(), *field, "{body}: {v}");
+            let msg = v["error"]["message"].as_str().unwrap();
+            assert!(msg.contains(needle), "{body}: message {msg:?} lacks {needle:?}");
+        }
+        // And the good one goes through, with a charset parameter too.
+        let res = c
+            .post(app.url("/probe/echo"))
+            .header(CONTENT_TYPE, "application/json; charset=utf-8")
+            .body(r#"{"name":"a","count":1}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(json_of(res).await["name"], "a");
+    }
+
+    async fn bodies_over_the_limit_get_413(backend) {
+        let Some(app) = TestApp::spawn_with(&app(), backend, |c| c.http.body_limit = 1024).await else { return };
+        let c = client();
+        let big = format!(r#"{{"name":"{}","count":1}}"#, "x".repeat(2000));
+        // Declared length over the limit.
+        let res = c.post(app.url("/probe/echo")).header(CONTENT_TYPE, "application/json").body(big.clone()).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_error(&json_of(res).await, "payload_too_large");
+        // Chunked, so the length is only known while reading.
+        let stream = futures_stream(big.into_bytes());
+        let res = c
+            .post(app.url("/probe/echo"))
+            .header(CONTENT_TYPE, "application/json")
+            .body(reqwest::Body::wrap_stream(stream))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_error(&json_of(res).await, "payload_too_large");
+        // A route that reads no body still refuses an oversized declared one.
+        let res = c.post(app.url("/healthz")).body(vec![b'x'; 4096]).send().await.unwrap();
+        assert!(res.status() == StatusCode::PAYLOAD_TOO_LARGE || res.status() == StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    async fn slow_handlers_time_out_with_503(backend) {
+        let Some(app) = TestApp::spawn_with(&app(), backend, |c| {
+            c.http.request_timeout = hearth::config::Duration::from_millis(300);
+        }).await else { return };
+        let res = client().get(app.url("/probe/slow?ms=20000")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(res.headers().contains_key("retry-after"));
+        assert_error(&json_of(res).await, "timeout");
+    }
+
+    async fn requests_over_the_concurrency_limit_get_503(backend) {
+        let Some(app) = TestApp::spawn_with(&app(), backend, |c| c.http.concurrency_limit = 1).await else { return };
+        let c = client();
+        let slow = tokio::spawn({
+            let c = c.clone();
+            let url = app.url("/probe/slow?ms=3000");
+            async move { c.get(url).send().await.unwrap().status() }
+        });
+        // Wait until the slow request holds the only permit.
+        let mut refused = None;
+        for _ in 0..200 {
+            let res = c.get(app.url("/healthz")).send().await.unwrap();
+            if res.status() == StatusCode::SERVICE_UNAVAILABLE {
+                refused = Some(json_of(res).await);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let refused = refused.expect("a request over the limit was refused");
+        assert_error(&refused, "overloaded");
+        assert_eq!(slow.await.unwrap(), StatusCode::OK);
+        let res = c.get(app.url("/healthz")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+
+    async fn json_gets_an_etag_and_304(backend) {
+        let Some(app) = TestApp::spawn(&app(), backend).await else { return };
+        let c = client();
+        let res = c.get(app.url("/probe/items")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let etag = res.headers()["etag"].to_str().unwrap().to_owned();
+        assert!(etag.starts_with("W/\""), "{etag}");
+        let res = c.get(app.url("/probe/items")).header("if-none-match", &etag).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(res.headers()["etag"].to_str().unwrap(), etag);
+        assert!(res.bytes().await.unwrap().is_empty());
+        // A change in the data changes the ETag.
+        let res = c.post(app.url("/probe/items")).json(&json!({"name":"a","weight":1})).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let res = c.get(app.url("/probe/items")).header("if-none-match", &etag).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_ne!(res.headers()["etag"].to_str().unwrap(), etag);
+    }
+
+    async fn static_files_have_etag_and_cache_control(backend) {
+        let Some(app) = TestApp::spawn(&app(), backend).await else { return };
+        let c = client();
+        let res = c.get(app.url("/static/probe.txt")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers()[CONTENT_TYPE], "text/plain");
+        assert_eq!(res.headers()["cache-control"], "public, max-age=3600");
+        let etag = res.headers()["etag"].to_str().unwrap().to_owned();
+        assert_eq!(res.text().await.unwrap(), "probe asset\n");
+        let res = c.get(app.url("/static/probe.txt")).header("if-none-match", &etag).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
+        let res = c.get(app.url("/static/nope.txt")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+        let res = c.get(app.url("/static/../Cargo.toml")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    }
+
+    async fn large_json_is_compressed_when_asked(backend) {
+        let Some(app) = TestApp::spawn(&app(), backend).await else { return };
+        let c = client();
+        let res = c.get(app.url("/probe/big")).header("accept-encoding", "gzip").send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers()["content-encoding"], "gzip");
+        let compressed = res.bytes().await.unwrap().len();
+        let res = c.get(app.url("/probe/big")).send().await.unwrap();
+        assert!(res.headers().get("content-encoding").is_none());
+        let plain = res.bytes().await.unwrap().len();
+        assert!(compressed * 3 < plain, "gzip {compressed} vs plain {plain}");
+    }
+
+    async fn signed_in_and_admin_routes_refuse_anonymous_callers(backend) {
+        let Some(app) = TestApp::spawn(&app(), backend).await else { return };
+        let c = client();
+        let res = c.get(app.url("/probe/me")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        assert_error(&json_of(res).await, "unauthorized");
+        let res = c.get(app.url("/probe/admin")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        // Unknown paths stay 404, not 401.
+        let res = c.get(app.url("/probe/nope")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    }
+
+    async fn health_and_readiness(backend) {
+        let Some(app) = TestApp::spawn(&app(), backend).await else { return };
+        let c = client();
+        let res = c.get(app.url("/healthz")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(json_of(res).await["status"], "ok");
+        let res = c.get(app.url("/readyz")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let v = json_of(res).await;
+        assert_eq!(v["status"], "ready");
+        assert_eq!(v["migrations"]["probe"], 1);
+        assert_eq!(v["database"], hearth::DbKind::from(backend).as_str());
+    }
+
+    async fn unique_violation_is_a_409_naming_the_field(backend) {
+        let Some(app) = TestApp::spawn(&app(), backend).await else { return };
+        let c = client();
+        let item = json!({"name": "dup", "weight": 3});
+        let res = c.post(app.url("/probe/items")).json(&item).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let res = c.post(app.url("/probe/items")).json(&item).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::CONFLICT);
+        let v = json_of(res).await;
+        assert_error(&v, "conflict");
+        assert_eq!(v["error"]["field"], "name");
+        // Nothing was lost or doubled.
+        let v = json_of(c.get(app.url("/probe/items")).send().await.unwrap()).await;
+        assert_eq!(v, json!([{"name": "dup", "weight": 3}]));
+    }
+
+    async fn reset_hooks_clear_module_data(backend) {
+        let Some(app) = TestApp::spawn(&app(), backend).await else { return };
+        let c = client();
+        c.post(app.url("/probe/items")).json(&json!({"name":"x","weight":1})).send().await.unwrap();
+        app.reset().await.unwrap();
+        let v = json_of(c.get(app.url("/probe/items")).send().await.unwrap()).await;
+        assert_eq!(v, json!([]));
+    }
+}
+
+fn futures_stream(
+    bytes: Vec<u8>,
+) -> impl futures_core::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static {
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        bytes.chunks(256).map(|c| Ok(c.to_vec())).collect();
+    tokio_stream_iter(chunks)
+}
+
+/// A stream over a vector, without pulling in a stream utility crate.
+fn tokio_stream_iter<T: Send + 'static + Unpin>(
+    items: Vec<T>,
+) -> impl futures_core::Stream<Item = T> + Send + 'static {
+    struct Iter<T>(std::vec::IntoIter<T>);
+    impl<T: Unpin> futures_core::Stream for Iter<T> {
+        type Item = T;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<T>> {
+            std::task::Poll::Ready(self.0.next())
+        }
+    }
+    Iter(items.into_iter())
+}

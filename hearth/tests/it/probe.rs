@@ -1,0 +1,153 @@
+//! A small app built only for the framework's tests: routes that panic, sleep,
+//! echo JSON and write to the database, in every route group.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hearth::db::migrate::Migration;
+use hearth::http::Json;
+use hearth::prelude::*;
+use hearth::{sqlx, with_db};
+use serde::{Deserialize, Serialize};
+
+pub const SQLITE: &[Migration] = &[Migration::new(
+    1,
+    "create_probe_item",
+    include_str!("../migrations/sqlite_0001.sql"),
+)];
+pub const POSTGRES: &[Migration] = &[Migration::new(
+    1,
+    "create_probe_item",
+    include_str!("../migrations/postgres_0001.sql"),
+)];
+
+/// The probe module; `arrived` counts requests that reached `/probe/slow`.
+#[derive(Default)]
+pub struct Probe {
+    pub arrived: Arc<AtomicUsize>,
+}
+
+impl Module for Probe {
+    fn spec(&self) -> ModuleSpec {
+        ModuleSpec::new("probe").migrations(SQLITE, POSTGRES)
+    }
+
+    fn register(&self, ctx: &mut Context<'_>) {
+        ctx.public(
+            Router::new()
+                .route("/probe/panic", get(panic_now))
+                .route(
+                    "/probe/slow",
+                    get({
+                        let arrived = self.arrived.clone();
+                        move |q: Query<SlowQuery>| {
+                            arrived.fetch_add(1, Ordering::SeqCst);
+                            slow(q)
+                        }
+                    }),
+                )
+                .route("/probe/echo", post(echo))
+                .route("/probe/items", get(list_items).post(add_item))
+                .route("/probe/big", get(big)),
+        );
+        ctx.signed_in(Router::new().route("/probe/me", get(|| async { "me" })));
+        ctx.admin(Router::new().route("/probe/admin", get(|| async { "admin" })));
+        ctx.asset("probe.txt", b"probe asset\n");
+        ctx.on_reset(|db| async move {
+            with_db!(&db, pool => sqlx::query("DELETE FROM probe_item").execute(pool).await.map(|_| ()))?;
+            Ok(())
+        });
+    }
+}
+
+pub fn app() -> App {
+    App::new("probe", "0.0.1").module(Probe::default())
+}
+
+/// The probe app, sharing its arrival counter with the test.
+pub fn app_with(arrived: Arc<AtomicUsize>) -> App {
+    App::new("probe", "0.0.1").module(Probe { arrived })
+}
+
+async fn panic_now() -> &'static str {
+    panic!("secret internal detail 42")
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SlowQuery {
+    ms: u64,
+}
+
+async fn slow(Query(q): Query<SlowQuery>) -> &'static str {
+    tokio::time::sleep(Duration::from_millis(q.ms)).await;
+    "done"
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct EchoIn {
+    pub name: String,
+    pub count: u32,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+async fn echo(Json(body): Json<EchoIn>) -> Json<EchoIn> {
+    Json(body)
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct Item {
+    pub name: String,
+    pub weight: i64,
+}
+
+async fn add_item(State(db): State<Db>, Json(item): Json<Item>) -> Result<Json<Item>> {
+    if item.name.is_empty() {
+        return Err(Error::validation("name", "the name must not be empty"));
+    }
+    let res = with_db!(&db, pool => sqlx::query(
+        "INSERT INTO probe_item (name, weight, created_at) VALUES ($1, $2, $3)",
+    )
+    .bind(&item.name)
+    .bind(item.weight)
+    .bind(0_i64)
+    .execute(pool)
+    .await
+    .map(|_| ()));
+    match res {
+        Ok(()) => Ok(Json(item)),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            Err(Error::conflict("an item with this name exists").with_field("name"))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn list_items(State(db): State<Db>) -> Result<Json<Vec<Item>>> {
+    let rows: Vec<(String, i64)> = with_db!(&db, pool => sqlx::query_as(
+        "SELECT name, weight FROM probe_item ORDER BY name",
+    )
+    .fetch_all(pool)
+    .await)?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|(name, weight)| Item { name, weight })
+            .collect(),
+    ))
+}
+
+/// A JSON body large enough to be compressed.
+async fn big() -> Json<Vec<String>> {
+    Json((0..500).map(|i| format!("item number {i}")).collect())
+}
+
+/// A reqwest client for plain HTTP that never follows redirects.
+pub fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}

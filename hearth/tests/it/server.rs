@@ -1,0 +1,150 @@
+//! The server around the pipeline: graceful shutdown, header read timeout,
+//! TLS, and start-up failures.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hearth::config::Duration as ConfigDuration;
+use hearth::testing::{Backend, TestApp, TestDb};
+use reqwest::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::probe::{app, app_with, client};
+
+/// Polls until `cond` holds; panics after ten seconds so a bug cannot hang the suite.
+async fn until(what: &str, cond: impl Fn() -> bool) {
+    for _ in 0..1000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("gave up waiting until {what}");
+}
+
+hearth::db_tests! {
+    async fn shutdown_lets_in_flight_requests_finish(backend) {
+        let arrived = Arc::new(AtomicUsize::new(0));
+        let Some(app_) = TestApp::spawn(&app_with(arrived.clone()), backend).await else { return };
+        let url = app_.url("/probe/slow?ms=700");
+        let addr = app_.addr();
+        let in_flight = tokio::spawn(async move {
+            let res = client().get(url).send().await.unwrap();
+            (res.status(), res.text().await.unwrap())
+        });
+        until("the slow request arrived", || arrived.load(Ordering::SeqCst) == 1).await;
+        tokio::time::timeout(Duration::from_secs(20), app_.stop()).await.expect("shutdown finished");
+        let (status, body) = in_flight.await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, "done");
+        // The listener is closed.
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
+
+    async fn shutdown_timeout_bounds_the_drain(backend) {
+        let arrived = Arc::new(AtomicUsize::new(0));
+        let Some(app_) = TestApp::spawn_with(&app_with(arrived.clone()), backend, |c| {
+            c.http.shutdown_timeout = ConfigDuration::from_millis(200);
+        }).await else { return };
+        let url = app_.url("/probe/slow?ms=25000");
+        let _stuck = tokio::spawn(async move { client().get(url).send().await });
+        until("the slow request arrived", || arrived.load(Ordering::SeqCst) == 1).await;
+        // Without the bound this would wait 25 s; the test only asks that it ends.
+        tokio::time::timeout(Duration::from_secs(15), app_.stop()).await.expect("shutdown was bounded");
+    }
+}
+
+#[tokio::test]
+async fn clients_that_trickle_headers_are_disconnected() {
+    let Some(app_) = TestApp::spawn_with(&app(), Backend::Sqlite, |c| {
+        c.http.header_read_timeout = ConfigDuration::from_millis(300);
+    })
+    .await
+    else {
+        return;
+    };
+    let mut conn = tokio::net::TcpStream::connect(app_.addr()).await.unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    // The server must end the connection (possibly after a 408) on its own.
+    let read = tokio::time::timeout(Duration::from_secs(15), conn.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the server kept a half-sent request open");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+}
+
+fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let cert_pem = cert.cert.pem();
+    let cert_path = dir.join("cert.pem");
+    let key_path = dir.join("key.pem");
+    std::fs::write(&cert_path, &cert_pem).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    (cert_path, key_path, cert_pem)
+}
+
+hearth::db_tests! {
+    async fn tls_serves_https_with_http2_and_refuses_plain_http(backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key, pem) = self_signed(dir.path());
+        let Some(app_) = TestApp::spawn_with(&app(), backend, |c| {
+            c.tls.cert = Some(cert);
+            c.tls.key = Some(key);
+        }).await else { return };
+        assert!(app_.base_url().starts_with("https://"));
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let tls_client = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(pem.as_bytes()).unwrap()])
+            .build()
+            .unwrap();
+        let res = tls_client.get(app_.url("/readyz")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.version(), reqwest::Version::HTTP_2);
+        let plain = format!("http://{}/healthz", app_.addr());
+        let res = client().get(plain).send().await;
+        assert!(res.is_err() || !res.unwrap().status().is_success());
+        // And the server still serves TLS after that garbage.
+        let res = tls_client.get(app_.url("/healthz")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn start_fails_clearly_on_bad_tls_files() {
+    let tdb = TestDb::create(Backend::Sqlite).await.unwrap();
+    let mut cfg = TestApp::config(&tdb);
+    cfg.tls.cert = Some(tdb.dir().join("missing-cert.pem"));
+    cfg.tls.key = Some(tdb.dir().join("missing-key.pem"));
+    let err = TestApp::try_start(&app(), cfg)
+        .await
+        .err()
+        .expect("must fail")
+        .to_string();
+    assert!(
+        err.contains("TLS") && err.contains("missing-cert.pem"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn start_fails_clearly_when_the_port_is_taken() {
+    let Some(first) = TestApp::spawn(&app(), Backend::Sqlite).await else {
+        return;
+    };
+    let tdb = TestDb::create(Backend::Sqlite).await.unwrap();
+    let mut cfg = TestApp::config(&tdb);
+    cfg.addr = first.addr();
+    let err = TestApp::try_start(&app(), cfg)
+        .await
+        .err()
+        .expect("must fail")
+        .to_string();
+    assert!(err.contains("cannot listen on"), "{err}");
+}
