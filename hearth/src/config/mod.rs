@@ -150,14 +150,27 @@ impl Default for DbConfig {
 
 /// One bad configuration value: which key, where it came from, what is wrong.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("config error: `{key}`{origin}: {problem}")]
 pub struct ConfigError {
-    /// Dotted key, e.g. `http.body_limit`.
+    /// Dotted key, e.g. `http.body_limit`; empty when the file as a whole is at fault.
     pub key: String,
     /// " (from …)" when the source is known, else empty.
     origin: String,
     /// What is wrong with it.
     pub problem: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "config error{}: {}", self.origin, self.problem)
+        } else {
+            write!(
+                f,
+                "config error: `{}`{}: {}",
+                self.key, self.origin, self.problem
+            )
+        }
+    }
 }
 
 impl ConfigError {
@@ -322,11 +335,7 @@ impl Config {
 
 /// Turns figment's error into one line that names the key and its source.
 fn from_figment(fig: &Figment, e: figment::Error) -> ConfigError {
-    let key = if e.path.is_empty() {
-        "(root)".to_owned()
-    } else {
-        e.path.join(".")
-    };
+    let key = e.path.join(".");
     let origin = e
         .metadata
         .as_ref()
@@ -339,7 +348,9 @@ fn from_figment(fig: &Figment, e: figment::Error) -> ConfigError {
     let problem = match &e.kind {
         figment::error::Kind::UnknownField(field, _) => {
             return ConfigError {
-                key: if e.path.is_empty() {
+                key: if e.path.last() == Some(field) {
+                    key
+                } else if e.path.is_empty() {
                     field.clone()
                 } else {
                     format!("{key}.{field}")
@@ -348,7 +359,14 @@ fn from_figment(fig: &Figment, e: figment::Error) -> ConfigError {
                 problem: "unknown key".into(),
             };
         }
-        kind => kind.to_string(),
+        // Parse errors come with a multi-line source snippet; keep the words only.
+        kind => kind
+            .to_string()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('|') && !l.contains(" | "))
+            .collect::<Vec<_>>()
+            .join("; "),
     };
     ConfigError {
         key,

@@ -1,0 +1,308 @@
+//! The pancake binary as an operator runs it: help, version, config, migrate,
+//! serve and stop on SIGTERM, logs as JSON in prod.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use hearth::testing::{Backend, TestDb};
+use reqwest::StatusCode;
+
+use crate::client;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pancake");
+
+/// The binary, run in `dir`, with no inherited configuration.
+fn pancake(dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir).stdin(Stdio::null());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("HEARTH_") || key == "DATABASE_URL" || key == "RUST_LOG" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("the pancake binary runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn every_command_has_help() {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in [&[][..], &["serve"], &["migrate"], &["config"], &["version"]] {
+        let out = run(pancake(dir.path()).args(sub).arg("--help"));
+        assert!(out.status.success(), "{sub:?}: {}", text(&out.stderr));
+        let help = text(&out.stdout);
+        assert!(help.contains("Usage: pancake"), "{sub:?}: {help}");
+    }
+    let out = run(pancake(dir.path()).arg("--help"));
+    let help = text(&out.stdout);
+    for sub in ["serve", "migrate", "config", "version"] {
+        assert!(help.contains(sub), "{help}");
+    }
+    // No command is a usage error, exit code 2.
+    let out = run(&mut pancake(dir.path()));
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn version_names_app_and_framework() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(pancake(dir.path()).arg("version"));
+    assert!(out.status.success());
+    let v = text(&out.stdout);
+    assert!(
+        v.starts_with(&format!("pancake {}", env!("CARGO_PKG_VERSION"))),
+        "{v}"
+    );
+    assert!(v.contains("hearth "), "{v}");
+}
+
+#[test]
+fn config_prints_layers_in_order_with_secrets_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("hearth.toml"),
+        "addr = \"127.0.0.1:9001\"\n[http]\nbody_limit = 4096\nrequest_timeout = \"5s\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("hearth.secrets.toml"),
+        "secret_key = \"0123456789abcdef0123456789abcdef-do-not-print\"\n",
+    )
+    .unwrap();
+    let out = run(pancake(dir.path())
+        .arg("config")
+        .env("DATABASE_URL", "postgres://app:hunter2@db.internal/app")
+        .env("HEARTH_HTTP__BODY_LIMIT", "8192"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let cfg = text(&out.stdout);
+    assert!(
+        cfg.contains("addr = \"127.0.0.1:9001\""),
+        "file value: {cfg}"
+    );
+    assert!(cfg.contains("body_limit = 8192"), "env beats file: {cfg}");
+    assert!(cfg.contains("request_timeout = \"5s\""), "{cfg}");
+    assert!(
+        cfg.contains("postgres://app:********@db.internal/app"),
+        "{cfg}"
+    );
+    assert!(
+        !cfg.contains("hunter2") && !cfg.contains("do-not-print"),
+        "leak: {cfg}"
+    );
+    assert!(cfg.contains("secret_key = \"********\""), "{cfg}");
+    // A flag beats the environment.
+    let out = run(pancake(dir.path())
+        .args(["config", "--addr", "127.0.0.1:9003"])
+        .env("HEARTH_ADDR", "127.0.0.1:9002"));
+    assert!(text(&out.stdout).contains("addr = \"127.0.0.1:9003\""));
+    // The default database is a SQLite file under the data dir.
+    let out = run(pancake(dir.path()).args(["config", "--data-dir", "/srv/pc"]));
+    assert!(
+        text(&out.stdout).contains("sqlite:///srv/pc/pancake.db"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn bad_config_is_one_line_naming_the_key_and_exit_code_2() {
+    // (file content, env, args, text the line must contain)
+    let cases: &[(&str, &[(&str, &str)], &[&str], &[&str])] = &[
+        (
+            "",
+            &[("HEARTH_HTTP__BODY_LIMIT", "lots")],
+            &[],
+            &["`http.body_limit`", "HEARTH_"],
+        ),
+        (
+            "[http]\nbody_limit = \"x\"\n",
+            &[],
+            &[],
+            &["`http.body_limit`", "hearth.toml"],
+        ),
+        ("colour = 1\n", &[], &[], &["`colour`", "unknown key"]),
+        (
+            "[http]\nspeed = 1\n",
+            &[],
+            &[],
+            &["`http.speed`", "unknown key"],
+        ),
+        ("", &[("HEARTH_ADDR", "nope")], &[], &["`addr`"]),
+        (
+            "",
+            &[("DATABASE_URL", "mysql://root@h/db")],
+            &[],
+            &["`database_url`", "unsupported database URL scheme `mysql`"],
+        ),
+        ("", &[("HEARTH_ENV", "staging")], &[], &["`env`"]),
+        (
+            "",
+            &[("HEARTH_HTTP__REQUEST_TIMEOUT", "5d")],
+            &[],
+            &["`http.request_timeout`", "unit"],
+        ),
+        (
+            "",
+            &[("HEARTH_HTTP__BODY_LIMIT", "0")],
+            &[],
+            &["`http.body_limit`", "greater than 0"],
+        ),
+        (
+            "",
+            &[("HEARTH_SECRET_KEY", "short")],
+            &[],
+            &["`secret_key`", "32"],
+        ),
+        ("", &[("HEARTH_LOG", "info,,=nonsense=")], &[], &["`log`"]),
+        ("[tls]\ncert = \"c.pem\"\n", &[], &[], &["`tls.key`"]),
+        (
+            "",
+            &[],
+            &["--config", "missing.toml"],
+            &["`config`", "missing.toml"],
+        ),
+        ("addr = [\n", &[], &[], &["hearth.toml"]),
+    ];
+    for (file, env, args, needles) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        if !file.is_empty() {
+            std::fs::write(dir.path().join("hearth.toml"), file).unwrap();
+        }
+        let mut cmd = pancake(dir.path());
+        cmd.args(*args).arg("migrate").arg("--status");
+        for (k, v) in *env {
+            cmd.env(k, v);
+        }
+        let out = run(&mut cmd);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{file:?} {env:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        assert!(err.starts_with("config error"), "{err}");
+        for n in *needles {
+            assert!(err.contains(n), "{file:?} {env:?}: {err:?} lacks {n:?}");
+        }
+        // Nothing was created.
+        assert!(!dir.path().join("data").exists());
+    }
+}
+
+#[test]
+fn migrate_creates_the_sqlite_database_on_first_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(pancake(dir.path()).arg("migrate"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("applied  home/1_create_home_notice"));
+    assert!(dir.path().join("data/pancake.db").is_file());
+    let out = run(pancake(dir.path()).arg("migrate"));
+    assert!(text(&out.stdout).contains("up to date"));
+    let out = run(pancake(dir.path()).args(["migrate", "--status"]));
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("applied  home/1_create_home_notice"));
+}
+
+#[tokio::test]
+async fn migrate_runs_on_postgres_from_database_url() {
+    let Some(db) = TestDb::create(Backend::Postgres).await else {
+        return;
+    };
+    let out = run(pancake(db.dir())
+        .arg("migrate")
+        .env("DATABASE_URL", db.url()));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("applied  home/1_create_home_notice"));
+    let out = run(pancake(db.dir())
+        .args(["migrate", "--status"])
+        .env("DATABASE_URL", db.url()));
+    assert!(text(&out.stdout).contains("applied  home/1_create_home_notice"));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+async fn wait_ready(base: &str, child: &mut Child) {
+    for _ in 0..600 {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("pancake exited early with {status}");
+        }
+        if let Ok(res) = client().get(format!("{base}/readyz")).send().await
+            && res.status() == StatusCode::OK
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("pancake did not become ready");
+}
+
+fn sigterm_and_wait(child: Child) -> Output {
+    let pid = child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    child.wait_with_output().unwrap()
+}
+
+hearth::db_tests! {
+    async fn serve_answers_then_exits_0_on_sigterm(backend) {
+        let Some(db) = TestDb::create(backend).await else { return };
+        let port = free_port();
+        let mut child = pancake(db.dir())
+            .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
+            .env("DATABASE_URL", db.url())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        wait_ready(&base, &mut child).await;
+        let v: serde_json::Value = client().get(format!("{base}/api/status")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(v["database"], hearth::DbKind::from(backend).as_str());
+        let out = tokio::task::spawn_blocking(move || sigterm_and_wait(child)).await.unwrap();
+        let log = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{log}");
+        assert!(log.contains("shutdown signal received") && log.contains("stopped"), "{log}");
+    }
+
+    async fn prod_logs_are_json_with_an_access_line_per_request(backend) {
+        let Some(db) = TestDb::create(backend).await else { return };
+        let port = free_port();
+        let mut child = pancake(db.dir())
+            .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
+            .env("DATABASE_URL", db.url())
+            .env("HEARTH_ENV", "prod")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        wait_ready(&base, &mut child).await;
+        let res = client().get(format!("{base}/api/hello?token=secret")).header("x-request-id", "probe-77").send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let out = tokio::task::spawn_blocking(move || sigterm_and_wait(child)).await.unwrap();
+        let log = text(&out.stderr);
+        let lines: Vec<serde_json::Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        let access = lines
+            .iter()
+            .find(|l| l["target"] == "hearth::access" && l["span"]["request_id"] == "probe-77")
+            .unwrap_or_else(|| panic!("no access line: {log}"));
+        assert_eq!(access["method"], "GET");
+        assert_eq!(access["path"], "/api/hello");
+        assert_eq!(access["status"], 200);
+        assert!(access["duration_us"].is_u64());
+        assert!(!log.contains("token=secret"), "query strings are not logged: {log}");
+    }
+}

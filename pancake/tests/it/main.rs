@@ -1,0 +1,14 @@
+//! pancake end to end: the real binary and the real app over HTTP, on SQLite
+//! and on PostgreSQL.
+
+mod cli;
+mod site;
+
+/// A plain-HTTP client.
+pub fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
