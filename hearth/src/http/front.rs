@@ -267,7 +267,7 @@ async fn add_etag(res: Response, limit: u64) -> Response {
     use axum::body::HttpBody as _;
     let (mut parts, body) = res.into_parts();
     let exact = body.size_hint().exact();
-    if !exact.is_some_and(|n| n <= limit) {
+    if exact.is_none_or(|n| n > limit) {
         return Response::from_parts(parts, body);
     }
     match body.collect().await {

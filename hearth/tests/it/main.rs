@@ -1,6 +1,9 @@
 //! hearth's integration tests: the real pipeline over real HTTP on a random
 //! port, each test on SQLite and on PostgreSQL in a fresh database.
 
+// Test code: a failed unwrap is a failed test, which is what we want.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod db;
 mod pipeline;
 mod probe;

@@ -98,7 +98,8 @@ hearth::db_tests! {
         let Some(app) = TestApp::spawn(&app(), backend).await else { return };
         let c = client();
         // (content type, body, status, code, field, text the message must contain)
-        let cases: &[(Option<&str>, &str, u16, &str, Option<&str>, &str)] = &[
+        type Case<'a> = (Option<&'a str>, &'a str, u16, &'a str, Option<&'a str>, &'a str);
+        let cases: &[Case<'_>] = &[
             (Some("application/json"), "{\"name\": \"a\", ", 400, "invalid_json", None, "line 1"),
             (Some("application/json"), "{\"name\": nope}", 400, "invalid_json", None, "column"),
             (Some("application/json"), "", 400, "invalid_json", None, "line 1"),

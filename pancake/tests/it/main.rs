@@ -1,6 +1,9 @@
 //! pancake end to end: the real binary and the real app over HTTP, on SQLite
 //! and on PostgreSQL.
 
+// Test code: a failed unwrap is a failed test, which is what we want.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod cli;
 mod site;
 
