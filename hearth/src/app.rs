@@ -246,7 +246,7 @@ pub struct Built {
     /// The state handlers see.
     pub state: AppState,
     /// The full pipeline, state applied.
-    pub router: axum::Router,
+    pub router: http::Pipeline,
     /// Each module's reset hook, in registration order.
     pub resets: Vec<(&'static str, ResetHook)>,
 }

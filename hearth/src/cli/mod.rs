@@ -97,7 +97,8 @@ fn run_parsed(app: App, cli: Cli) -> ExitCode {
         print!("{}", config.to_masked_toml());
         return ExitCode::SUCCESS;
     }
-    crate::telemetry::init(&config);
+    // Held to the end of `run_parsed`, so pending log lines are flushed on exit.
+    let _log = crate::telemetry::init(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,6 +1,8 @@
 //! The outermost layer that sees every request: request id, access log, error
 //! rendering and ETags.
 //!
+//! - **Panics.** A handler that panics becomes a 500 that carries the request id
+//!   and nothing of the panic; the panic message goes to the log.
 //! - **Request id.** A well-formed incoming `X-Request-Id` is kept (so a proxy's id
 //!   follows the request); anything else is replaced by a fresh UUID. The id is
 //!   in the request's extensions, in every log line of the request, in the
@@ -16,6 +18,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -25,8 +28,8 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
+use futures_util::FutureExt as _;
 use http_body_util::BodyExt;
-use sha2::{Digest, Sha256};
 use tower::{Layer, Service};
 use tracing::Instrument;
 
@@ -69,6 +72,9 @@ impl<S> Layer<S> for FrontLayer {
     }
 }
 
+/// The boxed future of [`Front`].
+pub(crate) type FrontFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
 /// See the module docs.
 #[derive(Debug, Clone)]
 pub(crate) struct Front<S> {
@@ -80,7 +86,8 @@ pub(crate) struct Front<S> {
 struct Seen {
     id: HeaderValue,
     method: Method,
-    wants_html: bool,
+    // Parsed only when an error is rendered, which keeps the common path cheap.
+    accept: Option<HeaderValue>,
     if_none_match: Option<HeaderValue>,
     etag_limit: u64,
 }
@@ -92,7 +99,7 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = FrontFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -105,26 +112,28 @@ where
         let seen = Seen {
             id,
             method: req.method().clone(),
-            wants_html: prefers_html(req.headers()),
+            accept: req.headers().get(header::ACCEPT).cloned(),
             if_none_match: req.headers().get(header::IF_NONE_MATCH).cloned(),
             etag_limit: self.etag_limit,
         };
-        let path = req.uri().path().to_owned();
+        // A Uri clone shares its bytes; no copy of the path per request.
+        let uri = req.uri().clone();
         let span = tracing::info_span!("request", request_id = seen.id.to_str().unwrap_or(""));
         // Take the service that was driven to readiness; leave a fresh clone behind.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(
             async move {
-                let res = match inner.call(req).await {
-                    Ok(res) => res,
-                    Err(never) => match never {},
+                let res = match AssertUnwindSafe(inner.call(req)).catch_unwind().await {
+                    Ok(Ok(res)) => res,
+                    Ok(Err(never)) => match never {},
+                    Err(panic) => panic_response(panic),
                 };
                 let res = finish(res, &seen).await;
                 tracing::info!(
                     target: "hearth::access",
                     method = %seen.method,
-                    path = %path,
+                    path = uri.path(),
                     status = res.status().as_u16(),
                     duration_us = start.elapsed().as_micros() as u64,
                     "request",
@@ -167,7 +176,8 @@ fn render_error(res: Response, seen: &Seen) -> Response {
     };
     let id = seen.id.to_str().unwrap_or("");
     let (mut parts, _) = res.into_parts();
-    let rendered = if seen.wants_html {
+    let wants_html = seen.accept.as_ref().is_some_and(accepts_html);
+    let rendered = if wants_html {
         html_page(status, &body, id)
     } else {
         render_json(status, &body, Some(id))
@@ -273,9 +283,7 @@ async fn add_etag(res: Response, limit: u64) -> Response {
     match body.collect().await {
         Ok(collected) => {
             let bytes = collected.to_bytes();
-            if let Ok(v) = HeaderValue::from_str(&weak_etag(&bytes)) {
-                parts.headers.insert(header::ETAG, v);
-            }
+            parts.headers.insert(header::ETAG, weak_etag(&bytes));
             Response::from_parts(parts, Body::from(bytes))
         }
         Err(e) => {
@@ -286,16 +294,54 @@ async fn add_etag(res: Response, limit: u64) -> Response {
     }
 }
 
-/// A weak ETag from the first 128 bits of the body's SHA-256.
-pub(crate) fn weak_etag(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut s = String::with_capacity(36);
-    s.push_str("W/\"");
-    for b in &digest[..16] {
-        s.push_str(&format!("{b:02x}"));
+/// A weak ETag from the body's length and 64-bit SipHash.
+///
+/// `DefaultHasher::new()` has fixed keys, so every node running the same
+/// binary computes the same tag; a different Rust release may change it,
+/// which costs clients one full response, nothing more.
+pub(crate) fn weak_etag(bytes: &[u8]) -> HeaderValue {
+    use std::hash::Hasher as _;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut h = std::hash::DefaultHasher::new();
+    h.write(bytes);
+    let hash = h.finish();
+    let len = bytes.len() as u64;
+    // W/"<length in hex>-<16 hex digits>"
+    let mut out = [0_u8; 2 + 1 + 16 + 1 + 16 + 1];
+    let mut n = 0;
+    out[..3].copy_from_slice(b"W/\"");
+    n += 3;
+    let len_digits = (64 - len.leading_zeros()).div_ceil(4).max(1);
+    for i in (0..len_digits).rev() {
+        out[n] = HEX[((len >> (i * 4)) & 0xf) as usize];
+        n += 1;
     }
-    s.push('"');
-    s
+    out[n] = b'-';
+    n += 1;
+    for i in (0..16).rev() {
+        out[n] = HEX[((hash >> (i * 4)) & 0xf) as usize];
+        n += 1;
+    }
+    out[n] = b'"';
+    n += 1;
+    // Only hex digits, a dash, quotes and a slash: always a valid header value.
+    HeaderValue::from_bytes(&out[..n]).unwrap_or_else(|_| HeaderValue::from_static("W/\"0\""))
+}
+
+/// Logs a handler's panic and answers 500 without any of its details.
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    tracing::error!(panic = detail, "handler panicked");
+    crate::error::Error::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal server error",
+    )
+    .into_response()
 }
 
 /// Weak comparison (RFC 9110 §13.1.2): `W/` prefixes are ignored; `*` matches.
@@ -342,7 +388,11 @@ fn new_id() -> HeaderValue {
 /// q-values. Browsers list `text/html` first; `curl`, `fetch` and API clients
 /// send `*/*` or `application/json` and get JSON.
 pub fn prefers_html(headers: &HeaderMap) -> bool {
-    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+    headers.get(header::ACCEPT).is_some_and(accepts_html)
+}
+
+fn accepts_html(accept: &HeaderValue) -> bool {
+    let Ok(accept) = accept.to_str() else {
         return false;
     };
     let mut html_q = 0.0_f32;
@@ -408,6 +458,25 @@ mod tests {
                 "{inm}"
             );
         }
+    }
+
+    #[test]
+    fn weak_etags_carry_length_and_hash() {
+        let a = weak_etag(b"hello");
+        let s = a.to_str().unwrap();
+        assert!(
+            s.starts_with("W/\"5-") && s.ends_with('"') && s.len() == 3 + 1 + 1 + 16 + 1,
+            "{s}"
+        );
+        assert_eq!(weak_etag(b"hello"), a);
+        assert_ne!(weak_etag(b"hellp"), a);
+        assert!(weak_etag(b"").to_str().unwrap().starts_with("W/\"0-"));
+        assert!(
+            weak_etag(&[0; 300])
+                .to_str()
+                .unwrap()
+                .starts_with("W/\"12c-")
+        );
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! As an extractor, [`Json`] requires `Content-Type: application/json` (or
 //! `+json`) and answers 415 otherwise, 413 over the body limit, 400 with the
 //! line and column for malformed JSON, and 422 naming the field for JSON of
-//! the wrong shape. As a response it serializes with `application/json`; the
-//! pipeline adds the ETag.
+//! the wrong shape. As a response it serializes with `application/json` and a
+//! weak ETag of the body.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -124,11 +124,16 @@ impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
         match serde_json::to_vec(&self.0) {
             Ok(body) => {
+                // The ETag is computed here, where the bytes are at hand, so the
+                // pipeline need not buffer the body again.
+                let etag = super::front::weak_etag(&body);
                 let mut res = body.into_response();
-                res.headers_mut().insert(
+                let h = res.headers_mut();
+                h.insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/json"),
                 );
+                h.insert(header::ETAG, etag);
                 res
             }
             Err(e) => Error::internal(e).into_response(),

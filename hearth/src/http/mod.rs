@@ -1,7 +1,7 @@
 //! The HTTP pipeline, in the order of DESIGN.md:
 //!
-//! compression → request id + access log + error rendering + ETags (`front`)
-//! → panic catcher → limits (concurrency, timeout) → body limit → static files
+//! compression → request id + access log + panic catcher + error rendering +
+//! ETags (`front`) → limits (body size, concurrency, timeout) → static files
 //! → public routes → gatekeeper → signed-in routes → admin gatekeeper → admin
 //! routes, with `/healthz` and `/readyz` among the public routes and a JSON/HTML
 //! 404 for everything else.
@@ -9,6 +9,7 @@
 //! Compression sits outside `front` so that ETags are computed on the
 //! uncompressed body and are the same for every encoding (they are weak ETags).
 
+mod compress;
 mod front;
 mod guard;
 mod health;
@@ -18,12 +19,8 @@ pub mod server;
 mod static_files;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::response::{IntoResponse, Response};
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::compression::CompressionLayer;
-use tower_http::limit::RequestBodyLimitLayer;
+use tower::ServiceBuilder;
 
 use crate::app::AppState;
 use crate::error::Error;
@@ -32,11 +29,42 @@ use crate::module::Context;
 pub use front::{RequestId, prefers_html};
 pub use json::Json;
 
-/// Assembles the full pipeline from what the modules registered.
-pub(crate) fn pipeline(state: &AppState, ctx: Context<'_>) -> Router {
-    let http = &state.config().http;
-    let body_limit = usize::try_from(http.body_limit).unwrap_or(usize::MAX);
+type Stack = compress::Compress<front::Front<limits::Limits<Router>>>;
 
+/// The whole pipeline as one service: what the server runs for every
+/// connection, and what tests can call directly with `tower::ServiceExt::oneshot`.
+#[derive(Clone)]
+pub struct Pipeline(Stack);
+
+impl tower::Service<axum::extract::Request> for Pipeline {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = futures_util::future::Either<
+        front::FrontFuture,
+        futures_util::future::Map<
+            tower_http::compression::ResponseFuture<
+                front::FrontFuture,
+                tower_http::compression::predicate::DefaultPredicate,
+            >,
+            compress::ToBody,
+        >,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: axum::extract::Request) -> Self::Future {
+        self.0.call(req)
+    }
+}
+
+/// Assembles the full pipeline from what the modules registered.
+pub(crate) fn pipeline(state: &AppState, ctx: Context<'_>) -> Pipeline {
+    let http = &state.config().http;
     let mut app = Router::new()
         .route("/healthz", axum::routing::get(health::healthz))
         .route("/readyz", axum::routing::get(health::readyz))
@@ -58,35 +86,21 @@ pub(crate) fn pipeline(state: &AppState, ctx: Context<'_>) -> Router {
                 .route_layer(middleware::from_fn(guard::gatekeeper)),
         );
     }
-    app.fallback(not_found)
-        .with_state(state.clone())
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(RequestBodyLimitLayer::new(body_limit))
+    let router = app.fallback(not_found).with_state(state.clone());
+    // The stack wraps the router once. (`Router::layer` would wrap every route
+    // separately and clone each layer's boxed inner service per request.)
+    let stack = ServiceBuilder::new()
+        .layer(compress::CompressLayer::new())
+        .layer(front::FrontLayer::new(http.body_limit))
         .layer(limits::LimitsLayer::new(
             http.concurrency_limit,
             http.request_timeout.get(),
+            http.body_limit,
         ))
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(front::FrontLayer::new(http.body_limit))
-        .layer(CompressionLayer::new())
+        .service(router);
+    Pipeline(stack)
 }
 
 async fn not_found() -> Error {
     Error::not_found("no route matches this path")
-}
-
-fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let detail = panic
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| panic.downcast_ref::<&str>().copied())
-        .unwrap_or("(no message)");
-    // Logged here, in the request's span; the client sees only the request id.
-    tracing::error!(panic = detail, "handler panicked");
-    Error::new(
-        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "internal server error",
-    )
-    .into_response()
 }

@@ -4,22 +4,35 @@
 //! (`info` by default). Panics anywhere in the process are logged as errors
 //! before the default hook runs, so they reach the same log as everything else.
 
+mod writer;
+
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
 
 use crate::config::Config;
 
+/// Keeps the background log writer alive; dropping it flushes what is pending.
+#[must_use = "dropping the guard stops the log writer"]
+pub struct LogGuard {
+    _writer: Option<writer::FlushGuard>,
+}
+
 /// Installs the global log subscriber. Calling it twice is harmless (the
 /// second call does nothing), which tests rely on.
-pub fn init(config: &Config) {
+///
+/// Lines are formatted on the calling thread and written to stderr in batches
+/// by a background thread (see `writer`), so a request never waits on a
+/// `write(2)`. Hold the returned guard until exit: dropping it flushes.
+pub fn init(config: &Config) -> LogGuard {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
         .unwrap_or_else(|| EnvFilter::new(&config.log));
+    let (writer, guard) = writer::BatchWriter::start();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_span_events(FmtSpan::NONE)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let installed = if config.is_prod() {
         builder
             .json()
@@ -31,12 +44,19 @@ pub fn init(config: &Config) {
     } else {
         builder.compact().try_init().is_ok()
     };
-    if installed {
-        let default_hook = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            tracing::error!(panic = %info, "panic");
-            default_hook(info);
-        }));
+    if !installed {
+        return LogGuard { _writer: None };
+    }
+    let default_hook = std::panic::take_hook();
+    let flusher = guard.writer();
+    std::panic::set_hook(Box::new(move |info| {
+        tracing::error!(panic = %info, "panic");
+        // The process may be about to abort: get the line out now.
+        flusher.flush();
+        default_hook(info);
+    }));
+    LogGuard {
+        _writer: Some(guard),
     }
 }
 

@@ -115,7 +115,12 @@ fn config_prints_layers_in_order_with_secrets_masked() {
 #[test]
 fn bad_config_is_one_line_naming_the_key_and_exit_code_2() {
     // (file content, env, args, text the line must contain)
-    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str], &'a [&'a str]);
+    type Case<'a> = (
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        &'a [&'a str],
+        &'a [&'a str],
+    );
     let cases: &[Case<'_>] = &[
         (
             "",
