@@ -198,8 +198,12 @@ impl From<anyhow::Error> for Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         if let Some(src) = &self.source {
-            // The request span (see http::front) adds the request id to this line.
-            tracing::error!(error = format!("{src:#}"), code = %self.body.code, "request failed");
+            tracing::error!(
+                error = format!("{src:#}"),
+                code = %self.body.code,
+                request_id = crate::http::current_request_id().unwrap_or_default(),
+                "request failed"
+            );
         }
         let mut res = render_json(self.status, &self.body, None);
         if let Some(secs) = self.retry_after {

@@ -9,7 +9,7 @@
 //!   response header and in every error body.
 //! - **Access log.** One line per request at target `hearth::access`: method,
 //!   path (never the query string, which may carry tokens), status, duration
-//!   and request id.
+//!   and request id (see `telemetry::access`).
 //! - **Errors.** Every 4xx/5xx leaves as `{"error":{…},"request_id":…}` for API
 //!   clients or as an HTML page for browsers (the `Accept` header decides). Bare
 //!   errors from lower layers (405, 413, …) are given a body here.
@@ -34,6 +34,7 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 
 use crate::error::{ErrorBody, render_json};
+use crate::telemetry::access::{self, AccessLine};
 
 /// The id of the current request; also sent back as `X-Request-Id`.
 #[derive(Debug, Clone)]
@@ -118,31 +119,46 @@ where
         };
         // A Uri clone shares its bytes; no copy of the path per request.
         let uri = req.uri().clone();
-        let span = tracing::info_span!("request", request_id = seen.id.to_str().unwrap_or(""));
+        // A debug-level span: at `info` it costs nothing, and hearth's own error
+        // lines carry the id through `current_request_id` instead.
+        let span = tracing::debug_span!("request", request_id = seen.id.to_str().unwrap_or(""));
+        let current = seen.id.clone();
         // Take the service that was driven to readiness; leave a fresh clone behind.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(
-            async move {
-                let res = match AssertUnwindSafe(inner.call(req)).catch_unwind().await {
-                    Ok(Ok(res)) => res,
-                    Ok(Err(never)) => match never {},
-                    Err(panic) => panic_response(panic),
-                };
-                let res = finish(res, &seen).await;
-                tracing::info!(
-                    target: "hearth::access",
-                    method = %seen.method,
-                    path = uri.path(),
-                    status = res.status().as_u16(),
-                    duration_us = start.elapsed().as_micros() as u64,
-                    "request",
-                );
-                Ok(res)
-            }
-            .instrument(span),
+            CURRENT
+                .scope(current, async move {
+                    let res = match AssertUnwindSafe(inner.call(req)).catch_unwind().await {
+                        Ok(Ok(res)) => res,
+                        Ok(Err(never)) => match never {},
+                        Err(panic) => panic_response(panic),
+                    };
+                    let res = finish(res, &seen).await;
+                    access::log(&AccessLine {
+                        method: seen.method.as_str(),
+                        path: uri.path(),
+                        status: res.status().as_u16(),
+                        duration: start.elapsed(),
+                        request_id: seen.id.to_str().unwrap_or(""),
+                    });
+                    Ok(res)
+                })
+                .instrument(span),
         )
     }
+}
+
+tokio::task_local! {
+    static CURRENT: HeaderValue;
+}
+
+/// The id of the request being handled on this task, if any. hearth's own log
+/// lines include it; handlers can add it to theirs.
+pub fn current_request_id() -> Option<String> {
+    CURRENT
+        .try_with(|id| id.to_str().unwrap_or("").to_owned())
+        .ok()
 }
 
 async fn finish(mut res: Response, seen: &Seen) -> Response {
@@ -335,7 +351,11 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
         .map(String::as_str)
         .or_else(|| panic.downcast_ref::<&str>().copied())
         .unwrap_or("(no message)");
-    tracing::error!(panic = detail, "handler panicked");
+    tracing::error!(
+        panic = detail,
+        request_id = current_request_id().unwrap_or_default(),
+        "handler panicked"
+    );
     crate::error::Error::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal",

@@ -131,7 +131,11 @@ where
                 Ok(Ok(res)) => res,
                 Ok(Err(never)) => match never {},
                 Err(_) => {
-                    tracing::warn!(timeout_ms = timeout.as_millis() as u64, "request timed out");
+                    tracing::warn!(
+                        timeout_ms = timeout.as_millis() as u64,
+                        request_id = crate::http::current_request_id().unwrap_or_default(),
+                        "request timed out"
+                    );
                     Error::unavailable("timeout", "the request took too long to complete")
                         .into_response()
                 }

@@ -26,7 +26,7 @@ use crate::app::AppState;
 use crate::error::Error;
 use crate::module::Context;
 
-pub use front::{RequestId, prefers_html};
+pub use front::{RequestId, current_request_id, prefers_html};
 pub use json::Json;
 
 type Stack = compress::Compress<front::Front<limits::Limits<Router>>>;

@@ -4,6 +4,7 @@
 //! (`info` by default). Panics anywhere in the process are logged as errors
 //! before the default hook runs, so they reach the same log as everything else.
 
+pub(crate) mod access;
 mod writer;
 
 use tracing_subscriber::EnvFilter;
@@ -47,6 +48,7 @@ pub fn init(config: &Config) -> LogGuard {
     if !installed {
         return LogGuard { _writer: None };
     }
+    access::install(guard.writer(), config.is_prod());
     let default_hook = std::panic::take_hook();
     let flusher = guard.writer();
     std::panic::set_hook(Box::new(move |info| {

@@ -98,7 +98,8 @@ impl BatchWriter {
         }
     }
 
-    fn append(&self, bytes: &[u8]) {
+    /// Appends bytes (whole lines) to the buffer.
+    pub(crate) fn append(&self, bytes: &[u8]) {
         let over = {
             let mut buf = lock(&self.shared.buf);
             buf.extend_from_slice(bytes);

@@ -303,12 +303,14 @@ hearth::db_tests! {
             .collect();
         let access = lines
             .iter()
-            .find(|l| l["target"] == "hearth::access" && l["span"]["request_id"] == "probe-77")
+            .find(|l| l["target"] == "hearth::access" && l["request_id"] == "probe-77")
             .unwrap_or_else(|| panic!("no access line: {log}"));
         assert_eq!(access["method"], "GET");
         assert_eq!(access["path"], "/api/hello");
         assert_eq!(access["status"], 200);
         assert!(access["duration_us"].is_u64());
+        assert!(access["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{access}");
+        assert_eq!(access["level"], "INFO");
         assert!(!log.contains("token=secret"), "query strings are not logged: {log}");
     }
 }
