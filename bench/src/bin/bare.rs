@@ -26,5 +26,10 @@ async fn main() -> std::io::Result<()> {
     );
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     eprintln!("bare axum listening on {addr}");
-    axum::serve(listener, app).await
+    // Exit cleanly on Ctrl-C/SIGINT, so profilers get to write their output.
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
 }

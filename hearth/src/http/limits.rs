@@ -27,6 +27,9 @@ use tower::{Layer, Service};
 
 use crate::error::Error;
 
+/// The body limit axum's extractors apply when told nothing else.
+const AXUM_DEFAULT_BODY_LIMIT: u64 = 2 * 1024 * 1024;
+
 /// Adds [`Limits`] to a service.
 #[derive(Debug, Clone)]
 pub(crate) struct LimitsLayer {
@@ -85,11 +88,14 @@ where
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        // Tell axum's extractors the same limit (they default to 2 MiB).
-        axum::extract::DefaultBodyLimit::max(
-            usize::try_from(self.body_limit).unwrap_or(usize::MAX),
-        )
-        .apply(&mut req);
+        // axum's extractors stop at 2 MiB on their own; lift that ceiling only
+        // when the configured limit is higher (the checks below enforce ours).
+        if self.body_limit > AXUM_DEFAULT_BODY_LIMIT {
+            axum::extract::DefaultBodyLimit::max(
+                usize::try_from(self.body_limit).unwrap_or(usize::MAX),
+            )
+            .apply(&mut req);
+        }
         match declared {
             Some(len) if len > self.body_limit => {
                 let limit = self.body_limit;

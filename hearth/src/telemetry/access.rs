@@ -19,13 +19,21 @@ use super::writer::BatchWriter;
 pub(crate) struct AccessSink {
     writer: BatchWriter,
     json: bool,
+    // The filter is fixed once the subscriber is installed, so ask it once.
+    enabled: bool,
 }
 
 /// Process-wide, like the log subscriber it belongs to.
 static SINK: OnceLock<AccessSink> = OnceLock::new();
 
+/// Called right after the subscriber is installed, whose filter it consults.
 pub(crate) fn install(writer: BatchWriter, json: bool) {
-    let _ = SINK.set(AccessSink { writer, json });
+    let enabled = tracing::enabled!(target: "hearth::access", tracing::Level::INFO);
+    let _ = SINK.set(AccessSink {
+        writer,
+        json,
+        enabled,
+    });
 }
 
 /// One finished request.
@@ -39,9 +47,6 @@ pub(crate) struct AccessLine<'a> {
 
 /// Writes one access line, if the `hearth::access` target is enabled.
 pub(crate) fn log(line: &AccessLine<'_>) {
-    if !tracing::enabled!(target: "hearth::access", tracing::Level::INFO) {
-        return;
-    }
     let micros = u64::try_from(line.duration.as_micros()).unwrap_or(u64::MAX);
     let Some(sink) = SINK.get() else {
         tracing::info!(
@@ -55,6 +60,9 @@ pub(crate) fn log(line: &AccessLine<'_>) {
         );
         return;
     };
+    if !sink.enabled {
+        return;
+    }
     let mut out = String::with_capacity(200);
     let now = SystemTime::now();
     if sink.json {

@@ -162,6 +162,27 @@ hearth::db_tests! {
         assert!(res.status() == StatusCode::PAYLOAD_TOO_LARGE || res.status() == StatusCode::METHOD_NOT_ALLOWED);
     }
 
+    async fn a_limit_above_two_mib_lets_such_bodies_through(backend) {
+        let limit = 3 * 1024 * 1024;
+        let Some(app) = TestApp::spawn_with(&app(), backend, |c| c.http.body_limit = limit).await else { return };
+        let c = client();
+        // 2.5 MiB: over axum's own default, under the configured limit.
+        let body = format!(r#"{{"name":"{}","count":1}}"#, "x".repeat(5 * 512 * 1024));
+        let res = c.post(app.url("/probe/echo")).header(CONTENT_TYPE, "application/json").body(body.clone()).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let res = c
+            .post(app.url("/probe/echo"))
+            .header(CONTENT_TYPE, "application/json")
+            .body(reqwest::Body::wrap_stream(futures_stream(body.into_bytes())))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let over = format!(r#"{{"name":"{}","count":1}}"#, "x".repeat(limit as usize));
+        let res = c.post(app.url("/probe/echo")).header(CONTENT_TYPE, "application/json").body(over).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
     async fn slow_handlers_time_out_with_503(backend) {
         let Some(app) = TestApp::spawn_with(&app(), backend, |c| {
             c.http.request_timeout = hearth::config::Duration::from_millis(300);
