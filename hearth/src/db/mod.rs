@@ -222,8 +222,12 @@ impl Tx {
 /// its own driver's types; both arms must produce the same type (map driver
 /// results such as `execute`'s to `()` or `rows_affected()`):
 ///
-/// ```ignore
+/// ```no_run
+/// # async fn count(db: &hearth::Db) -> Result<i64, hearth::sqlx::Error> {
+/// use hearth::{sqlx, with_db};
 /// let n: i64 = with_db!(db, pool => sqlx::query_scalar("SELECT count(*) FROM t").fetch_one(pool).await)?;
+/// # Ok(n)
+/// # }
 /// ```
 #[macro_export]
 macro_rules! with_db {

@@ -277,13 +277,20 @@ impl TestApp {
 /// `name::sqlite` and `name::postgres`. The body sees the backend as the
 /// named variable:
 ///
-/// ```ignore
+/// ```no_run
+/// use hearth::testing::TestApp;
+///
+/// fn my_app() -> hearth::App {
+///     hearth::App::new("demo", "0.1.0")
+/// }
+///
 /// hearth::db_tests! {
-///     async fn status_reports_the_engine(backend) {
+///     async fn health_answers(backend) {
 ///         let Some(app) = TestApp::spawn(&my_app(), backend).await else { return };
-///         // …
+///         let _url = app.url("/healthz");
 ///     }
 /// }
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! db_tests {

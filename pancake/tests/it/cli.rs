@@ -259,19 +259,27 @@ fn sigterm_and_wait(child: Child) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Starts `pancake serve` on a free port over `db` and waits until it is ready.
+async fn serve(db: &TestDb, env: &[(&str, &str)]) -> (Child, String) {
+    let port = free_port();
+    let mut cmd = pancake(db.dir());
+    cmd.args(["serve", "--addr", &format!("127.0.0.1:{port}")])
+        .env("DATABASE_URL", db.url())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&base, &mut child).await;
+    (child, base)
+}
+
 hearth::db_tests! {
     async fn serve_answers_then_exits_0_on_sigterm(backend) {
         let Some(db) = TestDb::create(backend).await else { return };
-        let port = free_port();
-        let mut child = pancake(db.dir())
-            .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
-            .env("DATABASE_URL", db.url())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        wait_ready(&base, &mut child).await;
+        let (child, base) = serve(&db, &[]).await;
         let v: serde_json::Value = client().get(format!("{base}/api/status")).send().await.unwrap().json().await.unwrap();
         assert_eq!(v["database"], hearth::DbKind::from(backend).as_str());
         let out = tokio::task::spawn_blocking(move || sigterm_and_wait(child)).await.unwrap();
@@ -282,17 +290,7 @@ hearth::db_tests! {
 
     async fn prod_logs_are_json_with_an_access_line_per_request(backend) {
         let Some(db) = TestDb::create(backend).await else { return };
-        let port = free_port();
-        let mut child = pancake(db.dir())
-            .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
-            .env("DATABASE_URL", db.url())
-            .env("HEARTH_ENV", "prod")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        wait_ready(&base, &mut child).await;
+        let (child, base) = serve(&db, &[("HEARTH_ENV", "prod")]).await;
         let res = client().get(format!("{base}/api/hello?token=secret")).header("x-request-id", "probe-77").send().await.unwrap();
         assert_eq!(res.status(), StatusCode::OK);
         let out = tokio::task::spawn_blocking(move || sigterm_and_wait(child)).await.unwrap();
