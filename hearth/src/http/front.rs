@@ -1,6 +1,7 @@
 //! The outermost layer that sees every request: request id, access log, error
 //! rendering and ETags.
 //!
+//! - **Limits.** Body size, concurrency and time, see `limits`.
 //! - **Panics.** A handler that panics becomes a 500 that carries the request id
 //!   and nothing of the panic; the panic message goes to the log.
 //! - **Request id.** A well-formed incoming `X-Request-Id` is kept (so a proxy's id
@@ -33,6 +34,7 @@ use http_body_util::BodyExt;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
+use super::limits::Limits;
 use crate::error::{ErrorBody, render_json};
 use crate::telemetry::access::{self, AccessLine};
 
@@ -53,13 +55,14 @@ const X_REQUEST_ID: &str = "x-request-id";
 #[derive(Debug, Clone)]
 pub(crate) struct FrontLayer {
     etag_limit: u64,
+    limits: Limits,
 }
 
 impl FrontLayer {
     /// `etag_limit`: JSON bodies larger than this get no ETag (they would have
-    /// to be buffered whole to hash them).
-    pub(crate) fn new(etag_limit: u64) -> Self {
-        Self { etag_limit }
+    /// to be buffered whole to hash them). `limits` are checked for every request.
+    pub(crate) fn new(etag_limit: u64, limits: Limits) -> Self {
+        Self { etag_limit, limits }
     }
 }
 
@@ -69,6 +72,7 @@ impl<S> Layer<S> for FrontLayer {
         Front {
             inner,
             etag_limit: self.etag_limit,
+            limits: self.limits.clone(),
         }
     }
 }
@@ -81,6 +85,7 @@ pub(crate) type FrontFuture = Pin<Box<dyn Future<Output = Result<Response, Infal
 pub(crate) struct Front<S> {
     inner: S,
     etag_limit: u64,
+    limits: Limits,
 }
 
 /// What `Front` remembers from the request to finish the response.
@@ -123,16 +128,27 @@ where
         // lines carry the id through `current_request_id` instead.
         let span = tracing::debug_span!("request", request_id = seen.id.to_str().unwrap_or(""));
         let current = seen.id.clone();
+        let admitted = self.limits.admit(&mut req);
         // Take the service that was driven to readiness; leave a fresh clone behind.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(
             CURRENT
                 .scope(current, async move {
-                    let res = match AssertUnwindSafe(inner.call(req)).catch_unwind().await {
-                        Ok(Ok(res)) => res,
-                        Ok(Err(never)) => match never {},
-                        Err(panic) => panic_response(panic),
+                    let res = match admitted {
+                        Err(refused) => refused.into_response(),
+                        Ok(admitted) => {
+                            let handled = async {
+                                match inner.call(req).await {
+                                    Ok(res) => res,
+                                    Err(never) => match never {},
+                                }
+                            };
+                            match AssertUnwindSafe(admitted.run(handled)).catch_unwind().await {
+                                Ok(res) => res,
+                                Err(panic) => panic_response(panic),
+                            }
+                        }
                     };
                     let res = finish(res, &seen).await;
                     access::log(&AccessLine {

@@ -9,12 +9,13 @@
 //! does not produce its response within the timeout is dropped and the client
 //! gets 503 `timeout`. Response bodies that stream after the head (SSE,
 //! downloads) are not cut by the timeout.
+//!
+//! These are plain calls made by the `front` layer rather than a layer of
+//! their own: every layer boxes its future, and one box per request is enough.
 
-use std::convert::Infallible;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::body::{Body, HttpBody as _};
@@ -22,23 +23,30 @@ use axum::extract::Request;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use http_body_util::Limited;
-use tokio::sync::Semaphore;
-use tower::{Layer, Service};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 use crate::error::Error;
 
 /// The body limit axum's extractors apply when told nothing else.
 const AXUM_DEFAULT_BODY_LIMIT: u64 = 2 * 1024 * 1024;
 
-/// Adds [`Limits`] to a service.
+/// The limits of one pipeline; cheap to clone.
 #[derive(Debug, Clone)]
-pub(crate) struct LimitsLayer {
+pub(crate) struct Limits {
     permits: Arc<Semaphore>,
     timeout: Duration,
     body_limit: u64,
 }
 
-impl LimitsLayer {
+/// A request that passed the limits: it holds a concurrency permit until dropped.
+pub(crate) struct Admitted {
+    _permit: OwnedSemaphorePermit,
+    deadline: Instant,
+    timeout: Duration,
+}
+
+impl Limits {
     pub(crate) fn new(concurrency: usize, timeout: Duration, body_limit: u64) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(concurrency)),
@@ -46,108 +54,90 @@ impl LimitsLayer {
             body_limit,
         }
     }
-}
 
-impl<S> Layer<S> for LimitsLayer {
-    type Service = Limits<S>;
-    fn layer(&self, inner: S) -> Limits<S> {
-        Limits {
-            inner,
-            permits: self.permits.clone(),
-            timeout: self.timeout,
-            body_limit: self.body_limit,
-        }
-    }
-}
-
-/// See the module docs.
-#[derive(Debug, Clone)]
-pub(crate) struct Limits<S> {
-    inner: S,
-    permits: Arc<Semaphore>,
-    timeout: Duration,
-    body_limit: u64,
-}
-
-impl<S> Service<Request> for Limits<S>
-where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request) -> Self::Future {
+    /// Checks the body size and takes a concurrency permit, or says why not.
+    pub(crate) fn admit(&self, req: &mut Request) -> Result<Admitted, Refusal> {
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        // axum's extractors stop at 2 MiB on their own; lift that ceiling only
-        // when the configured limit is higher (the checks below enforce ours).
-        if self.body_limit > AXUM_DEFAULT_BODY_LIMIT {
-            axum::extract::DefaultBodyLimit::max(
-                usize::try_from(self.body_limit).unwrap_or(usize::MAX),
-            )
-            .apply(&mut req);
-        }
         match declared {
             Some(len) if len > self.body_limit => {
-                let limit = self.body_limit;
-                return Box::pin(
-                    async move { Ok(Error::payload_too_large(limit).into_response()) },
-                );
+                return Err(Refusal::TooLarge(self.body_limit));
             }
             // hyper holds a body with a declared length to exactly that length.
             Some(_) => {}
             None if req.body().is_end_stream() => {}
             None => {
                 let limit = usize::try_from(self.body_limit).unwrap_or(usize::MAX);
-                req = req.map(|body| Body::new(Limited::new(body, limit)));
+                let body = std::mem::take(req.body_mut());
+                *req.body_mut() = Body::new(Limited::new(body, limit));
             }
         }
+        // axum's extractors stop at 2 MiB on their own; lift that ceiling only
+        // when the configured limit is higher (the checks above enforce ours).
+        if self.body_limit > AXUM_DEFAULT_BODY_LIMIT {
+            axum::extract::DefaultBodyLimit::max(
+                usize::try_from(self.body_limit).unwrap_or(usize::MAX),
+            )
+            .apply(req);
+        }
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-            return Box::pin(async {
-                Ok(
-                    Error::unavailable("overloaded", "the server is busy, try again shortly")
-                        .into_response(),
-                )
-            });
+            return Err(Refusal::Busy);
         };
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let timeout = self.timeout;
-        let deadline = tokio::time::Instant::now() + timeout;
-        let fut = inner.call(req);
-        Box::pin(async move {
-            let mut fut = std::pin::pin!(fut);
-            // Poll once before arming a timer: handlers that do not wait on I/O
-            // finish here, and a timer per request is a measurable cost.
-            let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
-            let outcome = match first {
-                Poll::Ready(r) => Ok(r),
-                Poll::Pending => tokio::time::timeout_at(deadline, fut).await,
-            };
-            let res = match outcome {
-                Ok(Ok(res)) => res,
-                Ok(Err(never)) => match never {},
+        Ok(Admitted {
+            _permit: permit,
+            deadline: Instant::now() + self.timeout,
+            timeout: self.timeout,
+        })
+    }
+}
+
+/// Why a request was refused before reaching its handler.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Refusal {
+    /// The declared body is over this many bytes.
+    TooLarge(u64),
+    /// Every concurrency permit is taken.
+    Busy,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Self::TooLarge(limit) => Error::payload_too_large(limit).into_response(),
+            Self::Busy => Error::unavailable("overloaded", "the server is busy, try again shortly")
+                .into_response(),
+        }
+    }
+}
+
+impl Admitted {
+    /// Runs the handler's future until its response head is ready or the
+    /// deadline passes. The permit is released when `self` drops.
+    pub(crate) async fn run<F>(self, fut: F) -> Response
+    where
+        F: Future<Output = Response>,
+    {
+        let mut fut = std::pin::pin!(fut);
+        // Poll once before arming a timer: handlers that do not wait on I/O
+        // finish here, and a timer per request is a measurable cost.
+        let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+        match first {
+            Poll::Ready(res) => res,
+            Poll::Pending => match tokio::time::timeout_at(self.deadline, fut).await {
+                Ok(res) => res,
                 Err(_) => {
                     tracing::warn!(
-                        timeout_ms = timeout.as_millis() as u64,
+                        timeout_ms = self.timeout.as_millis() as u64,
                         request_id = crate::http::current_request_id().unwrap_or_default(),
                         "request timed out"
                     );
                     Error::unavailable("timeout", "the request took too long to complete")
                         .into_response()
                 }
-            };
-            drop(permit);
-            Ok(res)
-        })
+            },
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The HTTP pipeline, in the order of DESIGN.md:
 //!
-//! compression → request id + access log + panic catcher + error rendering +
-//! ETags (`front`) → limits (body size, concurrency, timeout) → static files
+//! compression → request id + access log + limits (body size, concurrency,
+//! timeout) + panic catcher + error rendering + ETags (`front`) → static files
 //! → public routes → gatekeeper → signed-in routes → admin gatekeeper → admin
 //! routes, with `/healthz` and `/readyz` among the public routes and a JSON/HTML
 //! 404 for everything else.
@@ -29,7 +29,7 @@ use crate::module::Context;
 pub use front::{RequestId, current_request_id, prefers_html};
 pub use json::Json;
 
-type Stack = compress::Compress<front::Front<limits::Limits<Router>>>;
+type Stack = compress::Compress<front::Front<Router>>;
 
 /// The whole pipeline as one service: what the server runs for every
 /// connection, and what tests can call directly with `tower::ServiceExt::oneshot`.
@@ -91,11 +91,13 @@ pub(crate) fn pipeline(state: &AppState, ctx: Context<'_>) -> Pipeline {
     // separately and clone each layer's boxed inner service per request.)
     let stack = ServiceBuilder::new()
         .layer(compress::CompressLayer::new())
-        .layer(front::FrontLayer::new(http.body_limit))
-        .layer(limits::LimitsLayer::new(
-            http.concurrency_limit,
-            http.request_timeout.get(),
+        .layer(front::FrontLayer::new(
             http.body_limit,
+            limits::Limits::new(
+                http.concurrency_limit,
+                http.request_timeout.get(),
+                http.body_limit,
+            ),
         ))
         .service(router);
     Pipeline(stack)
