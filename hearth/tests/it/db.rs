@@ -75,6 +75,23 @@ hearth::db_tests! {
         assert_eq!(res.status(), StatusCode::OK);
     }
 
+    async fn readyz_is_503_when_the_database_is_unreachable(backend) {
+        let Some(app_) = TestApp::spawn(&app(), backend).await else { return };
+        app_.state().db().close().await;
+        let res = client().get(app_.url("/readyz")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let v: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "not_ready");
+        assert!(v["error"]["message"].as_str().unwrap().contains("unreachable"), "{v}");
+        // A route that needs the database fails cleanly too, without internals.
+        let res = client().get(app_.url("/probe/items")).send().await.unwrap();
+        assert!(res.status().is_server_error());
+        let v: serde_json::Value = res.json().await.unwrap();
+        assert!(!v.to_string().contains("PoolClosed"), "{v}");
+        let res = client().get(app_.url("/healthz")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+
     async fn concurrent_migrators_apply_each_migration_once(backend) {
         let Some(tdb) = TestDb::create(backend).await else { return };
         let (a, b, c) = (open(&tdb).await, open(&tdb).await, open(&tdb).await);
