@@ -13,6 +13,15 @@ async fn open(db: &TestDb) -> Db {
     app().open_db(&cfg).await.unwrap()
 }
 
+/// Asserts that `/readyz` answers 503 `not_ready` and returns its message.
+async fn not_ready_reason(app: &TestApp) -> String {
+    let res = client().get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let v: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "not_ready", "{v}");
+    v["error"]["message"].as_str().unwrap().to_owned()
+}
+
 hearth::db_tests! {
     async fn migrations_are_recorded_and_a_rerun_changes_nothing(backend) {
         let Some(app_) = TestApp::spawn(&app(), backend).await else { return };
@@ -62,11 +71,8 @@ hearth::db_tests! {
 
     async fn readyz_is_503_while_migrations_are_pending(backend) {
         let Some(app_) = TestApp::spawn_with(&app(), backend, |c| c.db.migrate_on_serve = false).await else { return };
-        let res = client().get(app_.url("/readyz")).send().await.unwrap();
-        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
-        let v: serde_json::Value = res.json().await.unwrap();
-        assert_eq!(v["error"]["code"], "not_ready");
-        assert!(v["error"]["message"].as_str().unwrap().contains("probe/1_create_probe_item"), "{v}");
+        let reason = not_ready_reason(&app_).await;
+        assert!(reason.contains("probe/1_create_probe_item"), "{reason}");
         // Liveness is unaffected.
         let res = client().get(app_.url("/healthz")).send().await.unwrap();
         assert_eq!(res.status(), StatusCode::OK);
@@ -78,11 +84,8 @@ hearth::db_tests! {
     async fn readyz_is_503_when_the_database_is_unreachable(backend) {
         let Some(app_) = TestApp::spawn(&app(), backend).await else { return };
         app_.state().db().close().await;
-        let res = client().get(app_.url("/readyz")).send().await.unwrap();
-        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
-        let v: serde_json::Value = res.json().await.unwrap();
-        assert_eq!(v["error"]["code"], "not_ready");
-        assert!(v["error"]["message"].as_str().unwrap().contains("unreachable"), "{v}");
+        let reason = not_ready_reason(&app_).await;
+        assert!(reason.contains("unreachable"), "{reason}");
         // A route that needs the database fails cleanly too, without internals.
         let res = client().get(app_.url("/probe/items")).send().await.unwrap();
         assert!(res.status().is_server_error());
