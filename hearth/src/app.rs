@@ -12,12 +12,31 @@ use axum::extract::FromRef;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::db::migrate::{self, MigrateError};
+use crate::db::migrate::{self, MigrateError, Migration};
 use crate::db::{Db, DbError};
 use crate::http;
+use crate::jobs::{Jobs, Workers};
 use crate::module::{Context, Module, ModuleSpec, ResetHook, SpecError};
+use crate::realtime::listener;
+
+/// hearth's own module: the tables of the job queue (and later cron and pub/sub).
+pub(crate) const HEARTH_SPEC: ModuleSpec =
+    ModuleSpec::new("hearth").migrations(HEARTH_SQLITE, HEARTH_POSTGRES);
+
+const HEARTH_SQLITE: &[Migration] = &[Migration::new(
+    1,
+    "jobs",
+    include_str!("../migrations/sqlite/0001_jobs.sql"),
+)];
+
+const HEARTH_POSTGRES: &[Migration] = &[Migration::new(
+    1,
+    "jobs",
+    include_str!("../migrations/postgres/0001_jobs.sql"),
+)];
 
 /// An app under construction: name, version and modules.
 #[derive(Clone)]
@@ -40,6 +59,7 @@ struct Inner {
     config: Arc<Config>,
     db: Db,
     specs: Vec<ModuleSpec>,
+    jobs: Jobs,
 }
 
 impl AppState {
@@ -66,6 +86,27 @@ impl AppState {
     /// Every module's spec, hearth's own first.
     pub fn specs(&self) -> &[ModuleSpec] {
         &self.0.specs
+    }
+
+    /// The job queue.
+    pub fn jobs(&self) -> &Jobs {
+        &self.0.jobs
+    }
+}
+
+impl FromRef<AppState> for Jobs {
+    fn from_ref(s: &AppState) -> Jobs {
+        s.0.jobs.clone()
+    }
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("name", &self.0.name)
+            .field("version", &self.0.version)
+            .field("database", &self.0.db.kind())
+            .finish_non_exhaustive()
     }
 }
 
@@ -136,11 +177,12 @@ impl App {
         self.version
     }
 
-    /// Every module's spec, checked: valid names, matching migration lists, no duplicates.
+    /// Every module's spec, checked: valid names, matching migration lists, no
+    /// duplicates. hearth's own tables (jobs, cron, pub/sub) come first.
     pub fn specs(&self) -> Result<Vec<ModuleSpec>, SpecError> {
-        let mut specs: Vec<ModuleSpec> = Vec::with_capacity(self.modules.len());
-        for m in &self.modules {
-            let spec = m.spec();
+        let mut specs: Vec<ModuleSpec> = Vec::with_capacity(self.modules.len() + 1);
+        let own = std::iter::once(HEARTH_SPEC);
+        for spec in own.chain(self.modules.iter().map(|m| m.spec())) {
             spec.check()?;
             if specs.iter().any(|s| s.name() == spec.name()) {
                 return Err(SpecError {
@@ -162,18 +204,25 @@ impl App {
     /// touching migrations or sockets.
     pub fn build(&self, config: Config, db: Db) -> Result<Built, SpecError> {
         let specs = self.specs()?;
+        let jobs = Jobs::new(db.clone(), config.jobs.clone());
         let state = AppState(Arc::new(Inner {
             name: self.name,
             version: self.version,
             config: Arc::new(config),
             db,
             specs,
+            jobs,
         }));
         let mut ctx = Context::new(&state);
-        for (m, spec) in self.modules.iter().zip(state.specs()) {
+        // specs()[0] is hearth's own; modules follow in order.
+        for (m, spec) in self.modules.iter().zip(&state.specs()[1..]) {
             ctx.set_module(spec.name());
             m.register(&mut ctx);
         }
+        if let Some(e) = ctx.errors.drain(..).next() {
+            return Err(e);
+        }
+        state.jobs().set_registry(std::mem::take(&mut ctx.jobs));
         let resets = std::mem::take(&mut ctx.resets);
         let router = http::pipeline(&state, ctx);
         Ok(Built {
@@ -183,12 +232,11 @@ impl App {
         })
     }
 
-    /// Opens the database, migrates (or checks migrations, when
-    /// `db.migrate_on_serve` is off), builds the pipeline and starts serving on
-    /// `config.addr`. Returns once the socket is listening.
-    pub async fn start(&self, config: Config) -> Result<Running, StartError> {
+    /// Opens the database and applies pending migrations (or, with
+    /// `db.migrate_on_serve` off, refuses a database that is ahead of this binary).
+    async fn prepare_db(&self, config: &Config) -> Result<Db, StartError> {
         let specs = self.specs()?;
-        let db = self.open_db(&config).await?;
+        let db = self.open_db(config).await?;
         if config.db.migrate_on_serve {
             migrate::migrate(&db, &specs).await?;
         } else {
@@ -201,6 +249,39 @@ impl App {
                 tracing::warn!(%problem, "starting with pending migrations");
             }
         }
+        Ok(db)
+    }
+
+    /// Opens the database, migrates, and runs the job workers only (no HTTP),
+    /// for `worker` processes split from the web ones.
+    pub async fn start_worker(&self, config: Config) -> Result<Running, StartError> {
+        let db = self.prepare_db(&config).await?;
+        let built = self.build(config, db)?;
+        let background = Background::start(&built.state, true);
+        let (stop_tx, mut stop_rx) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        });
+        tracing::info!(
+            app = self.name,
+            version = self.version,
+            database = built.state.db().kind().as_str(),
+            "worker running"
+        );
+        Ok(Running {
+            local_addr: None,
+            built,
+            stop: stop_tx,
+            task,
+            background,
+        })
+    }
+
+    /// Opens the database, migrates (or checks migrations, when
+    /// `db.migrate_on_serve` is off), builds the pipeline and starts serving on
+    /// `config.addr`. Returns once the socket is listening.
+    pub async fn start(&self, config: Config) -> Result<Running, StartError> {
+        let db = self.prepare_db(&config).await?;
         let tls = match (&config.tls.cert, &config.tls.key) {
             (Some(cert), Some(key)) => {
                 Some(http::server::tls_acceptor(cert, key).map_err(StartError::Tls)?)
@@ -215,6 +296,7 @@ impl App {
             .local_addr()
             .map_err(|source| StartError::Bind { addr, source })?;
         let built = self.build(config, db)?;
+        let background = Background::start(&built.state, built.state.config().jobs.in_serve);
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let http_cfg = built.state.config().http.clone();
         let router = built.router.clone();
@@ -233,10 +315,11 @@ impl App {
             "serving"
         );
         Ok(Running {
-            local_addr,
+            local_addr: Some(local_addr),
             built,
             stop: stop_tx,
             task,
+            background,
         })
     }
 }
@@ -251,18 +334,70 @@ pub struct Built {
     pub resets: Vec<(&'static str, ResetHook)>,
 }
 
+/// What runs beside the HTTP server: the LISTEN connection (PostgreSQL)
+/// and the job workers.
+struct Background {
+    workers: Option<Workers>,
+    listener: Option<(JoinHandle<()>, CancellationToken)>,
+}
+
+impl Background {
+    fn start(state: &AppState, run_workers: bool) -> Self {
+        let listener = match state.db() {
+            Db::Postgres(pool) => {
+                let mut routes = listener::Routes::default();
+                let wake = state.jobs().wake().clone();
+                routes.add(
+                    crate::jobs::PG_CHANNEL,
+                    Arc::new(move |queue: Option<&str>| match queue {
+                        Some(q) => wake.notify(q),
+                        None => wake.notify_all(),
+                    }),
+                );
+                let stop = CancellationToken::new();
+                Some((listener::spawn(pool.clone(), routes, stop.clone()), stop))
+            }
+            Db::Sqlite(_) => None,
+        };
+        let workers = (run_workers && !state.jobs().registry().is_empty())
+            .then(|| Workers::start(state.clone()));
+        Self { workers, listener }
+    }
+
+    async fn shutdown(self) {
+        if let Some(w) = self.workers {
+            w.shutdown().await;
+        }
+        if let Some((task, stop)) = self.listener {
+            stop.cancel();
+            let _ = task.await;
+        }
+    }
+}
+
 /// A started app.
 pub struct Running {
-    local_addr: SocketAddr,
+    local_addr: Option<SocketAddr>,
     built: Built,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    background: Background,
 }
 
 impl Running {
     /// Where it listens (useful with port 0).
+    ///
+    /// # Panics
+    /// On a worker-only process ([`App::start_worker`]), which listens nowhere.
     pub fn local_addr(&self) -> SocketAddr {
+        #[allow(clippy::expect_used)]
         self.local_addr
+            .expect("a worker-only process has no HTTP address")
+    }
+
+    /// This process's worker id, when it runs job workers.
+    pub fn worker_id(&self) -> Option<&str> {
+        self.background.workers.as_ref().map(|w| w.id())
     }
 
     /// The app's state.
@@ -287,11 +422,14 @@ impl Running {
         self.wait().await;
     }
 
-    /// Waits until serving ends (after [`Running::shutdown`] or a fatal error).
+    /// Waits until serving ends (after [`Running::shutdown`] or a fatal
+    /// error), then stops the workers (bounded by `jobs.shutdown_timeout`)
+    /// and closes the database.
     pub async fn wait(self) {
         if let Err(e) = self.task.await {
             tracing::error!(error = %e, "server task failed");
         }
+        self.background.shutdown().await;
         self.built.state.db().close().await;
     }
 

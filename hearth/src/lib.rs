@@ -13,6 +13,8 @@
 //! | [`db`] | SQLite (embedded default) or PostgreSQL behind one type; per-module migrations on both |
 //! | [`http`] | the request pipeline: request ids, access log, limits, errors as JSON or HTML, ETags, compression, health, TLS, graceful shutdown |
 //! | [`error`] | the one client-visible error type |
+//! | [`jobs`] | a durable job queue in the app's database: enqueue in the caller's transaction, leases, retries with backoff, dead jobs |
+//! | [`realtime`] | the shared PostgreSQL LISTEN connection |
 //! | [`cli`] | the command line every app binary gets |
 //! | [`telemetry`] | logs: readable in dev, JSON in prod |
 //! | [`testing`] | a fresh database per test on both engines, and the real app on a random port |
@@ -23,7 +25,9 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod jobs;
 pub mod module;
+pub mod realtime;
 pub mod telemetry;
 pub mod testing;
 
@@ -37,6 +41,7 @@ pub use module::{Context, Module, ModuleSpec};
 pub mod prelude {
     pub use crate::db::migrate::Migration;
     pub use crate::http::Json;
+    pub use crate::jobs::{JobName, JobRun, Jobs, NewJob, Permanent};
     pub use crate::{App, AppState, Context, Db, DbKind, Error, Module, ModuleSpec, Result};
     pub use axum::Router;
     pub use axum::extract::{Query, State};

@@ -1,4 +1,4 @@
-//! Durations in configuration, written as `500ms`, `30s`, `5m` or `1h`, or a bare number of seconds.
+//! Durations in configuration, written as `500ms`, `30s`, `5m`, `1h` or `7d`, or a bare number of seconds.
 
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -28,21 +28,22 @@ impl Duration {
         self.0
     }
 
-    /// Parses `500ms`, `30s`, `5m`, `1h` or a bare number of seconds.
+    /// Parses `500ms`, `30s`, `5m`, `1h`, `7d` or a bare number of seconds.
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
         let n: u64 = num
             .parse()
-            .map_err(|_| format!("`{s}` is not a duration such as 500ms, 30s, 5m or 1h"))?;
+            .map_err(|_| format!("`{s}` is not a duration such as 500ms, 30s, 5m, 1h or 7d"))?;
         let ms = match unit.trim() {
             "ms" => Some(n),
             "" | "s" => n.checked_mul(1000),
             "m" => n.checked_mul(60_000),
             "h" => n.checked_mul(3_600_000),
+            "d" => n.checked_mul(86_400_000),
             _ => {
-                return Err(format!("`{s}` has an unknown unit; use ms, s, m or h"));
+                return Err(format!("`{s}` has an unknown unit; use ms, s, m, h or d"));
             }
         };
         ms.map(Self::from_millis)
@@ -53,7 +54,9 @@ impl Duration {
 impl std::fmt::Display for Duration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ms = self.0.as_millis();
-        if ms.is_multiple_of(3_600_000) && ms > 0 {
+        if ms.is_multiple_of(86_400_000) && ms > 0 {
+            write!(f, "{}d", ms / 86_400_000)
+        } else if ms.is_multiple_of(3_600_000) && ms > 0 {
             write!(f, "{}h", ms / 3_600_000)
         } else if ms.is_multiple_of(60_000) && ms > 0 {
             write!(f, "{}m", ms / 60_000)
@@ -77,7 +80,7 @@ impl<'de> Deserialize<'de> for Duration {
         impl Visitor<'_> for V {
             type Value = Duration;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a duration such as 500ms, 30s, 5m or 1h")
+                f.write_str("a duration such as 500ms, 30s, 5m, 1h or 7d")
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
                 Ok(Duration::from_secs(v))
@@ -107,9 +110,11 @@ mod tests {
         assert_eq!(Duration::parse("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(Duration::parse("1h"), Ok(Duration::from_secs(3600)));
         assert!(Duration::parse("soon").is_err());
-        assert!(Duration::parse("5d").is_err());
+        assert_eq!(Duration::parse("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert!(Duration::parse("5w").is_err());
         assert!(Duration::parse("-1s").is_err());
         assert_eq!(Duration::from_millis(1500).to_string(), "1500ms");
         assert_eq!(Duration::from_secs(120).to_string(), "2m");
+        assert_eq!(Duration::from_secs(2 * 86_400).to_string(), "2d");
     }
 }

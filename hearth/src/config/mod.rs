@@ -55,6 +55,8 @@ pub struct Config {
     pub db: DbConfig,
     /// TLS certificate and key; when both are set the server speaks HTTPS only.
     pub tls: TlsConfig,
+    /// Job queue: leases, retries, concurrency.
+    pub jobs: crate::jobs::JobsConfig,
 }
 
 /// HTTP limits and timeouts.
@@ -117,6 +119,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             db: DbConfig::default(),
             tls: TlsConfig::default(),
+            jobs: crate::jobs::JobsConfig::default(),
         }
     }
 }
@@ -174,7 +177,7 @@ impl std::fmt::Display for ConfigError {
 }
 
 impl ConfigError {
-    fn new(key: &str, problem: impl Into<String>) -> Self {
+    pub(crate) fn new(key: &str, problem: impl Into<String>) -> Self {
         Self {
             key: key.into(),
             origin: String::new(),
@@ -310,7 +313,7 @@ impl Config {
             crate::db::DbKind::from_url(url.expose())
                 .map_err(|e| ConfigError::new("database_url", e.to_string()))?;
         }
-        Ok(())
+        self.jobs.validate()
     }
 
     /// The database URL in effect: the configured one, or a SQLite file in the data dir.

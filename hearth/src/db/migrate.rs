@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
-use crate::db::{Db, DbKind, Tx};
+use crate::db::{Db, DbKind, TxConn};
 use crate::module::ModuleSpec;
 use crate::{with_db, with_tx};
 
@@ -251,7 +251,7 @@ pub async fn migrate(db: &Db, modules: &[ModuleSpec]) -> Result<MigrateReport, M
     let mut report = MigrateReport::default();
     loop {
         let mut tx = db.begin().await?;
-        if let Tx::Postgres(t) = &mut tx {
+        if let TxConn::Postgres(t) = tx.conn_mut() {
             // Serializes migrators across nodes; released at commit or rollback.
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(PG_LOCK_KEY)

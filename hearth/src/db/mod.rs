@@ -100,12 +100,31 @@ pub enum Db {
 }
 
 /// A write transaction on either engine; see [`with_tx!`](crate::with_tx).
+///
+/// Besides the connection it carries actions to run after a successful
+/// commit ([`Tx::after_commit`]): the job queue and pub/sub use them to wake
+/// in-process listeners only once the rows they announce are visible.
+pub struct Tx {
+    conn: TxConn,
+    after_commit: Vec<Box<dyn FnOnce() + Send>>,
+}
+
+/// The engine-specific connection inside a [`Tx`].
 #[derive(Debug)]
-pub enum Tx {
+pub enum TxConn {
     /// SQLite, begun with `BEGIN IMMEDIATE`.
     Sqlite(Transaction<'static, Sqlite>),
     /// PostgreSQL.
     Postgres(Transaction<'static, Postgres>),
+}
+
+impl std::fmt::Debug for Tx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tx")
+            .field("conn", &self.conn)
+            .field("after_commit", &self.after_commit.len())
+            .finish()
+    }
 }
 
 impl Db {
@@ -170,9 +189,13 @@ impl Db {
 
     /// Starts a write transaction (`BEGIN IMMEDIATE` on SQLite).
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
-        Ok(match self {
-            Self::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
-            Self::Postgres(p) => Tx::Postgres(p.begin().await?),
+        let conn = match self {
+            Self::Sqlite(p) => TxConn::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+            Self::Postgres(p) => TxConn::Postgres(p.begin().await?),
+        };
+        Ok(Tx {
+            conn,
+            after_commit: Vec::new(),
         })
     }
 
@@ -191,28 +214,42 @@ impl Db {
 }
 
 impl Tx {
-    /// Commits.
+    /// Commits, then runs the after-commit actions in the order they were added.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        match self {
-            Self::Sqlite(t) => t.commit().await,
-            Self::Postgres(t) => t.commit().await,
+        match self.conn {
+            TxConn::Sqlite(t) => t.commit().await?,
+            TxConn::Postgres(t) => t.commit().await?,
         }
+        for action in self.after_commit {
+            action();
+        }
+        Ok(())
     }
 
-    /// Rolls back (dropping a `Tx` also rolls back).
+    /// Rolls back and drops the after-commit actions (dropping a `Tx` does the same).
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        match self {
-            Self::Sqlite(t) => t.rollback().await,
-            Self::Postgres(t) => t.rollback().await,
+        match self.conn {
+            TxConn::Sqlite(t) => t.rollback().await,
+            TxConn::Postgres(t) => t.rollback().await,
         }
     }
 
     /// Which engine this is.
     pub fn kind(&self) -> DbKind {
-        match self {
-            Self::Sqlite(_) => DbKind::Sqlite,
-            Self::Postgres(_) => DbKind::Postgres,
+        match self.conn {
+            TxConn::Sqlite(_) => DbKind::Sqlite,
+            TxConn::Postgres(_) => DbKind::Postgres,
         }
+    }
+
+    /// The engine-specific connection; [`with_tx!`](crate::with_tx) matches on it.
+    pub fn conn_mut(&mut self) -> &mut TxConn {
+        &mut self.conn
+    }
+
+    /// Runs `action` after this transaction commits; never if it rolls back.
+    pub fn after_commit(&mut self, action: impl FnOnce() + Send + 'static) {
+        self.after_commit.push(Box::new(action));
     }
 }
 
@@ -239,14 +276,15 @@ macro_rules! with_db {
     };
 }
 
-/// Runs one expression against the connection of a [`Tx`]; `$conn` is a
-/// `&mut` connection usable as an executor (`&mut **conn`).
+/// Runs one expression against the connection of a [`Tx`] (given as `&mut tx`
+/// or as a `&mut Tx`); `$conn` is a `&mut` transaction usable as an executor
+/// (`&mut **conn`).
 #[macro_export]
 macro_rules! with_tx {
     ($tx:expr, $conn:ident => $body:expr) => {
-        match $tx {
-            $crate::db::Tx::Sqlite($conn) => $body,
-            $crate::db::Tx::Postgres($conn) => $body,
+        match $crate::db::Tx::conn_mut($tx) {
+            $crate::db::TxConn::Sqlite($conn) => $body,
+            $crate::db::TxConn::Postgres($conn) => $body,
         }
     };
 }

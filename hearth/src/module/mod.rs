@@ -13,9 +13,12 @@ use std::sync::Arc;
 
 use axum::Router;
 
+use serde::de::DeserializeOwned;
+
 use crate::app::AppState;
 use crate::db::migrate::Migration;
 use crate::db::{Db, DbKind};
+use crate::jobs::{JobDef, JobName, JobRun, Registry};
 
 /// A module: a spec plus a registration step.
 pub trait Module: Send + Sync + 'static {
@@ -144,6 +147,8 @@ pub struct Context<'a> {
     pub(crate) admin: Router<AppState>,
     pub(crate) resets: Vec<(&'static str, ResetHook)>,
     pub(crate) assets: Vec<Asset>,
+    pub(crate) jobs: Registry,
+    pub(crate) errors: Vec<SpecError>,
     module: &'static str,
 }
 
@@ -156,6 +161,8 @@ impl<'a> Context<'a> {
             admin: Router::new(),
             resets: Vec::new(),
             assets: Vec::new(),
+            jobs: Registry::default(),
+            errors: Vec::new(),
             module: "",
         }
     }
@@ -187,6 +194,25 @@ impl<'a> Context<'a> {
     /// A file served at `/static/<path>` with an ETag and `Cache-Control`.
     pub fn asset(&mut self, path: &'static str, bytes: &'static [u8]) {
         self.assets.push(Asset { path, bytes });
+    }
+
+    /// Registers the handler of job `name`. The handler gets the decoded
+    /// payload, the attempt number, a cancellation token and the app state;
+    /// an `Err` retries the job with backoff (or sends it to `dead` when it
+    /// is [`Permanent`](crate::jobs::Permanent) or out of attempts). A name
+    /// registered twice, or one with an unusable name, stops the app at start.
+    pub fn job<P, F, Fut>(&mut self, name: JobName<P>, handler: F)
+    where
+        P: DeserializeOwned + Send + 'static,
+        F: Fn(JobRun<P>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        if let Err(e) = self.jobs.add(JobDef::new(self.module, name, handler)) {
+            self.errors.push(SpecError {
+                module: self.module.to_owned(),
+                problem: e.to_string(),
+            });
+        }
     }
 
     /// Registers the hook that clears this module's data between tests.

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod db;
+mod jobs;
 mod pipeline;
 mod probe;
 mod server;

@@ -151,9 +151,27 @@ fn bad_config_is_one_line_naming_the_key_and_exit_code_2() {
         ("", &[("HEARTH_ENV", "staging")], &[], &["`env`"]),
         (
             "",
-            &[("HEARTH_HTTP__REQUEST_TIMEOUT", "5d")],
+            &[("HEARTH_HTTP__REQUEST_TIMEOUT", "5w")],
             &[],
             &["`http.request_timeout`", "unit"],
+        ),
+        (
+            "",
+            &[("HEARTH_JOBS__LEASE", "100ms")],
+            &[],
+            &["`jobs.lease`", "at least 600ms"],
+        ),
+        (
+            "[jobs.queues.mail]\nconcurrency = 0\n",
+            &[],
+            &[],
+            &["`jobs.queues.mail.concurrency`", "greater than 0"],
+        ),
+        (
+            "[jobs]\nbackoff_base = \"2h\"\n",
+            &[],
+            &[],
+            &["`jobs.backoff_max`", "backoff_base"],
         ),
         (
             "",

@@ -19,8 +19,16 @@ hearth::db_tests! {
         assert_eq!(v["app"], "pancake");
         assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
         assert_eq!(v["database"], hearth::DbKind::from(backend).as_str());
+        // Every module (hearth's own included) at its latest migration.
+        let mut total = 0;
+        for spec in pancake::app().specs().unwrap() {
+            let n = spec.migrations_for(backend.into()).len();
+            total += n;
+            let level = v["migrations"].get(spec.name()).and_then(Value::as_u64).unwrap_or(0);
+            assert_eq!(level, n as u64, "{v}");
+        }
         assert_eq!(v["migrations"]["home"], 1);
-        assert_eq!(v["migration_level"], 1);
+        assert_eq!(v["migration_level"], total);
         assert_eq!(v["notices"], 1);
     }
 

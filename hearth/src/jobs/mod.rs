@@ -1,0 +1,562 @@
+//! The job queue: durable background work in the app's own database.
+//!
+//! A job is a name, a JSON payload and options. It lives in exactly one of
+//! three tables: `pending` (waiting for its run time), `active` (claimed by a
+//! worker, with a lease deadline) or `dead` (out of attempts, kept for a
+//! person to look at). On success it is deleted, and kept for a while in a
+//! short history.
+//!
+//! * Enqueue inside the caller's transaction ([`Jobs::enqueue`]): the job
+//!   exists if and only if the business write commits.
+//! * Job names are explicit constants, typed by their payload:
+//!   `const WELCOME: JobName<Welcome> = JobName::new("pancake.welcome");`
+//!   and a module registers one handler per name with
+//!   [`Context::job`](crate::Context::job).
+//! * Workers claim in batches (`FOR UPDATE SKIP LOCKED` on PostgreSQL, one
+//!   `BEGIN IMMEDIATE` transaction on SQLite), renew the leases of the jobs
+//!   they run, and any node rescues jobs whose lease ran out.
+//! * Execution is at least once: a handler is told its attempt number and
+//!   must tolerate running again after a crash.
+
+mod config;
+mod registry;
+mod store;
+mod worker;
+
+use std::collections::BTreeSet;
+use std::marker::PhantomData;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::AppState;
+use crate::db::{Db, Tx};
+
+pub use config::{JobsConfig, QueueConfig};
+pub use registry::RegisterError;
+pub(crate) use registry::{JobDef, Registry};
+pub(crate) use store::PG_CHANNEL;
+pub use store::{JobInfo, JobState, QueueStats};
+pub(crate) use worker::{Wake, Workers};
+
+/// The queue a job runs on unless its name says otherwise.
+pub const DEFAULT_QUEUE: &str = "default";
+
+/// A job's name, typed by its payload, with the defaults its jobs get.
+///
+/// Declare one constant per kind of job; the name is stored with every job,
+/// so it must never change once jobs of it exist.
+///
+/// ```
+/// use hearth::jobs::JobName;
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// pub struct Welcome {
+///     pub member: i64,
+/// }
+///
+/// pub const WELCOME: JobName<Welcome> = JobName::new("pancake.welcome")
+///     .queue("mail")
+///     .max_attempts(5);
+/// ```
+pub struct JobName<P> {
+    name: &'static str,
+    queue: &'static str,
+    max_attempts: Option<u32>,
+    timeout: Option<Duration>,
+    priority: i32,
+    _payload: PhantomData<fn() -> P>,
+}
+
+impl<P> Clone for JobName<P> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<P> Copy for JobName<P> {}
+
+impl<P> std::fmt::Debug for JobName<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobName")
+            .field("name", &self.name)
+            .field("queue", &self.queue)
+            .finish()
+    }
+}
+
+impl<P> JobName<P> {
+    /// A job called `name` (conventionally `module.action`) on the default queue.
+    pub const fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            queue: DEFAULT_QUEUE,
+            max_attempts: None,
+            timeout: None,
+            priority: 0,
+            _payload: PhantomData,
+        }
+    }
+
+    /// Runs this job's jobs on `queue` (each queue has its own concurrency).
+    #[must_use]
+    pub const fn queue(mut self, queue: &'static str) -> Self {
+        self.queue = queue;
+        self
+    }
+
+    /// Attempts before a job moves to `dead` (default: `jobs.max_attempts`).
+    #[must_use]
+    pub const fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = Some(n);
+        self
+    }
+
+    /// Longest one attempt may run (default: `jobs.timeout`).
+    #[must_use]
+    pub const fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = Some(t);
+        self
+    }
+
+    /// Higher runs first among due jobs of the same queue (default 0).
+    #[must_use]
+    pub const fn priority(mut self, p: i32) -> Self {
+        self.priority = p;
+        self
+    }
+
+    /// The stored name.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The queue.
+    pub const fn queue_name(&self) -> &'static str {
+        self.queue
+    }
+}
+
+impl<P: Serialize> JobName<P> {
+    /// A job of this name carrying `payload`, with this name's defaults.
+    pub fn job(&self, payload: &P) -> NewJob {
+        NewJob {
+            name: self.name.to_owned(),
+            payload: serde_json::to_string(payload).map_err(|e| e.to_string()),
+            queue: Some(self.queue.to_owned()),
+            priority: Some(self.priority),
+            max_attempts: self.max_attempts,
+            timeout: self.timeout,
+            run_at: None,
+            unique_key: None,
+        }
+    }
+}
+
+/// One job to enqueue, built from a [`JobName`] (or by name for scripts),
+/// with per-job options.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    name: String,
+    payload: Result<String, String>,
+    queue: Option<String>,
+    priority: Option<i32>,
+    max_attempts: Option<u32>,
+    timeout: Option<Duration>,
+    run_at: Option<SystemTime>,
+    unique_key: Option<String>,
+}
+
+impl NewJob {
+    /// A job given by name and JSON text, as the CLI and scripts enqueue them;
+    /// the name must be registered and the payload must fit its type.
+    pub fn from_json(name: impl Into<String>, payload: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            payload: Ok(payload.into()),
+            queue: None,
+            priority: None,
+            max_attempts: None,
+            timeout: None,
+            run_at: None,
+            unique_key: None,
+        }
+    }
+
+    /// Runs no earlier than `delay` from now.
+    #[must_use]
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.run_at = Some(SystemTime::now() + delay);
+        self
+    }
+
+    /// Runs no earlier than `at`.
+    #[must_use]
+    pub fn run_at(mut self, at: SystemTime) -> Self {
+        self.run_at = Some(at);
+        self
+    }
+
+    /// Overrides the priority: higher runs first.
+    #[must_use]
+    pub fn priority(mut self, p: i32) -> Self {
+        self.priority = Some(p);
+        self
+    }
+
+    /// Overrides the attempts before `dead`.
+    #[must_use]
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = Some(n);
+        self
+    }
+
+    /// Overrides the time one attempt may take.
+    #[must_use]
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = Some(t);
+        self
+    }
+
+    /// While a job with this key is pending or active, enqueuing another with
+    /// the same key does nothing and returns the existing job's id.
+    #[must_use]
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        self.unique_key = Some(key.into());
+        self
+    }
+}
+
+/// The outcome of enqueuing one job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Enqueued {
+    /// The job's id (the existing job's, for a duplicate).
+    pub id: i64,
+    /// True when a job with the same unique key was already pending or active.
+    pub duplicate: bool,
+}
+
+/// Why a job could not be enqueued or managed.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// No module registered a handler for this name.
+    #[error("unknown job `{0}`: no module registers a handler for it")]
+    UnknownJob(String),
+    /// The payload does not fit the job's payload type.
+    #[error("invalid payload for job `{name}`: {problem}")]
+    InvalidPayload {
+        /// The job name.
+        name: String,
+        /// What is wrong, naming the field when one is at fault.
+        problem: String,
+    },
+    /// An option is out of range.
+    #[error("invalid job option: {0}")]
+    InvalidOption(String),
+    /// No job with this id is in the expected state.
+    #[error("no {state} job with id {id}")]
+    NotFound {
+        /// The id.
+        id: i64,
+        /// The state looked in.
+        state: &'static str,
+    },
+    /// A dead job cannot be retried while another job holds its unique key.
+    #[error("job {id} cannot be retried: job {holder} holds its unique key `{key}`")]
+    KeyHeld {
+        /// The dead job.
+        id: i64,
+        /// The pending or active job holding the key.
+        holder: i64,
+        /// The key.
+        key: String,
+    },
+    /// The database failed.
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+impl From<JobError> for crate::Error {
+    fn from(e: JobError) -> Self {
+        use axum::http::StatusCode;
+        let code = match &e {
+            JobError::Db(_) => return crate::Error::internal(e),
+            JobError::InvalidPayload { .. } => "invalid_payload",
+            JobError::InvalidOption(_) => "invalid_option",
+            JobError::UnknownJob(_) => "unknown_job",
+            JobError::NotFound { .. } => return crate::Error::not_found(e.to_string()),
+            JobError::KeyHeld { .. } => return crate::Error::conflict(e.to_string()),
+        };
+        crate::Error::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
+    }
+}
+
+/// Returned by a handler to send its job straight to `dead`, without further
+/// attempts: for failures that retrying cannot fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Permanent(pub String);
+
+/// What a handler receives.
+#[derive(Debug)]
+pub struct JobRun<P> {
+    /// The decoded payload.
+    pub payload: P,
+    /// The job's id.
+    pub id: i64,
+    /// 1 on the first attempt, 2 on the first retry, and so on.
+    pub attempt: u32,
+    /// Attempts allowed before the job moves to `dead`.
+    pub max_attempts: u32,
+    /// Cancelled when the job's timeout passes or the worker shuts down;
+    /// long handlers should select on [`CancellationToken::cancelled`].
+    pub cancel: CancellationToken,
+    /// The app's state: database, config, jobs.
+    pub state: AppState,
+}
+
+/// The job queue of one app: enqueue, inspect and manage jobs.
+///
+/// Cheap to clone; get it with [`AppState::jobs`].
+#[derive(Clone)]
+pub struct Jobs(Arc<Inner>);
+
+struct Inner {
+    db: Db,
+    config: JobsConfig,
+    registry: OnceLock<Arc<Registry>>,
+    wake: Wake,
+}
+
+impl std::fmt::Debug for Jobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jobs").finish_non_exhaustive()
+    }
+}
+
+/// Unix milliseconds now.
+pub(crate) fn now_ms() -> i64 {
+    to_ms(SystemTime::now())
+}
+
+pub(crate) fn to_ms(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+impl Jobs {
+    pub(crate) fn new(db: Db, config: JobsConfig) -> Self {
+        Self(Arc::new(Inner {
+            db,
+            config,
+            registry: OnceLock::new(),
+            wake: Wake::default(),
+        }))
+    }
+
+    pub(crate) fn set_registry(&self, registry: Registry) {
+        self.0.wake.add_queues(registry.queues());
+        let _ = self.0.registry.set(Arc::new(registry));
+    }
+
+    pub(crate) fn registry(&self) -> Arc<Registry> {
+        self.0
+            .registry
+            .get()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(Registry::default()))
+    }
+
+    pub(crate) fn wake(&self) -> &Wake {
+        &self.0.wake
+    }
+
+    pub(crate) fn db(&self) -> &Db {
+        &self.0.db
+    }
+
+    /// The queue settings.
+    pub fn config(&self) -> &JobsConfig {
+        &self.0.config
+    }
+
+    /// Names of every registered job, sorted.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.registry().names()
+    }
+
+    /// Enqueues `job` inside `tx`: it exists only if `tx` commits, and idle
+    /// workers are woken after the commit.
+    pub async fn enqueue(&self, tx: &mut Tx, job: NewJob) -> Result<Enqueued, JobError> {
+        let mut out = self.enqueue_batch(tx, vec![job]).await?;
+        out.pop()
+            .ok_or_else(|| JobError::InvalidOption("nothing was enqueued".into()))
+    }
+
+    /// Enqueues several jobs inside `tx`, in one round trip per engine where
+    /// possible. Every job is checked before any is written.
+    pub async fn enqueue_batch(
+        &self,
+        tx: &mut Tx,
+        jobs: Vec<NewJob>,
+    ) -> Result<Vec<Enqueued>, JobError> {
+        let registry = self.registry();
+        let now = now_ms();
+        let rows = jobs
+            .into_iter()
+            .map(|j| self.prepare(&registry, j, now))
+            .collect::<Result<Vec<_>, _>>()?;
+        let queues: BTreeSet<String> = rows.iter().map(|r| r.queue.clone()).collect();
+        let out = store::insert(tx, &rows).await?;
+        store::announce(tx, &queues).await?;
+        let wake = self.0.wake.clone();
+        tx.after_commit(move || {
+            for q in &queues {
+                wake.notify(q);
+            }
+        });
+        Ok(out)
+    }
+
+    /// Enqueues `job` in a transaction of its own, for work not tied to a
+    /// business write.
+    pub async fn enqueue_now(&self, job: NewJob) -> Result<Enqueued, JobError> {
+        let mut tx = self.0.db.begin().await?;
+        let out = self.enqueue(&mut tx, job).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    fn prepare(
+        &self,
+        registry: &Registry,
+        job: NewJob,
+        now: i64,
+    ) -> Result<store::NewRow, JobError> {
+        let def = registry
+            .get(&job.name)
+            .ok_or_else(|| JobError::UnknownJob(job.name.clone()))?;
+        let payload = job.payload.map_err(|problem| JobError::InvalidPayload {
+            name: job.name.clone(),
+            problem,
+        })?;
+        (def.validate)(&payload).map_err(|problem| JobError::InvalidPayload {
+            name: job.name.clone(),
+            problem,
+        })?;
+        let max_attempts = job
+            .max_attempts
+            .or(def.max_attempts)
+            .unwrap_or(self.0.config.max_attempts);
+        if max_attempts == 0 {
+            return Err(JobError::InvalidOption(
+                "max_attempts must be at least 1".into(),
+            ));
+        }
+        let timeout = job
+            .timeout
+            .or(def.timeout)
+            .unwrap_or(self.0.config.timeout.get());
+        if timeout.is_zero() {
+            return Err(JobError::InvalidOption(
+                "timeout must be greater than 0".into(),
+            ));
+        }
+        if let Some(key) = &job.unique_key
+            && (key.is_empty() || key.len() > 200)
+        {
+            return Err(JobError::InvalidOption(
+                "unique_key must be 1 to 200 bytes long".into(),
+            ));
+        }
+        Ok(store::NewRow {
+            queue: job.queue.unwrap_or_else(|| def.queue.to_owned()),
+            name: job.name,
+            payload,
+            priority: i64::from(job.priority.unwrap_or(def.priority)),
+            run_at: job.run_at.map(to_ms).unwrap_or(now).max(0),
+            max_attempts: i64::from(max_attempts),
+            timeout_ms: i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX),
+            unique_key: job.unique_key,
+            created_at: now,
+        })
+    }
+
+    /// Jobs in `state`, optionally of one queue, oldest first, at most `limit`.
+    pub async fn list(
+        &self,
+        state: JobState,
+        queue: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<JobInfo>, JobError> {
+        Ok(store::list(&self.0.db, state, queue, limit).await?)
+    }
+
+    /// Depth per queue and state, and the age of the oldest due pending job.
+    pub async fn stats(&self) -> Result<Vec<QueueStats>, JobError> {
+        Ok(store::stats(&self.0.db, now_ms()).await?)
+    }
+
+    /// Moves dead job `id` back to `pending` with a fresh set of attempts.
+    pub async fn retry(&self, id: i64) -> Result<(), JobError> {
+        let queue = store::retry(&self.0.db, id, now_ms()).await?;
+        self.0.wake.notify(&queue);
+        Ok(())
+    }
+
+    /// Moves every dead job back to `pending`; returns how many moved. Jobs
+    /// whose unique key is held by a live job stay dead.
+    pub async fn retry_all_dead(&self) -> Result<u64, JobError> {
+        let ids = store::dead_ids(&self.0.db).await?;
+        let mut moved = 0;
+        for id in ids {
+            match self.retry(id).await {
+                Ok(()) => moved += 1,
+                Err(JobError::KeyHeld { .. } | JobError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Deletes dead jobs that died more than `older_than` ago; returns how many.
+    pub async fn purge_dead(&self, older_than: Duration) -> Result<u64, JobError> {
+        let cutoff = now_ms() - i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX / 2);
+        Ok(store::purge_dead(&self.0.db, cutoff).await?)
+    }
+
+    /// Deletes history older than `jobs.history` and dead jobs older than
+    /// `jobs.dead_retention`; returns (history rows, dead jobs) deleted.
+    pub async fn housekeeping(&self) -> Result<(u64, u64), JobError> {
+        let now = now_ms();
+        let span =
+            |d: crate::config::Duration| i64::try_from(d.get().as_millis()).unwrap_or(i64::MAX / 2);
+        let history = store::purge_history(&self.0.db, now - span(self.0.config.history)).await?;
+        let dead = store::purge_dead(&self.0.db, now - span(self.0.config.dead_retention)).await?;
+        Ok((history, dead))
+    }
+
+    /// Recently finished jobs, newest first, at most `limit`.
+    pub async fn history(&self, limit: u32) -> Result<Vec<JobInfo>, JobError> {
+        Ok(store::history(&self.0.db, limit).await?)
+    }
+}
+
+/// Decodes a payload for the handler of `P`, naming the field at fault.
+pub(crate) fn decode<P: DeserializeOwned>(payload: &str) -> Result<P, String> {
+    let de = &mut serde_json::Deserializer::from_str(payload);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            inner.to_string()
+        } else {
+            format!("field `{path}`: {inner}")
+        }
+    })
+}

@@ -1,0 +1,464 @@
+//! The worker runtime: one claim loop per queue, a lease keeper, a batched
+//! completer, and graceful shutdown.
+//!
+//! * Each queue has a semaphore of `concurrency` permits. The loop takes as
+//!   many free permits as it can (up to `claim_batch`), claims that many due
+//!   jobs in one statement, and runs each in its own task. When it finds
+//!   fewer jobs than permits it sleeps until woken (after an enqueue commits,
+//!   in-process, or by PostgreSQL NOTIFY from another node), until the next
+//!   delayed job is due, or for `poll_interval`, whichever comes first.
+//! * The lease keeper renews the leases of every job this process runs in
+//!   one UPDATE, and rescues jobs of any node whose lease ran out.
+//! * Successes go through a channel to one completer task, which deletes them
+//!   in batches: under load one statement finishes many jobs.
+//! * Shutdown stops claiming, gives running jobs `shutdown_timeout` to finish,
+//!   then cancels them and returns their jobs to `pending`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures_util::FutureExt as _;
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::registry::Claim;
+use super::store::{self, Claimed, Next};
+use super::{Jobs, Permanent, now_ms};
+use crate::app::AppState;
+
+/// Wake-up signals per queue, so an idle loop claims as soon as work commits.
+#[derive(Clone, Default)]
+pub(crate) struct Wake(Arc<RwLock<HashMap<String, Arc<Notify>>>>);
+
+impl Wake {
+    pub(crate) fn add_queues(&self, queues: BTreeSet<&'static str>) {
+        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
+        for q in queues {
+            map.entry(q.to_owned()).or_default();
+        }
+    }
+
+    /// Wakes the loop of `queue`, or stores the wake-up if it is busy.
+    pub(crate) fn notify(&self, queue: &str) {
+        let map = self.0.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get(queue) {
+            n.notify_one();
+        }
+    }
+
+    /// Wakes every loop (after a lost NOTIFY connection, wake-ups may be missing).
+    pub(crate) fn notify_all(&self) {
+        let map = self.0.read().unwrap_or_else(|e| e.into_inner());
+        for n in map.values() {
+            n.notify_one();
+        }
+    }
+
+    fn waiter(&self, queue: &str) -> Arc<Notify> {
+        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
+        map.entry(queue.to_owned()).or_default().clone()
+    }
+}
+
+/// What every task of the runtime shares.
+struct Shared {
+    state: AppState,
+    jobs: Jobs,
+    worker: String,
+    /// Stops the claim loops.
+    stop_claiming: CancellationToken,
+    /// Interrupts running jobs; fired when the shutdown bound passes.
+    interrupt: CancellationToken,
+    running: TaskTracker,
+    done: mpsc::Sender<(i64, i64)>,
+}
+
+/// A running set of workers; stop it with [`Workers::shutdown`].
+pub(crate) struct Workers {
+    shared: Arc<Shared>,
+    stop_background: CancellationToken,
+    loops: Vec<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+    completer: JoinHandle<()>,
+}
+
+/// This process's worker id: host, pid and a random suffix, so that two
+/// runs of one process never share leases.
+fn worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}:{}:{}", std::process::id(), &suffix[..8])
+}
+
+impl Workers {
+    /// Starts a claim loop for every queue some registered job runs on, the
+    /// lease keeper and the completer.
+    pub(crate) fn start(state: AppState) -> Workers {
+        let jobs = state.jobs().clone();
+        let registry = jobs.registry();
+        let (done_tx, done_rx) = mpsc::channel(4096);
+        let shared = Arc::new(Shared {
+            state,
+            jobs: jobs.clone(),
+            worker: worker_id(),
+            stop_claiming: CancellationToken::new(),
+            interrupt: CancellationToken::new(),
+            running: TaskTracker::new(),
+            done: done_tx,
+        });
+        let stop_background = CancellationToken::new();
+        let loops = registry
+            .queues()
+            .into_iter()
+            .map(|q| tokio::spawn(queue_loop(shared.clone(), q)))
+            .collect();
+        let background = vec![tokio::spawn(lease_keeper(
+            shared.clone(),
+            stop_background.clone(),
+        ))];
+        let completer = tokio::spawn(completer(jobs, done_rx));
+        tracing::info!(worker = %shared.worker, queues = ?registry.queues(), "workers started");
+        Workers {
+            shared,
+            stop_background,
+            loops,
+            background,
+            completer,
+        }
+    }
+
+    /// This process's worker id, as stored on the jobs it runs.
+    pub(crate) fn id(&self) -> &str {
+        &self.shared.worker
+    }
+
+    /// Stops claiming, waits up to `jobs.shutdown_timeout` for running jobs,
+    /// interrupts the rest and returns their jobs to `pending`.
+    pub(crate) async fn shutdown(self) {
+        let Workers {
+            shared,
+            stop_background,
+            loops,
+            background,
+            completer,
+        } = self;
+        shared.stop_claiming.cancel();
+        for l in loops {
+            let _ = l.await;
+        }
+        shared.running.close();
+        let bound = shared.jobs.config().shutdown_timeout.get();
+        if tokio::time::timeout(bound, shared.running.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                running = shared.running.len(),
+                "jobs still running after the shutdown bound; interrupting them"
+            );
+            shared.interrupt.cancel();
+            // Interrupted jobs return themselves to pending; this only waits for those writes.
+            let _ = tokio::time::timeout(Duration::from_secs(5), shared.running.wait()).await;
+        }
+        stop_background.cancel();
+        for b in background {
+            let _ = b.await;
+        }
+        let jobs = shared.jobs.clone();
+        let worker = shared.worker.clone();
+        // The last sender goes with `shared`; the completer then flushes and ends.
+        drop(shared);
+        let _ = completer.await;
+        // Anything this worker still holds (a write above failed) goes back now
+        // rather than waiting for its lease.
+        match store::release_all(jobs.db(), &worker, now_ms()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(jobs = n, "returned unfinished jobs to pending"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not return unfinished jobs; their leases will expire")
+            }
+        }
+        tracing::info!(%worker, "workers stopped");
+    }
+}
+
+async fn queue_loop(shared: Arc<Shared>, queue: &'static str) {
+    let cfg = shared.jobs.config().clone();
+    let db = shared.jobs.db().clone();
+    let slots = Arc::new(Semaphore::new(cfg.concurrency_of(queue)));
+    let wake = shared.jobs.wake().waiter(queue);
+    let poll = cfg.poll_interval.get();
+    let batch = cfg.claim_batch as usize;
+    let stop = shared.stop_claiming.clone();
+    loop {
+        let first = tokio::select! {
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = stop.cancelled() => break,
+        };
+        let mut permits = vec![first];
+        while permits.len() < batch {
+            match slots.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        let wanted = permits.len();
+        let now = now_ms();
+        let lease_until = now + millis(cfg.lease_span());
+        let claimed =
+            match store::claim(&db, queue, wanted as i64, now, lease_until, &shared.worker).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(queue, error = %e, "claiming jobs failed; retrying");
+                    drop(permits);
+                    tokio::select! {
+                        () = tokio::time::sleep(poll.max(Duration::from_millis(500))) => {}
+                        () = stop.cancelled() => break,
+                    }
+                    continue;
+                }
+            };
+        let got = claimed.len();
+        for job in claimed {
+            let Some(permit) = permits.pop() else { break };
+            let shared2 = shared.clone();
+            shared.running.spawn(async move {
+                run_job(&shared2, job).await;
+                drop(permit);
+            });
+        }
+        drop(permits);
+        if got < wanted {
+            // Nothing more is due: sleep until woken, the next run time, or the poll interval.
+            let wait = match store::next_run_at(&db, queue).await {
+                Ok(Some(at)) => {
+                    Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)).min(poll)
+                }
+                _ => poll,
+            };
+            if !wait.is_zero() {
+                tokio::select! {
+                    () = wake.notified() => {}
+                    () = tokio::time::sleep(wait) => {}
+                    () = stop.cancelled() => break,
+                }
+            }
+        }
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
+}
+
+/// How an attempt ended.
+enum Ended {
+    Ok,
+    Failed { error: String, permanent: bool },
+    Interrupted,
+}
+
+async fn run_job(shared: &Shared, job: Claimed) {
+    let registry = shared.jobs.registry();
+    let attempt = u32::try_from(job.attempts).unwrap_or(u32::MAX);
+    let ended = match registry.get(&job.name) {
+        None => Ended::Failed {
+            error: format!(
+                "unknown job `{}`: this binary registers no handler for it",
+                job.name
+            ),
+            permanent: true,
+        },
+        Some(def) => {
+            let cancel = shared.interrupt.child_token();
+            let timeout = Duration::from_millis(u64::try_from(job.timeout_ms).unwrap_or(0));
+            let fut = (def.handler)(Claim {
+                id: job.id,
+                payload: job.payload.clone(),
+                attempt,
+                max_attempts: u32::try_from(job.max_attempts).unwrap_or(u32::MAX),
+                cancel: cancel.clone(),
+                state: shared.state.clone(),
+            });
+            let started = std::time::Instant::now();
+            let ended = tokio::select! {
+                r = AssertUnwindSafe(fut).catch_unwind() => match r {
+                    Ok(Ok(())) => Ended::Ok,
+                    Ok(Err(e)) => Ended::Failed {
+                        permanent: e.downcast_ref::<Permanent>().is_some(),
+                        error: format!("{e:#}"),
+                    },
+                    Err(panic) => Ended::Failed {
+                        error: format!("panicked: {}", panic_message(panic.as_ref())),
+                        permanent: false,
+                    },
+                },
+                () = tokio::time::sleep(timeout) => Ended::Failed {
+                    error: format!("timed out after {} ms", job.timeout_ms),
+                    permanent: false,
+                },
+                () = shared.interrupt.cancelled() => Ended::Interrupted,
+            };
+            // A handler that saw the interrupt through its token and returned
+            // an error was interrupted too, not failed: its attempt is given back.
+            let ended = match ended {
+                Ended::Failed { .. } if shared.interrupt.is_cancelled() => Ended::Interrupted,
+                other => other,
+            };
+            // Tell a handler that moved work elsewhere (spawn_blocking) to stop.
+            cancel.cancel();
+            tracing::debug!(
+                job = job.id,
+                name = %job.name,
+                attempt,
+                ms = started.elapsed().as_millis() as u64,
+                ok = matches!(ended, Ended::Ok),
+                "job attempt finished"
+            );
+            ended
+        }
+    };
+    let now = now_ms();
+    let next = match ended {
+        Ended::Ok => {
+            if shared.done.send((job.id, job.attempts)).await.is_err() {
+                // The completer is gone (shutting down): finish this one directly.
+                let keep = !shared.jobs.config().history.is_zero();
+                if let Err(e) =
+                    store::complete(shared.jobs.db(), &[(job.id, job.attempts)], now, keep).await
+                {
+                    tracing::warn!(job = job.id, error = %e, "could not record success; the job will run again");
+                }
+            }
+            return;
+        }
+        Ended::Interrupted => (Next::Release, String::new()),
+        Ended::Failed { error, permanent } => {
+            let out_of_attempts = job.attempts >= job.max_attempts;
+            let next = if permanent || out_of_attempts {
+                Next::Dead
+            } else {
+                Next::Retry(now + millis(backoff(shared.jobs.config(), attempt)))
+            };
+            if matches!(next, Next::Dead) {
+                tracing::error!(job = job.id, name = %job.name, attempt, error = %error, "job is dead");
+            } else {
+                tracing::warn!(job = job.id, name = %job.name, attempt, error = %error, "job failed; will retry");
+            }
+            (next, error)
+        }
+    };
+    let (next, error) = next;
+    // Errors are kept short: they are for people, and a huge one would bloat the row.
+    let error = truncate(&error, 2000);
+    if let Err(e) = store::fail(shared.jobs.db(), job.id, job.attempts, error, next, now).await {
+        tracing::warn!(job = job.id, error = %e, "could not record the failure; the lease will expire and the job will be rescued");
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a non-text panic".to_owned()
+    }
+}
+
+/// Delay before attempt `attempt + 1`: `backoff_base × 2^(attempt-1)`, capped
+/// at `backoff_max`, then spread by ±25% so that jobs failing together do not
+/// retry together.
+pub(crate) fn backoff(cfg: &super::JobsConfig, attempt: u32) -> Duration {
+    let base = cfg.backoff_base.get().as_millis() as f64;
+    let max = cfg.backoff_max.get().as_millis() as f64;
+    let exp = 2f64.powi(attempt.saturating_sub(1).min(62) as i32);
+    let plain = (base * exp).min(max);
+    let jitter = 0.75 + fastrand::f64() * 0.5;
+    Duration::from_millis((plain * jitter) as u64)
+}
+
+async fn lease_keeper(shared: Arc<Shared>, stop: CancellationToken) {
+    let cfg = shared.jobs.config().clone();
+    let db = shared.jobs.db().clone();
+    let every = cfg.heartbeat_every();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let now = now_ms();
+        if let Err(e) = store::heartbeat(&db, &shared.worker, now + millis(cfg.lease_span())).await
+        {
+            tracing::warn!(error = %e, "renewing job leases failed");
+        }
+        loop {
+            match store::rescue(&db, now_ms(), 200).await {
+                Ok(rescued) => {
+                    for r in &rescued {
+                        tracing::warn!(job = r.id, name = %r.name, queue = %r.queue, attempts = r.attempts, max_attempts = r.max_attempts, worker = %r.worker, "rescued a job whose lease expired");
+                        shared.jobs.wake().notify(&r.queue);
+                    }
+                    if rescued.len() < 200 {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "rescuing expired jobs failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Deletes finished jobs in batches: it takes whatever has queued up since
+/// its last write, so an idle system finishes each job at once and a busy one
+/// finishes hundreds per statement.
+async fn completer(jobs: Jobs, mut rx: mpsc::Receiver<(i64, i64)>) {
+    let keep = !jobs.config().history.is_zero();
+    let mut batch = Vec::with_capacity(512);
+    while rx.recv_many(&mut batch, 512).await > 0 {
+        let now = now_ms();
+        let mut tries = 0;
+        loop {
+            match store::complete(jobs.db(), &batch, now, keep).await {
+                Ok(()) => break,
+                Err(e) if tries < 3 => {
+                    tries += 1;
+                    tracing::warn!(error = %e, jobs = batch.len(), "recording finished jobs failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, jobs = batch.len(), "could not record finished jobs; they will run again when their leases expire");
+                    break;
+                }
+            }
+        }
+        batch.clear();
+    }
+}
