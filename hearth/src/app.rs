@@ -26,17 +26,31 @@ use crate::realtime::listener;
 pub(crate) const HEARTH_SPEC: ModuleSpec =
     ModuleSpec::new("hearth").migrations(HEARTH_SQLITE, HEARTH_POSTGRES);
 
-const HEARTH_SQLITE: &[Migration] = &[Migration::new(
-    1,
-    "jobs",
-    include_str!("../migrations/sqlite/0001_jobs.sql"),
-)];
+const HEARTH_SQLITE: &[Migration] = &[
+    Migration::new(
+        1,
+        "jobs",
+        include_str!("../migrations/sqlite/0001_jobs.sql"),
+    ),
+    Migration::new(
+        2,
+        "cron",
+        include_str!("../migrations/sqlite/0002_cron.sql"),
+    ),
+];
 
-const HEARTH_POSTGRES: &[Migration] = &[Migration::new(
-    1,
-    "jobs",
-    include_str!("../migrations/postgres/0001_jobs.sql"),
-)];
+const HEARTH_POSTGRES: &[Migration] = &[
+    Migration::new(
+        1,
+        "jobs",
+        include_str!("../migrations/postgres/0001_jobs.sql"),
+    ),
+    Migration::new(
+        2,
+        "cron",
+        include_str!("../migrations/postgres/0002_cron.sql"),
+    ),
+];
 
 /// An app under construction: name, version and modules.
 #[derive(Clone)]
@@ -214,6 +228,8 @@ impl App {
             jobs,
         }));
         let mut ctx = Context::new(&state);
+        ctx.set_module(HEARTH_SPEC.name());
+        crate::jobs::register_own(&mut ctx);
         // specs()[0] is hearth's own; modules follow in order.
         for (m, spec) in self.modules.iter().zip(&state.specs()[1..]) {
             ctx.set_module(spec.name());
@@ -222,7 +238,16 @@ impl App {
         if let Some(e) = ctx.errors.drain(..).next() {
             return Err(e);
         }
-        state.jobs().set_registry(std::mem::take(&mut ctx.jobs));
+        state
+            .jobs()
+            .install(
+                std::mem::take(&mut ctx.jobs),
+                std::mem::take(&mut ctx.schedules),
+            )
+            .map_err(|problem| SpecError {
+                module: "jobs".into(),
+                problem,
+            })?;
         let resets = std::mem::take(&mut ctx.resets);
         let router = http::pipeline(&state, ctx);
         Ok(Built {
@@ -234,9 +259,11 @@ impl App {
 
     /// Opens the database and applies pending migrations (or, with
     /// `db.migrate_on_serve` off, refuses a database that is ahead of this binary).
-    async fn prepare_db(&self, config: &Config) -> Result<Db, StartError> {
+    /// Returns the database and whether its migrations are current.
+    async fn prepare_db(&self, config: &Config) -> Result<(Db, bool), StartError> {
         let specs = self.specs()?;
         let db = self.open_db(config).await?;
+        let mut current = true;
         if config.db.migrate_on_serve {
             migrate::migrate(&db, &specs).await?;
         } else {
@@ -246,17 +273,26 @@ impl App {
             }
             if let Some(problem) = status.problem() {
                 // Serve anyway: /readyz reports 503 until someone runs `migrate`.
-                tracing::warn!(%problem, "starting with pending migrations");
+                tracing::warn!(%problem, "starting with pending migrations; job workers and cron stay off");
+                current = false;
             }
         }
-        Ok(db)
+        Ok((db, current))
     }
 
     /// Opens the database, migrates, and runs the job workers only (no HTTP),
     /// for `worker` processes split from the web ones.
     pub async fn start_worker(&self, config: Config) -> Result<Running, StartError> {
-        let db = self.prepare_db(&config).await?;
+        let (db, current) = self.prepare_db(&config).await?;
+        if !current {
+            db.close().await;
+            return Err(MigrateError::Refused(
+                "migrations are pending: run `migrate` before starting workers".into(),
+            )
+            .into());
+        }
         let built = self.build(config, db)?;
+        crate::jobs::cron::sync(built.state.db(), &built.state.jobs().schedules()).await?;
         let background = Background::start(&built.state, true);
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let task = tokio::spawn(async move {
@@ -281,7 +317,7 @@ impl App {
     /// `db.migrate_on_serve` is off), builds the pipeline and starts serving on
     /// `config.addr`. Returns once the socket is listening.
     pub async fn start(&self, config: Config) -> Result<Running, StartError> {
-        let db = self.prepare_db(&config).await?;
+        let (db, current) = self.prepare_db(&config).await?;
         let tls = match (&config.tls.cert, &config.tls.key) {
             (Some(cert), Some(key)) => {
                 Some(http::server::tls_acceptor(cert, key).map_err(StartError::Tls)?)
@@ -296,7 +332,13 @@ impl App {
             .local_addr()
             .map_err(|source| StartError::Bind { addr, source })?;
         let built = self.build(config, db)?;
-        let background = Background::start(&built.state, built.state.config().jobs.in_serve);
+        // Without current migrations the queue's tables may not exist yet:
+        // serve (so /readyz can say why) but leave the background work off.
+        if current {
+            crate::jobs::cron::sync(built.state.db(), &built.state.jobs().schedules()).await?;
+        }
+        let background =
+            Background::start(&built.state, current && built.state.config().jobs.in_serve);
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let http_cfg = built.state.config().http.clone();
         let router = built.router.clone();

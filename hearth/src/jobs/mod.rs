@@ -19,6 +19,7 @@
 //!   must tolerate running again after a crash.
 
 mod config;
+pub mod cron;
 mod registry;
 mod store;
 mod worker;
@@ -309,6 +310,8 @@ pub struct JobRun<P> {
     pub id: i64,
     /// 1 on the first attempt, 2 on the first retry, and so on.
     pub attempt: u32,
+    /// When the job was first due: its run-at time (for a cron job, its tick).
+    pub scheduled_at: SystemTime,
     /// Attempts allowed before the job moves to `dead`.
     pub max_attempts: u32,
     /// Cancelled when the job's timeout passes or the worker shuts down;
@@ -328,6 +331,7 @@ struct Inner {
     db: Db,
     config: JobsConfig,
     registry: OnceLock<Arc<Registry>>,
+    schedules: OnceLock<Arc<Vec<cron::Compiled>>>,
     wake: Wake,
 }
 
@@ -355,13 +359,55 @@ impl Jobs {
             db,
             config,
             registry: OnceLock::new(),
+            schedules: OnceLock::new(),
             wake: Wake::default(),
         }))
     }
 
-    pub(crate) fn set_registry(&self, registry: Registry) {
+    /// Installs the handlers and schedules modules registered, after checking
+    /// that every schedule names a registered job and a payload that fits it.
+    pub(crate) fn install(
+        &self,
+        registry: Registry,
+        schedules: Vec<cron::Compiled>,
+    ) -> Result<(), String> {
+        for c in &schedules {
+            let s = &c.schedule;
+            let def = registry.get(s.job).ok_or_else(|| {
+                format!(
+                    "schedule `{}` enqueues job `{}`, which no module registers",
+                    s.name, s.job
+                )
+            })?;
+            let payload = s.payload.as_deref().unwrap_or_default();
+            (def.validate)(payload).map_err(|e| {
+                format!(
+                    "schedule `{}`: its payload does not fit job `{}`: {e}",
+                    s.name, s.job
+                )
+            })?;
+            if schedules
+                .iter()
+                .filter(|o| o.schedule.name == s.name)
+                .count()
+                > 1
+            {
+                return Err(format!("schedule `{}` is declared twice", s.name));
+            }
+        }
         self.0.wake.add_queues(registry.queues());
         let _ = self.0.registry.set(Arc::new(registry));
+        let _ = self.0.schedules.set(Arc::new(schedules));
+        Ok(())
+    }
+
+    pub(crate) fn schedules(&self) -> Arc<Vec<cron::Compiled>> {
+        self.0.schedules.get().cloned().unwrap_or_default()
+    }
+
+    /// Every stored cron schedule: next tick, last tick, and what became of its last job.
+    pub async fn cron_list(&self) -> Result<Vec<cron::CronInfo>, JobError> {
+        Ok(cron::list(&self.0.db).await?)
     }
 
     pub(crate) fn registry(&self) -> Arc<Registry> {
@@ -545,6 +591,26 @@ impl Jobs {
     pub async fn history(&self, limit: u32) -> Result<Vec<JobInfo>, JobError> {
         Ok(store::history(&self.0.db, limit).await?)
     }
+}
+
+/// hearth's own housekeeping job: purges old history and dead jobs.
+pub const HOUSEKEEPING: JobName<()> = JobName::new("hearth.housekeeping")
+    .queue("hearth")
+    .max_attempts(3);
+
+/// Registers hearth's own jobs and schedules, before any module's.
+pub(crate) fn register_own(ctx: &mut crate::Context<'_>) {
+    ctx.job(HOUSEKEEPING, |run: JobRun<()>| async move {
+        let (history, dead) = run.state.jobs().housekeeping().await?;
+        tracing::info!(history, dead, "housekeeping purged old jobs");
+        Ok(())
+    });
+    ctx.cron(cron::Schedule::new(
+        "hearth.housekeeping",
+        "*/10 * * * *",
+        HOUSEKEEPING,
+        &(),
+    ));
 }
 
 /// Decodes a payload for the handler of `P`, naming the field at fault.

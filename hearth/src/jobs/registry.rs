@@ -26,6 +26,7 @@ pub(crate) struct Claim {
     pub payload: String,
     pub attempt: u32,
     pub max_attempts: u32,
+    pub scheduled_at: std::time::SystemTime,
     pub cancel: CancellationToken,
     pub state: AppState,
 }
@@ -103,6 +104,7 @@ impl JobDef {
                     id: c.id,
                     attempt: c.attempt,
                     max_attempts: c.max_attempts,
+                    scheduled_at: c.scheduled_at,
                     cancel: c.cancel,
                     state: c.state,
                 })

@@ -45,11 +45,12 @@ pub(crate) struct Claimed {
     pub attempts: i64,
     pub max_attempts: i64,
     pub timeout_ms: i64,
+    pub run_at: i64,
 }
 
-type ClaimRow = (i64, String, String, i64, i64, i64);
+type ClaimRow = (i64, String, String, i64, i64, i64, i64);
 
-fn claimed((id, name, payload, attempts, max_attempts, timeout_ms): ClaimRow) -> Claimed {
+fn claimed((id, name, payload, attempts, max_attempts, timeout_ms, run_at): ClaimRow) -> Claimed {
     Claimed {
         id,
         name,
@@ -57,6 +58,7 @@ fn claimed((id, name, payload, attempts, max_attempts, timeout_ms): ClaimRow) ->
         attempts,
         max_attempts,
         timeout_ms,
+        run_at,
     }
 }
 
@@ -296,7 +298,7 @@ pub(crate) async fn claim(
                  INSERT INTO hearth_job_active (id, queue, name, payload, priority, run_at, attempts, max_attempts, timeout_ms, unique_key, last_error, created_at, started_at, lease_until, worker)
                  SELECT id, queue, name, payload, priority, run_at, attempts + 1, max_attempts, timeout_ms, unique_key, last_error, created_at, $2, $4, $5
                  FROM moved
-                 RETURNING id, name, payload, attempts, max_attempts, timeout_ms",
+                 RETURNING id, name, payload, attempts, max_attempts, timeout_ms, run_at",
             )
             .bind(queue)
             .bind(now)
@@ -321,7 +323,7 @@ pub(crate) async fn claim(
                      ORDER BY priority DESC, run_at, id
                      LIMIT $3
                  )
-                 RETURNING id, name, payload, attempts, max_attempts, timeout_ms",
+                 RETURNING id, name, payload, attempts, max_attempts, timeout_ms, run_at",
             )
             .bind(queue)
             .bind(now)

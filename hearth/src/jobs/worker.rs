@@ -120,10 +120,18 @@ impl Workers {
             .into_iter()
             .map(|q| tokio::spawn(queue_loop(shared.clone(), q)))
             .collect();
-        let background = vec![tokio::spawn(lease_keeper(
+        let mut background = vec![tokio::spawn(lease_keeper(
             shared.clone(),
             stop_background.clone(),
         ))];
+        let schedules = jobs.schedules();
+        if !schedules.is_empty() {
+            background.push(tokio::spawn(super::cron::scheduler(
+                jobs.clone(),
+                schedules,
+                stop_background.clone(),
+            )));
+        }
         let completer = tokio::spawn(completer(jobs, done_rx));
         tracing::info!(worker = %shared.worker, queues = ?registry.queues(), "workers started");
         Workers {
@@ -288,6 +296,8 @@ async fn run_job(shared: &Shared, job: Claimed) {
                 payload: job.payload.clone(),
                 attempt,
                 max_attempts: u32::try_from(job.max_attempts).unwrap_or(u32::MAX),
+                scheduled_at: std::time::UNIX_EPOCH
+                    + Duration::from_millis(u64::try_from(job.run_at).unwrap_or(0)),
                 cancel: cancel.clone(),
                 state: shared.state.clone(),
             });

@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use crate::app::AppState;
 use crate::db::migrate::Migration;
 use crate::db::{Db, DbKind};
+use crate::jobs::cron::{self, Schedule};
 use crate::jobs::{JobDef, JobName, JobRun, Registry};
 
 /// A module: a spec plus a registration step.
@@ -148,6 +149,7 @@ pub struct Context<'a> {
     pub(crate) resets: Vec<(&'static str, ResetHook)>,
     pub(crate) assets: Vec<Asset>,
     pub(crate) jobs: Registry,
+    pub(crate) schedules: Vec<cron::Compiled>,
     pub(crate) errors: Vec<SpecError>,
     module: &'static str,
 }
@@ -162,6 +164,7 @@ impl<'a> Context<'a> {
             resets: Vec::new(),
             assets: Vec::new(),
             jobs: Registry::default(),
+            schedules: Vec::new(),
             errors: Vec::new(),
             module: "",
         }
@@ -212,6 +215,19 @@ impl<'a> Context<'a> {
                 module: self.module.to_owned(),
                 problem: e.to_string(),
             });
+        }
+    }
+
+    /// Declares a cron schedule: each tick enqueues its job once across all
+    /// nodes. An invalid expression, or a job no module registers, stops the
+    /// app at start with a message naming the schedule.
+    pub fn cron(&mut self, schedule: Schedule) {
+        match cron::compile(schedule) {
+            Ok(c) => self.schedules.push(c),
+            Err(problem) => self.errors.push(SpecError {
+                module: self.module.to_owned(),
+                problem,
+            }),
         }
     }
 

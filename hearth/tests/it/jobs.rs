@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use hearth::Config;
 use hearth::db::migrate::Migration;
+use hearth::jobs::cron::{Missed, Schedule};
 use hearth::jobs::{JobState, Jobs};
 use hearth::prelude::*;
 use hearth::testing::{Backend, TestApp};
@@ -56,6 +57,10 @@ pub struct Task {
 pub const RECORD: JobName<Task> = JobName::new("chores.record");
 pub const ONCE: JobName<u32> = JobName::new("chores.once").queue("bulk");
 pub const GAUGE: JobName<u32> = JobName::new("chores.gauge").queue("narrow");
+/// Records the tick it was enqueued for.
+pub const TICK: JobName<String> = JobName::new("chores.tick");
+/// Registered by no module.
+pub const ORPHAN: JobName<u32> = JobName::new("chores.orphan");
 
 #[derive(Default, Clone)]
 struct Gauge {
@@ -66,6 +71,7 @@ struct Gauge {
 #[derive(Default)]
 struct Chores {
     gauge: Gauge,
+    cron: Vec<Schedule>,
 }
 
 fn now_ms() -> i64 {
@@ -131,6 +137,21 @@ impl Module for Chores {
                 .map(|_| ()))?;
             Ok(())
         });
+        ctx.job(TICK, |run: JobRun<String>| async move {
+            let at = run.scheduled_at.duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+            with_db!(run.state.db(), pool => sqlx::query("INSERT INTO chore_run (job_id, attempt, note, at_ms) VALUES ($1, $2, $3, $4)")
+                .bind(run.id)
+                .bind(i64::from(run.attempt))
+                .bind(&run.payload)
+                .bind(at)
+                .execute(pool)
+                .await
+                .map(|_| ()))?;
+            Ok(())
+        });
+        for s in &self.cron {
+            ctx.cron(s.clone());
+        }
         let gauge = self.gauge.clone();
         ctx.job(GAUGE, move |_run: JobRun<u32>| {
             let gauge = gauge.clone();
@@ -553,5 +574,91 @@ hearth::db_tests! {
         assert_eq!((back[0].id, back[0].attempts), (long, 0));
         assert!(jobs.list(JobState::Active, None, 10).await.unwrap().is_empty());
         app.stop().await;
+    }
+
+    async fn a_cron_tick_fires_exactly_once_with_two_nodes(backend) {
+        let with_cron = || App::new("chores", "0.0.1").module(Chores {
+            cron: vec![Schedule::new("chores.every_second", "* * * * * *", TICK, &"tick".to_owned())],
+            ..Chores::default()
+        });
+        let Some(app) = TestApp::spawn_with(&with_cron(), backend, no_workers).await else { return };
+        let mut nodes = Vec::new();
+        for _ in 0..2 {
+            let mut config = TestApp::config(app.db());
+            fast(&mut config);
+            nodes.push(with_cron().start_worker(config).await.unwrap());
+        }
+        let db = app.state().db().clone();
+        eventually("five ticks", || async {
+            (count(&db, "SELECT count(*) FROM chore_run WHERE note = 'tick'").await >= 5).then_some(())
+        }).await;
+        for n in nodes {
+            n.shutdown().await;
+        }
+        drained(app.state().jobs()).await;
+        let ticks: Vec<i64> = with_db!(&db, pool => sqlx::query_scalar("SELECT at_ms FROM chore_run WHERE note = 'tick' ORDER BY at_ms").fetch_all(pool).await).unwrap();
+        // One job per tick, on whole seconds, with no tick left out.
+        for pair in ticks.windows(2) {
+            assert_eq!(pair[1] - pair[0], 1000, "ticks {ticks:?}");
+        }
+        assert!(ticks.iter().all(|t| t % 1000 == 0), "{ticks:?}");
+        let listed = app.state().jobs().cron_list().await.unwrap();
+        let every = listed.iter().find(|c| c.name == "chores.every_second").unwrap();
+        assert_eq!(every.last_tick, ticks.last().copied());
+        assert!(listed.iter().any(|c| c.name == "hearth.housekeeping"), "{listed:?}");
+        app.stop().await;
+    }
+
+    async fn missed_ticks_are_skipped_or_run_once_by_policy(backend) {
+        let with_cron = || App::new("chores", "0.0.1").module(Chores {
+            cron: vec![
+                Schedule::new("chores.hourly_skip", "@hourly", TICK, &"skip".to_owned()),
+                Schedule::new("chores.hourly_once", "0 * * * *", TICK, &"once".to_owned()).missed(Missed::RunOnce),
+            ],
+            ..Chores::default()
+        });
+        let Some(app) = TestApp::spawn_with(&with_cron(), backend, no_workers).await else { return };
+        let db = app.state().db().clone();
+        // As if every node had been down for three hours.
+        let hour = 3_600_000;
+        let long_ago = (now_ms() / hour - 3) * hour;
+        with_db!(&db, pool => sqlx::query("UPDATE hearth_cron SET next_at = $1 WHERE name LIKE 'chores.hourly_%'").bind(long_ago).execute(pool).await.map(|_| ())).unwrap();
+        let mut config = TestApp::config(app.db());
+        fast(&mut config);
+        let node = with_cron().start_worker(config).await.unwrap();
+        let jobs = app.state().jobs().clone();
+        let listed = eventually("both schedules to catch up", || async {
+            let l = jobs.cron_list().await.unwrap();
+            let done = l.iter().filter(|c| c.name.starts_with("chores.hourly_")).all(|c| c.next_at > now_ms() && c.last_result.as_deref().is_some_and(|r| r == "done" || r == "skipped"));
+            done.then_some(l)
+        }).await;
+        node.shutdown().await;
+        let skip = listed.iter().find(|c| c.name == "chores.hourly_skip").unwrap();
+        assert_eq!(skip.last_result.as_deref(), Some("skipped"));
+        assert_eq!(skip.last_job_id, None);
+        let once = listed.iter().find(|c| c.name == "chores.hourly_once").unwrap();
+        assert_eq!(once.last_result.as_deref(), Some("done"));
+        assert_eq!(once.last_tick, Some(long_ago));
+        let notes: Vec<String> = with_db!(&db, pool => sqlx::query_scalar("SELECT note FROM chore_run ORDER BY id").fetch_all(pool).await).unwrap();
+        assert_eq!(notes, ["once"], "one job for all missed ticks, none for the skipping schedule");
+        app.stop().await;
+    }
+
+    async fn invalid_schedules_stop_the_app_with_a_clear_error(backend) {
+        let cases: Vec<(Schedule, &str)> = vec![
+            (Schedule::new("chores.bad", "61 * * * *", TICK, &String::new()), "schedule `chores.bad`: invalid cron expression `61 * * * *`"),
+            (Schedule::new("chores.bad", "* * *", TICK, &String::new()), "invalid cron expression `* * *`"),
+            (Schedule::new("chores.bad", "", TICK, &String::new()), "the expression is empty"),
+            (Schedule::new("chores.bad", "@reboot", TICK, &String::new()), "unknown shorthand `@reboot`"),
+            (Schedule::new("chores.bad", "0 0 30 2 *", TICK, &String::new()), "never matches"),
+            (Schedule::new("chores.bad", "@daily", ORPHAN, &1), "enqueues job `chores.orphan`, which no module registers"),
+            (Schedule::new("Chores Bad", "@daily", TICK, &String::new()), "schedule name `Chores Bad`"),
+        ];
+        for (schedule, expected) in cases {
+            let Some(tdb) = hearth::testing::TestDb::create(backend).await else { return };
+            let app = App::new("chores", "0.0.1").module(Chores { cron: vec![schedule], ..Chores::default() });
+            let err = TestApp::try_start(&app, TestApp::config(&tdb)).await.err().expect("start must fail");
+            assert!(err.to_string().contains(expected), "{err} should mention {expected}");
+        }
     }
 }
