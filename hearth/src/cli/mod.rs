@@ -1,7 +1,10 @@
-//! The command line every app binary gets: `serve`, `migrate`, `config`, `version`.
+//! The command line every app binary gets: `serve`, `worker`, `migrate`,
+//! `jobs …`, `cron …`, `config`, `version`.
 //!
 //! An app's `main` is one call: `hearth::cli::run(app())`. Exit codes: 0 on
 //! success, 1 on a runtime failure, 2 on bad usage or bad configuration.
+
+mod jobs;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,8 +42,18 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve HTTP until SIGTERM or Ctrl-C, applying pending migrations first
-    /// (unless `db.migrate_on_serve = false`).
+    /// (unless `db.migrate_on_serve = false`). Job workers and cron run in the
+    /// same process unless `jobs.in_serve = false`.
     Serve,
+    /// Run job workers and cron only (no HTTP) until SIGTERM or Ctrl-C, so
+    /// that web and worker processes can be split.
+    Worker,
+    /// Inspect and manage the job queue.
+    #[command(subcommand)]
+    Jobs(jobs::JobsCommand),
+    /// Inspect cron schedules.
+    #[command(subcommand)]
+    Cron(jobs::CronCommand),
     /// Apply pending migrations, or show where the database stands.
     Migrate {
         /// Only show applied, pending and unknown migrations; change nothing.
@@ -111,7 +124,10 @@ fn run_parsed(app: App, cli: Cli) -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve => serve(&app, config).await,
+            Command::Serve => serve(&app, config, false).await,
+            Command::Worker => serve(&app, config, true).await,
+            Command::Jobs(cmd) => jobs::run_jobs(&app, config, cmd).await,
+            Command::Cron(cmd) => jobs::run_cron(&app, config, cmd).await,
             Command::Migrate { status } => run_migrate(&app, &config, status).await,
             Command::Config | Command::Version => Ok(()),
         }
@@ -126,8 +142,12 @@ fn run_parsed(app: App, cli: Cli) -> ExitCode {
     }
 }
 
-async fn serve(app: &App, config: Config) -> anyhow::Result<()> {
-    let running = app.start(config).await?;
+async fn serve(app: &App, config: Config, worker_only: bool) -> anyhow::Result<()> {
+    let running = if worker_only {
+        app.start_worker(config).await?
+    } else {
+        app.start(config).await?
+    };
     let stopper = running.stopper();
     tokio::spawn(async move {
         shutdown_signal().await;

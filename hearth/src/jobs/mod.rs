@@ -576,6 +576,12 @@ impl Jobs {
         Ok(store::purge_dead(&self.0.db, cutoff).await?)
     }
 
+    /// Deletes history rows that finished more than `older_than` ago; returns how many.
+    pub async fn purge_history(&self, older_than: Duration) -> Result<u64, JobError> {
+        let cutoff = now_ms() - i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX / 2);
+        Ok(store::purge_history(&self.0.db, cutoff).await?)
+    }
+
     /// Deletes history older than `jobs.history` and dead jobs older than
     /// `jobs.dead_retention`; returns (history rows, dead jobs) deleted.
     pub async fn housekeeping(&self) -> Result<(u64, u64), JobError> {
@@ -598,8 +604,29 @@ pub const HOUSEKEEPING: JobName<()> = JobName::new("hearth.housekeeping")
     .queue("hearth")
     .max_attempts(3);
 
+/// What [`PING`] carries.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ping {
+    /// How long the job holds its worker before finishing (at most 10
+    /// minutes), to check that long jobs keep their lease.
+    #[serde(default)]
+    pub hold_ms: u64,
+}
+
+/// hearth's own no-op job: proves that workers claim and finish jobs
+/// (`self-test` and `doctor` use it), optionally holding a worker for a while.
+pub const PING: JobName<Ping> = JobName::new("hearth.ping").queue("hearth");
+
 /// Registers hearth's own jobs and schedules, before any module's.
 pub(crate) fn register_own(ctx: &mut crate::Context<'_>) {
+    ctx.job(PING, |run: JobRun<Ping>| async move {
+        let hold = Duration::from_millis(run.payload.hold_ms.min(600_000));
+        tokio::select! {
+            () = tokio::time::sleep(hold) => Ok(()),
+            () = run.cancel.cancelled() => Err(anyhow::anyhow!("cancelled while holding")),
+        }
+    });
     ctx.job(HOUSEKEEPING, |run: JobRun<()>| async move {
         let (history, dead) = run.state.jobs().housekeeping().await?;
         tracing::info!(history, dead, "housekeeping purged old jobs");

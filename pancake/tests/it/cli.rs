@@ -13,7 +13,7 @@ use crate::client;
 const BIN: &str = env!("CARGO_BIN_EXE_pancake");
 
 /// The binary, run in `dir`, with no inherited configuration.
-fn pancake(dir: &Path) -> Command {
+pub(crate) fn pancake(dir: &Path) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.current_dir(dir).stdin(Stdio::null());
     for (key, _) in std::env::vars() {
@@ -24,26 +24,44 @@ fn pancake(dir: &Path) -> Command {
     cmd
 }
 
-fn run(cmd: &mut Command) -> Output {
+pub(crate) fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("the pancake binary runs")
 }
 
-fn text(b: &[u8]) -> String {
+pub(crate) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
 #[test]
 fn every_command_has_help() {
     let dir = tempfile::tempdir().unwrap();
-    for sub in [&[][..], &["serve"], &["migrate"], &["config"], &["version"]] {
-        let out = run(pancake(dir.path()).args(sub).arg("--help"));
+    let subs: &[&[&str]] = &[
+        &[],
+        &["serve"],
+        &["worker"],
+        &["migrate"],
+        &["config"],
+        &["version"],
+        &["jobs"],
+        &["jobs", "list"],
+        &["jobs", "retry"],
+        &["jobs", "purge"],
+        &["jobs", "stats"],
+        &["jobs", "enqueue"],
+        &["cron"],
+        &["cron", "list"],
+    ];
+    for sub in subs {
+        let out = run(pancake(dir.path()).args(*sub).arg("--help"));
         assert!(out.status.success(), "{sub:?}: {}", text(&out.stderr));
         let help = text(&out.stdout);
         assert!(help.contains("Usage: pancake"), "{sub:?}: {help}");
     }
     let out = run(pancake(dir.path()).arg("--help"));
     let help = text(&out.stdout);
-    for sub in ["serve", "migrate", "config", "version"] {
+    for sub in [
+        "serve", "worker", "jobs", "cron", "migrate", "config", "version",
+    ] {
         assert!(help.contains(sub), "{help}");
     }
     // No command is a usage error, exit code 2.
@@ -270,7 +288,7 @@ async fn wait_ready(base: &str, child: &mut Child) {
     panic!("pancake did not become ready");
 }
 
-fn sigterm_and_wait(child: Child) -> Output {
+pub(crate) fn sigterm_and_wait(child: Child) -> Output {
     let pid = child.id().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(killed.success());

@@ -6,6 +6,7 @@
 
 mod cli;
 mod site;
+mod workers;
 
 /// A plain-HTTP client.
 pub fn client() -> reqwest::Client {
