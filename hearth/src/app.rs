@@ -20,9 +20,9 @@ use crate::db::{Db, DbError};
 use crate::http;
 use crate::jobs::{Jobs, Workers};
 use crate::module::{Context, Module, ModuleSpec, ResetHook, SpecError};
-use crate::realtime::listener;
+use crate::realtime::{PubSub, listener};
 
-/// hearth's own module: the tables of the job queue (and later cron and pub/sub).
+/// hearth's own module: the tables of the job queue, cron and pub/sub.
 pub(crate) const HEARTH_SPEC: ModuleSpec =
     ModuleSpec::new("hearth").migrations(HEARTH_SQLITE, HEARTH_POSTGRES);
 
@@ -37,6 +37,11 @@ const HEARTH_SQLITE: &[Migration] = &[
         "cron",
         include_str!("../migrations/sqlite/0002_cron.sql"),
     ),
+    Migration::new(
+        3,
+        "pubsub",
+        include_str!("../migrations/sqlite/0003_pubsub.sql"),
+    ),
 ];
 
 const HEARTH_POSTGRES: &[Migration] = &[
@@ -49,6 +54,11 @@ const HEARTH_POSTGRES: &[Migration] = &[
         2,
         "cron",
         include_str!("../migrations/postgres/0002_cron.sql"),
+    ),
+    Migration::new(
+        3,
+        "pubsub",
+        include_str!("../migrations/postgres/0003_pubsub.sql"),
     ),
 ];
 
@@ -74,6 +84,7 @@ struct Inner {
     db: Db,
     specs: Vec<ModuleSpec>,
     jobs: Jobs,
+    pubsub: PubSub,
 }
 
 impl AppState {
@@ -105,6 +116,17 @@ impl AppState {
     /// The job queue.
     pub fn jobs(&self) -> &Jobs {
         &self.0.jobs
+    }
+
+    /// Publish and subscribe.
+    pub fn pubsub(&self) -> &PubSub {
+        &self.0.pubsub
+    }
+}
+
+impl FromRef<AppState> for PubSub {
+    fn from_ref(s: &AppState) -> PubSub {
+        s.0.pubsub.clone()
     }
 }
 
@@ -219,6 +241,7 @@ impl App {
     pub fn build(&self, config: Config, db: Db) -> Result<Built, SpecError> {
         let specs = self.specs()?;
         let jobs = Jobs::new(db.clone(), config.jobs.clone());
+        let pubsub = PubSub::new(db.clone());
         let state = AppState(Arc::new(Inner {
             name: self.name,
             version: self.version,
@@ -226,6 +249,7 @@ impl App {
             db,
             specs,
             jobs,
+            pubsub,
         }));
         let mut ctx = Context::new(&state);
         ctx.set_module(HEARTH_SPEC.name());
@@ -342,10 +366,13 @@ impl App {
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let http_cfg = built.state.config().http.clone();
         let router = built.router.clone();
+        let pubsub = built.state.pubsub().clone();
         let task = tokio::spawn(async move {
             let stop = async move {
                 // Either a stop request or the sender being dropped ends serving.
                 let _ = stop_rx.wait_for(|s| *s).await;
+                // Open SSE streams and long polls end now; clients reconnect elsewhere.
+                pubsub.close();
             };
             http::server::serve(listener, router, &http_cfg, tls, stop).await;
         });
@@ -395,6 +422,11 @@ impl Background {
                         Some(q) => wake.notify(q),
                         None => wake.notify_all(),
                     }),
+                );
+                let pubsub = state.pubsub().clone();
+                routes.add(
+                    crate::realtime::pubsub::PG_CHANNEL,
+                    Arc::new(move |note: Option<&str>| pubsub.notified(note)),
                 );
                 let stop = CancellationToken::new();
                 Some((listener::spawn(pool.clone(), routes, stop.clone()), stop))

@@ -14,7 +14,7 @@
 //! | [`http`] | the request pipeline: request ids, access log, limits, errors as JSON or HTML, ETags, compression, health, TLS, graceful shutdown |
 //! | [`error`] | the one client-visible error type |
 //! | [`jobs`] | a durable job queue in the app's database: enqueue in the caller's transaction, leases, retries with backoff, dead jobs |
-//! | [`realtime`] | the shared PostgreSQL LISTEN connection |
+//! | [`realtime`] | pub/sub through the database on every node, and its delivery to browsers over SSE or long polling |
 //! | [`cli`] | the command line every app binary gets |
 //! | [`telemetry`] | logs: readable in dev, JSON in prod |
 //! | [`testing`] | a fresh database per test on both engines, and the real app on a random port |
@@ -42,6 +42,7 @@ pub mod prelude {
     pub use crate::db::migrate::Migration;
     pub use crate::http::Json;
     pub use crate::jobs::{JobName, JobRun, Jobs, NewJob, Permanent};
+    pub use crate::realtime::{LastEventId, PubSub};
     pub use crate::{App, AppState, Context, Db, DbKind, Error, Module, ModuleSpec, Result};
     pub use axum::Router;
     pub use axum::extract::{Query, State};

@@ -57,6 +57,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Job queue: leases, retries, concurrency.
     pub jobs: crate::jobs::JobsConfig,
+    /// Pub/sub retention and browser streams.
+    pub realtime: crate::realtime::RealtimeConfig,
 }
 
 /// HTTP limits and timeouts.
@@ -120,6 +122,7 @@ impl Default for Config {
             db: DbConfig::default(),
             tls: TlsConfig::default(),
             jobs: crate::jobs::JobsConfig::default(),
+            realtime: crate::realtime::RealtimeConfig::default(),
         }
     }
 }
@@ -313,6 +316,12 @@ impl Config {
             crate::db::DbKind::from_url(url.expose())
                 .map_err(|e| ConfigError::new("database_url", e.to_string()))?;
         }
+        if self.realtime.keep_alive.is_zero() {
+            return Err(ConfigError::new(
+                "realtime.keep_alive",
+                "must be greater than 0",
+            ));
+        }
         self.jobs.validate()
     }
 
@@ -322,6 +331,17 @@ impl Config {
             Some(url) => url.expose().to_owned(),
             None => format!("sqlite://{}/{}.db", self.data_dir.display(), app_name),
         }
+    }
+
+    /// How long a long poll may wait: `realtime.poll_wait`, kept a second
+    /// under `http.request_timeout` so the answer beats the timeout.
+    pub fn long_poll_wait(&self) -> std::time::Duration {
+        let ceiling = self
+            .http
+            .request_timeout
+            .get()
+            .saturating_sub(std::time::Duration::from_secs(1));
+        self.realtime.poll_wait.get().min(ceiling)
     }
 
     /// True in production.

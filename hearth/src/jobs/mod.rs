@@ -629,7 +629,15 @@ pub(crate) fn register_own(ctx: &mut crate::Context<'_>) {
     });
     ctx.job(HOUSEKEEPING, |run: JobRun<()>| async move {
         let (history, dead) = run.state.jobs().housekeeping().await?;
-        tracing::info!(history, dead, "housekeeping purged old jobs");
+        let retention = run.state.config().realtime.retention.get();
+        let cutoff = now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX / 2);
+        let messages = run.state.pubsub().purge(cutoff).await?;
+        tracing::info!(
+            history,
+            dead,
+            messages,
+            "housekeeping purged old jobs and messages"
+        );
         Ok(())
     });
     ctx.cron(cron::Schedule::new(

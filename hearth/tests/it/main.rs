@@ -8,4 +8,5 @@ mod db;
 mod jobs;
 mod pipeline;
 mod probe;
+mod realtime;
 mod server;
