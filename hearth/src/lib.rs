@@ -49,6 +49,8 @@ pub mod prelude {
     pub use axum::routing::{delete, get, patch, post, put};
 }
 
+/// anyhow, re-exported for job handlers, which return `anyhow::Result<()>`.
+pub use anyhow;
 /// axum, re-exported so apps use the exact version hearth is built on.
 pub use axum;
 /// sqlx, re-exported so apps use the exact version hearth is built on.

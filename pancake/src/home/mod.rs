@@ -2,23 +2,41 @@
 //!
 //! Owns the `home_notice` table. The page greets `?name=` and lists notices;
 //! both go through askama's escaping, so user text cannot inject markup.
+//! Notices are published by a job (from the admin API or `pancake jobs
+//! enqueue home.publish …`), streamed live to browsers, and expired ones are
+//! removed by a nightly cron job; see [`live`].
 
+pub mod live;
 mod routes;
 pub mod store;
 
 use hearth::prelude::*;
 
-const SQLITE: &[Migration] = &[Migration::new(
-    1,
-    "create_home_notice",
-    include_str!("../../migrations/sqlite/0001_create_home_notice.sql"),
-)];
+const SQLITE: &[Migration] = &[
+    Migration::new(
+        1,
+        "create_home_notice",
+        include_str!("../../migrations/sqlite/0001_create_home_notice.sql"),
+    ),
+    Migration::new(
+        2,
+        "add_notice_expiry",
+        include_str!("../../migrations/sqlite/0002_add_notice_expiry.sql"),
+    ),
+];
 
-const POSTGRES: &[Migration] = &[Migration::new(
-    1,
-    "create_home_notice",
-    include_str!("../../migrations/postgres/0001_create_home_notice.sql"),
-)];
+const POSTGRES: &[Migration] = &[
+    Migration::new(
+        1,
+        "create_home_notice",
+        include_str!("../../migrations/postgres/0001_create_home_notice.sql"),
+    ),
+    Migration::new(
+        2,
+        "add_notice_expiry",
+        include_str!("../../migrations/postgres/0002_add_notice_expiry.sql"),
+    ),
+];
 
 /// The home module.
 pub struct Home;
@@ -29,8 +47,26 @@ impl Module for Home {
     }
 
     fn register(&self, ctx: &mut Context<'_>) {
-        ctx.public(Router::new().route("/", get(routes::get_home)));
+        ctx.public(
+            Router::new()
+                .route("/", get(routes::get_home))
+                .route("/api/notices/live", get(live::stream))
+                .route("/api/notices/poll", get(live::poll)),
+        );
+        ctx.admin(Router::new().route("/api/notices", post(live::post_notice)));
+        ctx.job(live::PUBLISH, live::publish);
+        ctx.job(live::CLEANUP, live::cleanup);
+        ctx.cron(
+            hearth::jobs::cron::Schedule::new(
+                "home.nightly_cleanup",
+                "0 3 * * *",
+                live::CLEANUP,
+                &(),
+            )
+            .missed(hearth::jobs::cron::Missed::RunOnce),
+        );
         ctx.asset("pancake.css", include_bytes!("../../static/pancake.css"));
+        ctx.asset("live.js", include_bytes!("../../static/live.js"));
         ctx.on_reset(|db| async move { store::clear(&db).await.map_err(Into::into) });
     }
 }

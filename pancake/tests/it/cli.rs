@@ -296,7 +296,7 @@ pub(crate) fn sigterm_and_wait(child: Child) -> Output {
 }
 
 /// Starts `pancake serve` on a free port over `db` and waits until it is ready.
-async fn serve(db: &TestDb, env: &[(&str, &str)]) -> (Child, String) {
+pub(crate) async fn serve(db: &TestDb, env: &[(&str, &str)]) -> (Child, String) {
     let port = free_port();
     let mut cmd = pancake(db.dir());
     cmd.args(["serve", "--addr", &format!("127.0.0.1:{port}")])

@@ -27,7 +27,7 @@ hearth::db_tests! {
             let level = v["migrations"].get(spec.name()).and_then(Value::as_u64).unwrap_or(0);
             assert_eq!(level, n as u64, "{v}");
         }
-        assert_eq!(v["migrations"]["home"], 1);
+        assert_eq!(v["migrations"]["home"], 2);
         assert_eq!(v["migration_level"], total);
         assert_eq!(v["notices"], 1);
     }

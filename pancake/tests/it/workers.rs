@@ -198,3 +198,60 @@ hearth::db_tests! {
         .unwrap();
     }
 }
+
+/// Reads SSE `data:` lines from a streaming response until one satisfies `want`.
+async fn wait_for_event(res: reqwest::Response, want: impl Fn(&Value) -> bool) -> Value {
+    use futures_util::StreamExt as _;
+    let mut body = res.bytes_stream();
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for data in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
+            let v: Value = serde_json::from_str(data).unwrap();
+            if want(&v) {
+                return v;
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, body.next()).await {
+            Ok(Some(chunk)) => text.push_str(&String::from_utf8_lossy(&chunk.unwrap())),
+            _ => panic!("the event never arrived: {text}"),
+        }
+    }
+}
+
+/// A notice published by a job in a `worker` process reaches a browser
+/// streaming from a separate `serve` process, through PostgreSQL.
+#[tokio::test]
+async fn pubsub_crosses_processes_on_postgres() {
+    let Some(db) = TestDb::create(hearth::testing::Backend::Postgres).await else {
+        return;
+    };
+    migrate(db.dir(), &db);
+    let (web, base) = crate::cli::serve(&db, &[("HEARTH_JOBS__IN_SERVE", "false")]).await;
+    let work = worker(&db);
+    let res = crate::client()
+        .get(format!("{base}/api/notices/live"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), reqwest::StatusCode::OK);
+    let out = cli(
+        &db,
+        &[
+            "jobs",
+            "enqueue",
+            "home.publish",
+            r#"{"title":"From the worker","body":"hello"}"#,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let event = wait_for_event(res, |v| v["notice"]["title"] == "From the worker").await;
+    assert_eq!(event["notice"]["body"], "hello");
+    for child in [web, work] {
+        let out = tokio::task::spawn_blocking(move || sigterm_and_wait(child))
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+}
