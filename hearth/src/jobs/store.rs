@@ -332,11 +332,16 @@ pub(crate) async fn claim(
             .bind(worker)
             .fetch_all(&mut *tx)
             .await?;
-            for r in &rows {
-                sqlx::query("DELETE FROM hearth_job_pending WHERE id = $1")
-                    .bind(r.0)
-                    .execute(&mut *tx)
-                    .await?;
+            if !rows.is_empty() {
+                let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+                let ids =
+                    serde_json::to_string(&ids).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+                sqlx::query(
+                    "DELETE FROM hearth_job_pending WHERE id IN (SELECT value FROM json_each($1))",
+                )
+                .bind(ids)
+                .execute(&mut *tx)
+                .await?;
             }
             tx.commit().await?;
             Ok(rows.into_iter().map(claimed).collect())
@@ -390,35 +395,40 @@ pub(crate) async fn complete(
             Ok(())
         }
         Db::Sqlite(pool) => {
+            // The batch travels as one JSON array of [id, attempts] pairs, so
+            // each step is one statement however many jobs finished.
+            let pairs =
+                serde_json::to_string(done).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            for (id, attempts) in done {
-                if keep {
-                    sqlx::query(
-                        "INSERT INTO hearth_job_done (id, queue, name, attempts, created_at, started_at, finished_at, worker)
-                         SELECT id, queue, name, attempts, created_at, started_at, $3, worker
-                         FROM hearth_job_active WHERE id = $1 AND attempts = $2
-                         ON CONFLICT (id) DO NOTHING",
-                    )
-                    .bind(id)
-                    .bind(attempts)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                }
+            if keep {
                 sqlx::query(
-                    "DELETE FROM hearth_job_unique WHERE job_id = $1 AND unique_key IN
-                     (SELECT unique_key FROM hearth_job_active WHERE id = $1 AND attempts = $2)",
+                    "INSERT INTO hearth_job_done (id, queue, name, attempts, created_at, started_at, finished_at, worker)
+                     SELECT id, queue, name, attempts, created_at, started_at, $2, worker
+                     FROM hearth_job_active
+                     WHERE (id, attempts) IN (SELECT value ->> 0, value ->> 1 FROM json_each($1))
+                     ON CONFLICT (id) DO NOTHING",
                 )
-                .bind(id)
-                .bind(attempts)
+                .bind(&pairs)
+                .bind(now)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("DELETE FROM hearth_job_active WHERE id = $1 AND attempts = $2")
-                    .bind(id)
-                    .bind(attempts)
-                    .execute(&mut *tx)
-                    .await?;
             }
+            sqlx::query(
+                "DELETE FROM hearth_job_unique WHERE job_id IN (
+                     SELECT id FROM hearth_job_active
+                     WHERE unique_key IS NOT NULL
+                       AND (id, attempts) IN (SELECT value ->> 0, value ->> 1 FROM json_each($1)))",
+            )
+            .bind(&pairs)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "DELETE FROM hearth_job_active
+                 WHERE (id, attempts) IN (SELECT value ->> 0, value ->> 1 FROM json_each($1))",
+            )
+            .bind(&pairs)
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await
         }
     }
