@@ -12,6 +12,8 @@
 # stdout and to bench/results/jobs.jsonl.
 #
 # PostgreSQL: BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres).
+# IMPLS limits the run to some implementations (default: all four); OUT
+# names the results file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +21,8 @@ JOBS="${1:-100000}"
 CONCS="${2:-4 16 64}"
 ADMIN="${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 RESULTS=bench/results
-OUT="$RESULTS/jobs.jsonl"
+OUT="${OUT:-$RESULTS/jobs.jsonl}"
+IMPLS="${IMPLS:-hearth graphile pgboss huey}"
 mkdir -p "$RESULTS"
 : >"$OUT"
 
@@ -55,10 +58,12 @@ fresh_sqlite() {
 }
 
 record() { tee -a "$OUT"; }
+wanted() { [[ " $IMPLS " == *" $1 "* ]]; }
 
 run_pg() { # impl workload args...
   local impl=$1 workload=$2
   shift 2
+  wanted "$impl" || return 0
   local url
   url=$(fresh_pg)
   case "$impl" in
@@ -71,6 +76,7 @@ run_pg() { # impl workload args...
 run_sqlite() { # impl workload args...
   local impl=$1 workload=$2
   shift 2
+  wanted "$impl" || return 0
   local file
   file=$(fresh_sqlite)
   case "$impl" in

@@ -403,8 +403,8 @@ pub struct Built {
     pub resets: Vec<(&'static str, ResetHook)>,
 }
 
-/// What runs beside the HTTP server: the LISTEN connection (PostgreSQL)
-/// and the job workers.
+/// What runs beside the HTTP server: the LISTEN connection (PostgreSQL) or
+/// the message-table follower (SQLite), and the job workers.
 struct Background {
     workers: Option<Workers>,
     listener: Option<(JoinHandle<()>, CancellationToken)>,
@@ -431,7 +431,10 @@ impl Background {
                 let stop = CancellationToken::new();
                 Some((listener::spawn(pool.clone(), routes, stop.clone()), stop))
             }
-            Db::Sqlite(_) => None,
+            Db::Sqlite(_) => {
+                let stop = CancellationToken::new();
+                Some((state.pubsub().follow_sqlite(stop.clone()), stop))
+            }
         };
         let workers = (run_workers && !state.jobs().registry().is_empty())
             .then(|| Workers::start(state.clone()));
@@ -504,6 +507,7 @@ impl Running {
             tracing::error!(error = %e, "server task failed");
         }
         self.background.shutdown().await;
+        self.built.state.jobs().close().await;
         self.built.state.db().close().await;
     }
 

@@ -187,7 +187,7 @@ impl Workers {
         let _ = completer.await;
         // Anything this worker still holds (a write above failed) goes back now
         // rather than waiting for its lease.
-        match store::release_all(jobs.db(), &worker, now_ms()).await {
+        match store::release_all(jobs.worker_db(), &worker, now_ms()).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(jobs = n, "returned unfinished jobs to pending"),
             Err(e) => {
@@ -200,7 +200,7 @@ impl Workers {
 
 async fn queue_loop(shared: Arc<Shared>, queue: &'static str) {
     let cfg = shared.jobs.config().clone();
-    let db = shared.jobs.db().clone();
+    let db = shared.jobs.worker_db().clone();
     let slots = Arc::new(Semaphore::new(cfg.concurrency_of(queue)));
     let wake = shared.jobs.wake().waiter(queue);
     let poll = cfg.poll_interval.get();
@@ -345,8 +345,13 @@ async fn run_job(shared: &Shared, job: Claimed) {
             if shared.done.send((job.id, job.attempts)).await.is_err() {
                 // The completer is gone (shutting down): finish this one directly.
                 let keep = !shared.jobs.config().history.is_zero();
-                if let Err(e) =
-                    store::complete(shared.jobs.db(), &[(job.id, job.attempts)], now, keep).await
+                if let Err(e) = store::complete(
+                    shared.jobs.worker_db(),
+                    &[(job.id, job.attempts)],
+                    now,
+                    keep,
+                )
+                .await
                 {
                     tracing::warn!(job = job.id, error = %e, "could not record success; the job will run again");
                 }
@@ -372,7 +377,16 @@ async fn run_job(shared: &Shared, job: Claimed) {
     let (next, error) = next;
     // Errors are kept short: they are for people, and a huge one would bloat the row.
     let error = truncate(&error, 2000);
-    if let Err(e) = store::fail(shared.jobs.db(), job.id, job.attempts, error, next, now).await {
+    if let Err(e) = store::fail(
+        shared.jobs.worker_db(),
+        job.id,
+        job.attempts,
+        error,
+        next,
+        now,
+    )
+    .await
+    {
         tracing::warn!(job = job.id, error = %e, "could not record the failure; the lease will expire and the job will be rescued");
     }
 }
@@ -412,7 +426,7 @@ pub(crate) fn backoff(cfg: &super::JobsConfig, attempt: u32) -> Duration {
 
 async fn lease_keeper(shared: Arc<Shared>, stop: CancellationToken) {
     let cfg = shared.jobs.config().clone();
-    let db = shared.jobs.db().clone();
+    let db = shared.jobs.worker_db().clone();
     let every = cfg.heartbeat_every();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -456,7 +470,7 @@ async fn completer(jobs: Jobs, mut rx: mpsc::Receiver<(i64, i64)>) {
         let now = now_ms();
         let mut tries = 0;
         loop {
-            match store::complete(jobs.db(), &batch, now, keep).await {
+            match store::complete(jobs.worker_db(), &batch, now, keep).await {
                 Ok(()) => break,
                 Err(e) if tries < 3 => {
                     tries += 1;

@@ -9,7 +9,8 @@
 //!   once, and hands it to that process's subscribers. Ids rather than bodies
 //!   keep notifications far below PostgreSQL's 8000-byte limit.
 //! * SQLite: the commit hands the message to this process's subscribers
-//!   directly (one process owns the database file).
+//!   directly, and every process follows the table for what other processes
+//!   published (a split `worker`, a CLI command), every 250 ms.
 //!
 //! Subscribers that fall behind, and every subscriber after the LISTEN
 //! connection was lost, catch up from the table by id, so a slow browser
@@ -313,6 +314,60 @@ impl PubSub {
             // The dispatcher is behind: drop and let every subscriber catch up from the table.
             self.hub.gap();
         }
+    }
+}
+
+/// How often a SQLite process looks for messages other processes published.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+impl PubSub {
+    /// On SQLite, follows the message table for what other processes (a
+    /// split `worker`, a CLI command) published: SQLite has no NOTIFY, but
+    /// its writers are serialized, so ids grow in commit order and reading
+    /// past the highest id read misses nothing. Messages this process
+    /// published itself were already delivered at commit; subscribers drop
+    /// the repeat.
+    pub(crate) fn follow_sqlite(
+        &self,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let (db, hub) = (self.db.clone(), self.hub.clone());
+        tokio::spawn(async move {
+            let Db::Sqlite(pool) = db else { return };
+            // Start after what is stored now: followers deliver news, not history.
+            let start: Option<i64> = sqlx::query_scalar("SELECT max(id) FROM hearth_pubsub")
+                .fetch_one(&pool)
+                .await
+                .unwrap_or(None);
+            let mut after = start.unwrap_or(0);
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(FOLLOW_EVERY) => {}
+                    () = stop.cancelled() => return,
+                }
+                let rows: Result<Vec<(i64, String, String)>, sqlx::Error> = sqlx::query_as(
+                    "SELECT id, channel, payload FROM hearth_pubsub WHERE id > $1 ORDER BY id LIMIT 500",
+                )
+                .bind(after)
+                .fetch_all(&pool)
+                .await;
+                match rows {
+                    Ok(rows) => {
+                        for (id, channel, payload) in rows {
+                            after = after.max(id);
+                            if hub.has(&channel) {
+                                hub.deliver(Arc::new(Message {
+                                    id,
+                                    channel,
+                                    payload,
+                                }));
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "following published messages failed"),
+                }
+            }
+        })
     }
 }
 

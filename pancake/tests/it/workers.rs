@@ -220,38 +220,24 @@ async fn wait_for_event(res: reqwest::Response, want: impl Fn(&Value) -> bool) -
     }
 }
 
-/// A notice published by a job in a `worker` process reaches a browser
-/// streaming from a separate `serve` process, through PostgreSQL.
-#[tokio::test]
-async fn pubsub_crosses_processes_on_postgres() {
-    let Some(db) = TestDb::create(hearth::testing::Backend::Postgres).await else {
-        return;
-    };
-    migrate(db.dir(), &db);
-    let (web, base) = crate::cli::serve(&db, &[("HEARTH_JOBS__IN_SERVE", "false")]).await;
-    let work = worker(&db);
-    let res = crate::client()
-        .get(format!("{base}/api/notices/live"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), reqwest::StatusCode::OK);
-    let out = cli(
-        &db,
-        &[
-            "jobs",
-            "enqueue",
-            "home.publish",
-            r#"{"title":"From the worker","body":"hello"}"#,
-        ],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let event = wait_for_event(res, |v| v["notice"]["title"] == "From the worker").await;
-    assert_eq!(event["notice"]["body"], "hello");
-    for child in [web, work] {
-        let out = tokio::task::spawn_blocking(move || sigterm_and_wait(child))
-            .await
-            .unwrap();
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+hearth::db_tests! {
+    /// A notice published by a job in a `worker` process reaches a browser
+    /// streaming from a separate `serve` process: through NOTIFY on
+    /// PostgreSQL, by following the message table on SQLite.
+    async fn pubsub_crosses_processes(backend) {
+        let Some(db) = TestDb::create(backend).await else { return };
+        migrate(db.dir(), &db);
+        let (web, base) = crate::cli::serve(&db, &[("HEARTH_JOBS__IN_SERVE", "false")]).await;
+        let work = worker(&db);
+        let res = crate::client().get(format!("{base}/api/notices/live")).send().await.unwrap();
+        assert_eq!(res.status(), reqwest::StatusCode::OK);
+        let out = cli(&db, &["jobs", "enqueue", "home.publish", r#"{"title":"From the worker","body":"hello"}"#]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let event = wait_for_event(res, |v| v["notice"]["title"] == "From the worker").await;
+        assert_eq!(event["notice"]["body"], "hello");
+        for child in [web, work] {
+            let out = tokio::task::spawn_blocking(move || sigterm_and_wait(child)).await.unwrap();
+            assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        }
     }
 }
