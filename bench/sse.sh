@@ -12,7 +12,12 @@ cd "$(dirname "$0")/.."
 STREAMS="${1:-20000}"
 SOURCES="${2:-4}"
 mkdir -p bench/results
-ulimit -n 200000 2>/dev/null || ulimit -n 65536
+# Each stream is one descriptor in the server and one in the client.
+ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+if [ "$(ulimit -n)" != unlimited ] && [ "$STREAMS" -gt $(($(ulimit -n) - 500)) ]; then
+  echo "the open-files limit here is $(ulimit -n) (hard limit $(ulimit -Hn)); use fewer streams" >&2
+  exit 2
+fi
 
 cargo build --release -q -p pancake -p bench --bin pancake --bin sse_clients
 DATA=$(mktemp -d)

@@ -139,6 +139,17 @@ fn emit(v: serde_json::Value) {
     println!("{v}");
 }
 
+/// Enqueues `n` no-op jobs, 1000 per transaction.
+async fn insert_noops(state: &AppState, n: u64) -> anyhow::Result<()> {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let mut tx = state.db().begin().await?;
+        let batch = chunk.iter().map(|i| NOOP.job(&(*i as u32))).collect();
+        state.jobs().enqueue_batch(&mut tx, batch).await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = args();
@@ -154,15 +165,7 @@ async fn main() -> anyhow::Result<()> {
         "burndown" => {
             let n = if a.jobs == 0 { 100_000 } else { a.jobs };
             let started = Instant::now();
-            for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
-                let mut tx = state.db().begin().await?;
-                jobs.enqueue_batch(
-                    &mut tx,
-                    chunk.iter().map(|i| NOOP.job(&(*i as u32))).collect(),
-                )
-                .await?;
-                tx.commit().await?;
-            }
+            insert_noops(&state, n).await?;
             let inserted = started.elapsed();
             let started = Instant::now();
             let worker = app.start_worker(cfg.clone()).await?;
@@ -201,15 +204,7 @@ async fn main() -> anyhow::Result<()> {
                 "jobs": single, "seconds": s.as_secs_f64(), "jobs_per_s": single as f64 / s.as_secs_f64(),
             }));
             let started = Instant::now();
-            for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
-                let mut tx = state.db().begin().await?;
-                jobs.enqueue_batch(
-                    &mut tx,
-                    chunk.iter().map(|i| NOOP.job(&(*i as u32))).collect(),
-                )
-                .await?;
-                tx.commit().await?;
-            }
+            insert_noops(&state, n).await?;
             let s = started.elapsed();
             emit(json!({
                 "bench": "jobs", "impl": "hearth", "engine": eng, "workload": "enqueue_batch",
@@ -222,6 +217,9 @@ async fn main() -> anyhow::Result<()> {
             // Let the workers settle into their idle wait.
             tokio::time::sleep(Duration::from_millis(500)).await;
             let mut waits = Vec::with_capacity(n as usize);
+            // Enqueue through the worker's own state, as a handler in `serve`
+            // would: on SQLite the wake-up is in-process.
+            let jobs = worker.state().jobs().clone();
             for _ in 0..n {
                 jobs.enqueue_now(STAMP.job(&now_nanos())).await?;
                 let w = tokio::time::timeout(Duration::from_secs(10), rx.recv())

@@ -470,29 +470,28 @@ async fn move_out(
     now: i64,
 ) -> Result<bool, sqlx::Error> {
     let moved = match next {
-        Next::Retry(run_at) => with_tx!(tx, t => sqlx::query(concat!(
-            "INSERT INTO hearth_job_pending (", job_cols!(), ")
-             SELECT id, queue, name, payload, priority, $3, attempts, max_attempts, timeout_ms, unique_key, $4, created_at
-             FROM hearth_job_active WHERE id = $1 AND attempts = $2"
-        ))
-        .bind(id)
-        .bind(attempts)
-        .bind(run_at)
-        .bind(error)
-        .execute(&mut **t)
-        .await?
-        .rows_affected()),
-        Next::Release => with_tx!(tx, t => sqlx::query(concat!(
-            "INSERT INTO hearth_job_pending (", job_cols!(), ")
-             SELECT id, queue, name, payload, priority, $3, attempts - 1, max_attempts, timeout_ms, unique_key, last_error, created_at
-             FROM hearth_job_active WHERE id = $1 AND attempts = $2"
-        ))
-        .bind(id)
-        .bind(attempts)
-        .bind(now)
-        .execute(&mut **t)
-        .await?
-        .rows_affected()),
+        Next::Retry(_) | Next::Release => {
+            // A retry is due at its backoff time and records the error; a
+            // release is due now, gives the interrupted attempt back and
+            // keeps the previous error.
+            let (run_at, give_back, error) = match next {
+                Next::Retry(at) => (at, 0_i64, Some(error)),
+                _ => (now, 1, None),
+            };
+            with_tx!(tx, t => sqlx::query(concat!(
+                "INSERT INTO hearth_job_pending (", job_cols!(), ")
+                 SELECT id, queue, name, payload, priority, $3, attempts - $4, max_attempts, timeout_ms, unique_key, COALESCE($5, last_error), created_at
+                 FROM hearth_job_active WHERE id = $1 AND attempts = $2"
+            ))
+            .bind(id)
+            .bind(attempts)
+            .bind(run_at)
+            .bind(give_back)
+            .bind(error)
+            .execute(&mut **t)
+            .await?
+            .rows_affected())
+        }
         Next::Dead => {
             let n = with_tx!(tx, t => sqlx::query(concat!(
                 "INSERT INTO hearth_job_dead (", job_cols!(), ", died_at)

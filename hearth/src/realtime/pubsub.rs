@@ -251,7 +251,8 @@ impl PubSub {
             catch_up: after.is_some(),
             started_ms: now_ms(),
             closing: self.closing.clone(),
-            seen: VecDeque::with_capacity(SEEN),
+            // Grows with use: an idle stream should cost as little as possible.
+            seen: VecDeque::new(),
         }
     }
 
@@ -262,7 +263,7 @@ impl PubSub {
         after: i64,
         limit: i64,
     ) -> Result<Vec<Message>, sqlx::Error> {
-        since(&self.db, channel, after, limit).await
+        read(&self.db, channel, Start::Id(after), limit).await
     }
 
     /// The highest stored message id of `channel` (0 when none).
@@ -428,44 +429,37 @@ async fn dispatch(db: Db, hub: Arc<Hub>, mut rx: mpsc::Receiver<Note>) {
     }
 }
 
-async fn since(
-    db: &Db,
-    channel: &str,
-    after: i64,
-    limit: i64,
-) -> Result<Vec<Message>, sqlx::Error> {
-    let rows: Vec<(i64, String)> = with_db!(db, pool => sqlx::query_as(
-        "SELECT id, payload FROM hearth_pubsub WHERE channel = $1 AND id > $2 ORDER BY id LIMIT $3",
-    )
-    .bind(channel)
-    .bind(after)
-    .bind(limit)
-    .fetch_all(pool)
-    .await)?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, payload)| Message {
-            id,
-            channel: channel.to_owned(),
-            payload,
-        })
-        .collect())
+/// Where a read of the message table starts.
+#[derive(Debug, Clone, Copy)]
+enum Start {
+    /// After this message id.
+    Id(i64),
+    /// At this time (unix ms), for a subscriber that has received nothing yet.
+    Time(i64),
 }
 
-async fn since_time(
+async fn read(
     db: &Db,
     channel: &str,
-    from_ms: i64,
+    from: Start,
     limit: i64,
 ) -> Result<Vec<Message>, sqlx::Error> {
-    let rows: Vec<(i64, String)> = with_db!(db, pool => sqlx::query_as(
-        "SELECT id, payload FROM hearth_pubsub WHERE channel = $1 AND created_at >= $2 ORDER BY id LIMIT $3",
-    )
-    .bind(channel)
-    .bind(from_ms)
-    .bind(limit)
-    .fetch_all(pool)
-    .await)?;
+    let (sql, bound): (&'static str, i64) = match from {
+        Start::Id(id) => (
+            "SELECT id, payload FROM hearth_pubsub WHERE channel = $1 AND id > $2 ORDER BY id LIMIT $3",
+            id,
+        ),
+        Start::Time(ms) => (
+            "SELECT id, payload FROM hearth_pubsub WHERE channel = $1 AND created_at >= $2 ORDER BY id LIMIT $3",
+            ms,
+        ),
+    };
+    let rows: Vec<(i64, String)> = with_db!(db, pool => sqlx::query_as(sql)
+        .bind(channel)
+        .bind(bound)
+        .bind(limit)
+        .fetch_all(pool)
+        .await)?;
     Ok(rows
         .into_iter()
         .map(|(id, payload)| Message {
@@ -532,10 +526,11 @@ impl Subscription {
             }
             if self.catch_up {
                 self.catch_up = false;
-                let rows = match self.last {
-                    Some(after) => since(&self.db, &self.channel, after, CATCH_UP).await,
-                    None => since_time(&self.db, &self.channel, self.started_ms, CATCH_UP).await,
+                let from = match self.last {
+                    Some(after) => Start::Id(after),
+                    None => Start::Time(self.started_ms),
                 };
+                let rows = read(&self.db, &self.channel, from, CATCH_UP).await;
                 match rows {
                     Ok(rows) => {
                         // A full page means there may be more: read again next time.

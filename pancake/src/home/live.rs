@@ -30,6 +30,16 @@ pub const PUBLISH: JobName<NewNotice> = JobName::new("home.publish").max_attempt
 /// Deletes expired notices.
 pub const CLEANUP: JobName<()> = JobName::new("home.cleanup").max_attempts(3);
 
+/// Trims `s` and checks that it holds 1 to `max` characters.
+fn bounded(s: String, what: &str, max: usize) -> Result<String, String> {
+    let t = s.trim();
+    match t.chars().count() {
+        0 => Err(format!("the {what} must not be empty")),
+        n if n > max => Err(format!("the {what} must be at most {max} characters")),
+        _ => Ok(t.to_owned()),
+    }
+}
+
 /// A notice title: 1 to 200 characters.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(try_from = "String")]
@@ -38,12 +48,7 @@ pub struct Title(String);
 impl TryFrom<String> for Title {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        let t = s.trim();
-        match t.chars().count() {
-            0 => Err("the title must not be empty".into()),
-            n if n > 200 => Err("the title must be at most 200 characters".into()),
-            _ => Ok(Self(t.to_owned())),
-        }
+        bounded(s, "title", 200).map(Self)
     }
 }
 
@@ -55,12 +60,7 @@ pub struct Body(String);
 impl TryFrom<String> for Body {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        let t = s.trim();
-        match t.chars().count() {
-            0 => Err("the body must not be empty".into()),
-            n if n > 5000 => Err("the body must be at most 5000 characters".into()),
-            _ => Ok(Self(t.to_owned())),
-        }
+        bounded(s, "body", 5000).map(Self)
     }
 }
 
