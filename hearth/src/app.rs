@@ -238,6 +238,11 @@ impl App {
 
     /// Builds the state and the full HTTP pipeline on an open database, without
     /// touching migrations or sockets.
+    ///
+    /// Each call makes a state of its own, with its own job queue handle: jobs
+    /// enqueued through it wake workers of another state in the same process
+    /// only through the database (NOTIFY on PostgreSQL, the poll interval on
+    /// SQLite). Enqueue through the running app's state where latency matters.
     pub fn build(&self, config: Config, db: Db) -> Result<Built, SpecError> {
         let specs = self.specs()?;
         let jobs = Jobs::new(db.clone(), config.jobs.clone());
