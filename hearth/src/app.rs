@@ -467,14 +467,10 @@ pub struct Running {
 }
 
 impl Running {
-    /// Where it listens (useful with port 0).
-    ///
-    /// # Panics
-    /// On a worker-only process ([`App::start_worker`]), which listens nowhere.
-    pub fn local_addr(&self) -> SocketAddr {
-        #[allow(clippy::expect_used)]
+    /// Where it listens (useful with port 0); `None` for a worker-only
+    /// process ([`App::start_worker`]), which serves no HTTP.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local_addr
-            .expect("a worker-only process has no HTTP address")
     }
 
     /// This process's worker id, when it runs job workers.

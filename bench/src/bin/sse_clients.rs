@@ -45,7 +45,13 @@ async fn main() {
         eprintln!("usage: sse_clients ADDR PATH COUNT [SOURCES] [HOLD_SECONDS]");
         std::process::exit(2);
     }
-    let addr: SocketAddr = args[1].parse().unwrap_or_else(|e| panic!("ADDR: {e}"));
+    let addr: SocketAddr = match args[1].parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("ADDR `{}` is not a socket address: {e}", args[1]);
+            std::process::exit(2);
+        }
+    };
     let path = args[2].clone();
     let count: usize = args[3].parse().unwrap_or(1000);
     let sources: u8 = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(4).max(1);

@@ -182,6 +182,7 @@ impl Drop for PgDatabase {
 pub struct TestApp {
     // Field order matters: the server stops before its database is dropped.
     running: Running,
+    addr: SocketAddr,
     base_url: String,
     db: TestDb,
 }
@@ -209,9 +210,13 @@ impl TestApp {
         } else {
             "http"
         };
-        let base_url = format!("{scheme}://{}", running.local_addr());
+        let addr = running
+            .local_addr()
+            .unwrap_or_else(|| panic!("the test app was started without HTTP"));
+        let base_url = format!("{scheme}://{addr}");
         Some(TestApp {
             running,
+            addr,
             base_url,
             db,
         })
@@ -247,7 +252,7 @@ impl TestApp {
 
     /// The socket address the app listens on.
     pub fn addr(&self) -> SocketAddr {
-        self.running.local_addr()
+        self.addr
     }
 
     /// The app's state (database, config).
