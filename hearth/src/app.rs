@@ -441,8 +441,8 @@ impl Background {
                 Some((state.pubsub().follow_sqlite(stop.clone()), stop))
             }
         };
-        let workers = (run_workers && !state.jobs().registry().is_empty())
-            .then(|| Workers::start(state.clone()));
+        // hearth's own jobs are always registered, so there is always a queue to work.
+        let workers = run_workers.then(|| Workers::start(state.clone()));
         Self { workers, listener }
     }
 

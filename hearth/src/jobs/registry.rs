@@ -171,8 +171,4 @@ impl Registry {
     pub(crate) fn queues(&self) -> BTreeSet<&'static str> {
         self.defs.values().map(|d| d.queue).collect()
     }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.defs.is_empty()
-    }
 }

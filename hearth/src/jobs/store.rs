@@ -22,6 +22,32 @@ macro_rules! job_cols {
     };
 }
 
+/// The head of both engines' claim: copy the picked rows into `active` with
+/// one more attempt, started now ($2), leased until $4, held by worker $5.
+macro_rules! claim_insert {
+    () => {
+        "INSERT INTO hearth_job_active (id, queue, name, payload, priority, run_at, attempts, max_attempts, timeout_ms, unique_key, last_error, created_at, started_at, lease_until, worker)
+         SELECT id, queue, name, payload, priority, run_at, attempts + 1, max_attempts, timeout_ms, unique_key, last_error, created_at, $2, $4, $5"
+    };
+}
+
+/// The due jobs of queue $1 at time $2 in claim order, at most $3.
+macro_rules! claim_pick {
+    () => {
+        "SELECT id FROM hearth_job_pending
+         WHERE queue = $1 AND run_at <= $2
+         ORDER BY priority DESC, run_at, id
+         LIMIT $3"
+    };
+}
+
+/// What a claim returns, as [`ClaimRow`].
+macro_rules! claim_returning {
+    () => {
+        " RETURNING id, name, payload, attempts, max_attempts, timeout_ms, run_at"
+    };
+}
+
 /// A job ready to insert.
 #[derive(Debug, Clone)]
 pub(crate) struct NewRow {
@@ -284,22 +310,18 @@ pub(crate) async fn claim(
 ) -> Result<Vec<Claimed>, sqlx::Error> {
     match db {
         Db::Postgres(pool) => {
-            let rows: Vec<ClaimRow> = sqlx::query_as(
-                "WITH picked AS (
-                     SELECT id FROM hearth_job_pending
-                     WHERE queue = $1 AND run_at <= $2
-                     ORDER BY priority DESC, run_at, id
-                     LIMIT $3
-                     FOR UPDATE SKIP LOCKED
-                 ), moved AS (
+            let rows: Vec<ClaimRow> = sqlx::query_as(concat!(
+                "WITH picked AS (",
+                claim_pick!(),
+                " FOR UPDATE SKIP LOCKED),
+                 moved AS (
                      DELETE FROM hearth_job_pending p USING picked WHERE p.id = picked.id
                      RETURNING p.*
-                 )
-                 INSERT INTO hearth_job_active (id, queue, name, payload, priority, run_at, attempts, max_attempts, timeout_ms, unique_key, last_error, created_at, started_at, lease_until, worker)
-                 SELECT id, queue, name, payload, priority, run_at, attempts + 1, max_attempts, timeout_ms, unique_key, last_error, created_at, $2, $4, $5
-                 FROM moved
-                 RETURNING id, name, payload, attempts, max_attempts, timeout_ms, run_at",
-            )
+                 ) ",
+                claim_insert!(),
+                " FROM moved",
+                claim_returning!()
+            ))
             .bind(queue)
             .bind(now)
             .bind(limit)
@@ -313,18 +335,13 @@ pub(crate) async fn claim(
             // One BEGIN IMMEDIATE transaction: the write lock is held from the
             // start, so two workers can never pick the same rows.
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            let rows: Vec<ClaimRow> = sqlx::query_as(
-                "INSERT INTO hearth_job_active (id, queue, name, payload, priority, run_at, attempts, max_attempts, timeout_ms, unique_key, last_error, created_at, started_at, lease_until, worker)
-                 SELECT id, queue, name, payload, priority, run_at, attempts + 1, max_attempts, timeout_ms, unique_key, last_error, created_at, $2, $4, $5
-                 FROM hearth_job_pending
-                 WHERE id IN (
-                     SELECT id FROM hearth_job_pending
-                     WHERE queue = $1 AND run_at <= $2
-                     ORDER BY priority DESC, run_at, id
-                     LIMIT $3
-                 )
-                 RETURNING id, name, payload, attempts, max_attempts, timeout_ms, run_at",
-            )
+            let rows: Vec<ClaimRow> = sqlx::query_as(concat!(
+                claim_insert!(),
+                " FROM hearth_job_pending WHERE id IN (",
+                claim_pick!(),
+                ")",
+                claim_returning!()
+            ))
             .bind(queue)
             .bind(now)
             .bind(limit)
@@ -635,11 +652,7 @@ pub(crate) async fn list(
     limit: u32,
 ) -> Result<Vec<JobInfo>, sqlx::Error> {
     if state == JobState::Done {
-        let mut rows = history(db, u32::MAX).await?;
-        rows.retain(|r| queue.is_none_or(|q| q == r.queue));
-        rows.reverse();
-        rows.truncate(limit as usize);
-        return Ok(rows);
+        return history_rows(db, queue, true, limit).await;
     }
     let sql: &'static str = match state {
         JobState::Pending => {
@@ -699,14 +712,29 @@ pub(crate) async fn list(
 
 /// Finished jobs, newest first.
 pub(crate) async fn history(db: &Db, limit: u32) -> Result<Vec<JobInfo>, sqlx::Error> {
+    history_rows(db, None, false, limit).await
+}
+
+/// History rows, optionally of one queue, oldest or newest first.
+async fn history_rows(
+    db: &Db,
+    queue: Option<&str>,
+    oldest_first: bool,
+    limit: u32,
+) -> Result<Vec<JobInfo>, sqlx::Error> {
     type Row = (i64, String, String, i64, i64, i64, i64, String);
-    let rows: Vec<Row> = with_db!(db, pool => sqlx::query_as(
+    let sql: &'static str = if oldest_first {
         "SELECT id, queue, name, attempts, created_at, started_at, finished_at, worker
-         FROM hearth_job_done ORDER BY finished_at DESC, id DESC LIMIT $1",
-    )
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await)?;
+         FROM hearth_job_done WHERE ($1 IS NULL OR queue = $1) ORDER BY finished_at, id LIMIT $2"
+    } else {
+        "SELECT id, queue, name, attempts, created_at, started_at, finished_at, worker
+         FROM hearth_job_done WHERE ($1 IS NULL OR queue = $1) ORDER BY finished_at DESC, id DESC LIMIT $2"
+    };
+    let rows: Vec<Row> = with_db!(db, pool => sqlx::query_as(sql)
+        .bind(queue)
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await)?;
     Ok(rows
         .into_iter()
         .map(
