@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Tokens;
 use crate::config::Config;
 use crate::db::migrate::{self, MigrateError, Migration};
 use crate::db::{Db, DbError};
@@ -22,7 +23,7 @@ use crate::jobs::{Jobs, Workers};
 use crate::module::{Context, Module, ModuleSpec, ResetHook, SpecError};
 use crate::realtime::{PubSub, listener};
 
-/// hearth's own module: the tables of the job queue, cron and pub/sub.
+/// hearth's own module: the tables of the job queue, cron, pub/sub and tokens.
 pub(crate) const HEARTH_SPEC: ModuleSpec =
     ModuleSpec::new("hearth").migrations(HEARTH_SQLITE, HEARTH_POSTGRES);
 
@@ -42,6 +43,11 @@ const HEARTH_SQLITE: &[Migration] = &[
         "pubsub",
         include_str!("../migrations/sqlite/0003_pubsub.sql"),
     ),
+    Migration::new(
+        4,
+        "tokens",
+        include_str!("../migrations/sqlite/0004_tokens.sql"),
+    ),
 ];
 
 const HEARTH_POSTGRES: &[Migration] = &[
@@ -59,6 +65,11 @@ const HEARTH_POSTGRES: &[Migration] = &[
         3,
         "pubsub",
         include_str!("../migrations/postgres/0003_pubsub.sql"),
+    ),
+    Migration::new(
+        4,
+        "tokens",
+        include_str!("../migrations/postgres/0004_tokens.sql"),
     ),
 ];
 
@@ -85,6 +96,7 @@ struct Inner {
     specs: Vec<ModuleSpec>,
     jobs: Jobs,
     pubsub: PubSub,
+    tokens: Tokens,
 }
 
 impl AppState {
@@ -121,6 +133,11 @@ impl AppState {
     /// Publish and subscribe.
     pub fn pubsub(&self) -> &PubSub {
         &self.0.pubsub
+    }
+
+    /// The token store.
+    pub fn tokens(&self) -> &Tokens {
+        &self.0.tokens
     }
 }
 
@@ -247,6 +264,7 @@ impl App {
         let specs = self.specs()?;
         let jobs = Jobs::new(db.clone(), config.jobs.clone());
         let pubsub = PubSub::new(db.clone());
+        let tokens = Tokens::new(db.clone());
         let state = AppState(Arc::new(Inner {
             name: self.name,
             version: self.version,
@@ -255,6 +273,7 @@ impl App {
             specs,
             jobs,
             pubsub,
+            tokens,
         }));
         let mut ctx = Context::new(&state);
         ctx.set_module(HEARTH_SPEC.name());
@@ -436,7 +455,7 @@ impl Background {
                 let stop = CancellationToken::new();
                 Some((listener::spawn(pool.clone(), routes, stop.clone()), stop))
             }
-            Db::Sqlite(_) => {
+            Db::Sqlite(..) => {
                 let stop = CancellationToken::new();
                 Some((state.pubsub().follow_sqlite(stop.clone()), stop))
             }

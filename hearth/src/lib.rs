@@ -20,6 +20,7 @@
 //! | [`testing`] | a fresh database per test on both engines, and the real app on a random port |
 
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;

@@ -207,7 +207,7 @@ fn compare(applied: Vec<AppliedMigration>, plan: &[Planned]) -> MigrationStatus 
 /// Reads where the database stands, without changing anything.
 pub async fn status(db: &Db, modules: &[ModuleSpec]) -> Result<MigrationStatus, sqlx::Error> {
     let exists: bool = match db {
-        Db::Sqlite(p) => sqlx::query_scalar::<_, i64>(
+        Db::Sqlite(p, _) => sqlx::query_scalar::<_, i64>(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'hearth_migration'",
         )
         .fetch_one(p)

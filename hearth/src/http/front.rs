@@ -25,9 +25,10 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use askama::Template;
+use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use futures_util::FutureExt as _;
 use http_body_util::BodyExt;
@@ -39,6 +40,10 @@ use crate::error::{ErrorBody, render_json};
 use crate::telemetry::access::{self, AccessLine};
 
 /// The id of the current request; also sent back as `X-Request-Id`.
+///
+/// An extractor: a handler that takes a `RequestId` gets the id of the request
+/// it serves. (It is read from the request's task, not stored in the request's
+/// extensions, which saves growing that map on every request.)
 #[derive(Debug, Clone)]
 pub struct RequestId(pub HeaderValue);
 
@@ -49,7 +54,24 @@ impl RequestId {
     }
 }
 
-const X_REQUEST_ID: &str = "x-request-id";
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestId {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        _parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Infallible> {
+        // Outside hearth's pipeline (a router called directly) there is no id.
+        Ok(RequestId(
+            CURRENT
+                .try_with(HeaderValue::clone)
+                .unwrap_or_else(|_| HeaderValue::from_static("")),
+        ))
+    }
+}
+
+// A constant name: looking a header up by `&str` parses the name every time.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Adds [`Front`] to a service.
 #[derive(Debug, Clone)]
@@ -66,9 +88,9 @@ impl FrontLayer {
     }
 }
 
-impl<S> Layer<S> for FrontLayer {
-    type Service = Front<S>;
-    fn layer(&self, inner: S) -> Front<S> {
+impl Layer<Router> for FrontLayer {
+    type Service = Front;
+    fn layer(&self, inner: Router) -> Front {
         Front {
             inner,
             etag_limit: self.etag_limit,
@@ -80,10 +102,11 @@ impl<S> Layer<S> for FrontLayer {
 /// The boxed future of [`Front`].
 pub(crate) type FrontFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
-/// See the module docs.
+/// See the module docs. It wraps a [`Router`] in particular because a router
+/// is always ready: it can be called without first being driven to readiness.
 #[derive(Debug, Clone)]
-pub(crate) struct Front<S> {
-    inner: S,
+pub(crate) struct Front {
+    inner: Router,
     etag_limit: u64,
     limits: Limits,
 }
@@ -98,28 +121,34 @@ struct Seen {
     etag_limit: u64,
 }
 
-impl<S> Service<Request> for Front<S>
-where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
+impl Service<Request> for Front {
     type Response = Response;
     type Error = Infallible;
     type Future = FrontFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
+        Service::<Request>::poll_ready(&mut self.inner, cx)
     }
 
     fn call(&mut self, mut req: Request) -> Self::Future {
         let start = Instant::now();
-        let id = incoming_id(req.headers()).unwrap_or_else(new_id);
-        req.extensions_mut().insert(RequestId(id.clone()));
+        // One pass over the headers instead of a hashed lookup per header; the
+        // first of repeated headers counts, as with `HeaderMap::get`.
+        let (mut accept, mut if_none_match, mut incoming) = (None, None, None);
+        for (name, value) in req.headers() {
+            if *name == header::ACCEPT {
+                accept.get_or_insert_with(|| value.clone());
+            } else if *name == header::IF_NONE_MATCH {
+                if_none_match.get_or_insert_with(|| value.clone());
+            } else if *name == X_REQUEST_ID {
+                incoming.get_or_insert(value);
+            }
+        }
         let seen = Seen {
-            id,
+            id: incoming.and_then(valid_incoming_id).unwrap_or_else(new_id),
             method: req.method().clone(),
-            accept: req.headers().get(header::ACCEPT).cloned(),
-            if_none_match: req.headers().get(header::IF_NONE_MATCH).cloned(),
+            accept,
+            if_none_match,
             etag_limit: self.etag_limit,
         };
         // A Uri clone shares its bytes; no copy of the path per request.
@@ -128,18 +157,27 @@ where
         // lines carry the id through `current_request_id` instead.
         let span = tracing::debug_span!("request", request_id = seen.id.to_str().unwrap_or(""));
         let current = seen.id.clone();
-        let admitted = self.limits.admit(&mut req);
-        // Take the service that was driven to readiness; leave a fresh clone behind.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let admitted = self.limits.admit(&mut req, start);
+        // The inner service is called here, not inside the future: a router is
+        // always ready, so it needs no clone driven to readiness, and the boxed
+        // future holds the route's future rather than the request and a router.
+        // (Routing does no work of the handler's; that runs when polled, below,
+        // with the request id in scope.)
+        // A panic while routing is caught here like one in the handler.
+        let inner = &mut self.inner;
+        let routed = admitted.map(|admitted| {
+            let call = std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(req)));
+            (admitted, call)
+        });
         Box::pin(
             CURRENT
                 .scope(current, async move {
-                    let res = match admitted {
+                    let res = match routed {
                         Err(refused) => refused.into_response(),
-                        Ok(admitted) => {
+                        Ok((_, Err(panic))) => panic_response(panic),
+                        Ok((admitted, Ok(routed))) => {
                             let handled = async {
-                                match inner.call(req).await {
+                                match routed.await {
                                     Ok(res) => res,
                                     Err(never) => match never {},
                                 }
@@ -403,8 +441,7 @@ fn not_modified(res: Response) -> Response {
 
 /// A kept incoming id: 1–64 characters of `[A-Za-z0-9._:-]`. Anything else
 /// could smuggle text into logs, so it is replaced.
-fn incoming_id(headers: &HeaderMap) -> Option<HeaderValue> {
-    let v = headers.get(X_REQUEST_ID)?;
+fn valid_incoming_id(v: &HeaderValue) -> Option<HeaderValue> {
     let b = v.as_bytes();
     let ok = !b.is_empty()
         && b.len() <= 64
@@ -414,8 +451,12 @@ fn incoming_id(headers: &HeaderMap) -> Option<HeaderValue> {
 }
 
 fn new_id() -> HeaderValue {
+    // A random (version 4) UUID from the thread's fast generator: request ids
+    // must be unique, not unguessable, and the OS generator costs a system
+    // call or a lock per request.
+    let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
     let mut buf = uuid::Uuid::encode_buffer();
-    let s = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    let s = id.hyphenated().encode_lower(&mut buf);
     // A hyphenated UUID is always a valid header value.
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
@@ -517,15 +558,9 @@ mod tests {
 
     #[test]
     fn only_safe_request_ids_are_kept() {
-        let mut h = HeaderMap::new();
-        h.insert(X_REQUEST_ID, HeaderValue::from_static("abc-123_x.y:z"));
-        assert!(incoming_id(&h).is_some());
-        h.insert(X_REQUEST_ID, HeaderValue::from_static("a b"));
-        assert!(incoming_id(&h).is_none());
-        h.insert(
-            X_REQUEST_ID,
-            HeaderValue::from_str(&"a".repeat(65)).unwrap(),
-        );
-        assert!(incoming_id(&h).is_none());
+        assert!(valid_incoming_id(&HeaderValue::from_static("abc-123_x.y:z")).is_some());
+        assert!(valid_incoming_id(&HeaderValue::from_static("a b")).is_none());
+        assert!(valid_incoming_id(&HeaderValue::from_static("")).is_none());
+        assert!(valid_incoming_id(&HeaderValue::from_str(&"a".repeat(65)).unwrap()).is_none());
     }
 }

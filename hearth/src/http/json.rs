@@ -122,12 +122,16 @@ fn strip_position(msg: &str) -> String {
 
 impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
-        match serde_json::to_vec(&self.0) {
-            Ok(body) => {
+        // Most bodies fit in a first guess; growing from empty reallocates several times.
+        let mut body = Vec::with_capacity(128);
+        match serde_json::to_writer(&mut body, &self.0) {
+            Ok(()) => {
                 // The ETag is computed here, where the bytes are at hand, so the
                 // pipeline need not buffer the body again.
                 let etag = super::front::weak_etag(&body);
-                let mut res = body.into_response();
+                // Built directly: `Vec<u8>::into_response` would first set a
+                // content type only to have it replaced.
+                let mut res = Response::new(axum::body::Body::from(body));
                 let h = res.headers_mut();
                 h.insert(
                     header::CONTENT_TYPE,

@@ -56,7 +56,12 @@ impl Limits {
     }
 
     /// Checks the body size and takes a concurrency permit, or says why not.
-    pub(crate) fn admit(&self, req: &mut Request) -> Result<Admitted, Refusal> {
+    /// The deadline runs from `start`, when the request arrived.
+    pub(crate) fn admit(
+        &self,
+        req: &mut Request,
+        start: std::time::Instant,
+    ) -> Result<Admitted, Refusal> {
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -88,7 +93,7 @@ impl Limits {
         };
         Ok(Admitted {
             _permit: permit,
-            deadline: Instant::now() + self.timeout,
+            deadline: Instant::from_std(start) + self.timeout,
             timeout: self.timeout,
         })
     }

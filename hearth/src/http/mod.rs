@@ -29,7 +29,7 @@ use crate::module::Context;
 pub use front::{RequestId, current_request_id, prefers_html};
 pub use json::Json;
 
-type Stack = compress::Compress<front::Front<Router>>;
+type Stack = compress::Compress<front::Front>;
 
 /// The whole pipeline as one service: what the server runs for every
 /// connection, and what tests can call directly with `tower::ServiceExt::oneshot`.

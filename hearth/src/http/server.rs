@@ -7,6 +7,9 @@
 //! their in-flight requests, and the loop waits for them at most
 //! `http.shutdown_timeout`.
 
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,13 +20,12 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
+use tower::Service as _;
 
 use crate::config::HttpConfig;
 
@@ -48,6 +50,41 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
         .map_err(|e| format!("certificate and key do not work together: {e}"))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The pipeline as hyper calls it for one connection.
+///
+/// hyper calls a service through `&self`, a tower service is called through
+/// `&mut self`; hyper-util's adapter bridges the two by cloning the whole
+/// pipeline for every request. A connection's requests are started one at a
+/// time from the connection's own task, so here the pipeline is taken out of a
+/// cell for the call and put back, with no clone. (The pipeline is always
+/// ready: its innermost service is a router.)
+struct ConnService {
+    pipeline: Cell<Option<super::Pipeline>>,
+    /// Used if the cell is ever found empty, which would need a call from
+    /// within a call; hyper makes none.
+    spare: super::Pipeline,
+    peer: SocketAddr,
+}
+
+impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = <super::Pipeline as tower::Service<axum::extract::Request>>::Future;
+
+    fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
+        let mut req = req.map(Body::new);
+        req.extensions_mut().insert(ConnectInfo(self.peer));
+        match self.pipeline.take() {
+            Some(mut pipeline) => {
+                let fut = pipeline.call(req);
+                self.pipeline.set(Some(pipeline));
+                fut
+            }
+            None => self.spare.clone().call(req),
+        }
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then drains.
@@ -95,13 +132,11 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = router
-            .clone()
-            .map_request(move |mut req: hyper::Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                req.map(Body::new)
-            });
-        let service = TowerToHyperService::new(service);
+        let service = ConnService {
+            pipeline: Cell::new(Some(router.clone())),
+            spare: router.clone(),
+            peer,
+        };
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
@@ -114,7 +149,9 @@ pub async fn serve(
                             .into_owned();
                         watcher.watch(conn).await
                     }
-                    Some(acceptor) => {
+                    // Boxed: the TLS state is large, and every plain connection's
+                    // task would otherwise be sized for it too.
+                    Some(acceptor) => Box::pin(async move {
                         let stream =
                             match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
                                 .await
@@ -122,18 +159,20 @@ pub async fn serve(
                                 Ok(Ok(s)) => s,
                                 Ok(Err(e)) => {
                                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                    return;
+                                    return None;
                                 }
                                 Err(_) => {
                                     tracing::debug!(%peer, "TLS handshake timed out");
-                                    return;
+                                    return None;
                                 }
                             };
                         let conn = builder
                             .serve_connection_with_upgrades(TokioIo::new(stream), service)
                             .into_owned();
-                        watcher.watch(conn).await
-                    }
+                        Some(watcher.watch(conn).await)
+                    })
+                    .await
+                    .unwrap_or(Ok(())),
                 };
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");

@@ -25,6 +25,13 @@ pub struct JobsConfig {
     pub claim_batch: u32,
     /// Jobs run at once per queue, unless `queues.<name>.concurrency` says otherwise.
     pub concurrency: usize,
+    /// Jobs a queue's worker claims ahead of its free slots, so that when a
+    /// job finishes the next one is already at hand instead of a database
+    /// round trip away. Held jobs are leased like running ones (rescued if
+    /// the process dies, returned on shutdown), but no other process can take
+    /// them meanwhile; set it to 0 when jobs are long and nodes many. Unset, it
+    /// is twice the queue's concurrency, at most `claim_batch`.
+    pub prefetch: Option<usize>,
     /// Attempts before a job moves to `dead`, unless the job says otherwise.
     pub max_attempts: u32,
     /// Longest a job may run before it is cancelled and counted as failed,
@@ -60,6 +67,7 @@ impl Default for JobsConfig {
             poll_interval: Duration::from_secs(1),
             claim_batch: 32,
             concurrency: 16,
+            prefetch: None,
             max_attempts: 20,
             timeout: Duration::from_secs(300),
             backoff_base: Duration::from_secs(1),
@@ -112,6 +120,13 @@ impl JobsConfig {
             .get(queue)
             .map(|q| q.concurrency)
             .unwrap_or(self.concurrency)
+    }
+
+    /// How many jobs `queue`'s worker holds ahead of its free slots.
+    pub fn prefetch_of(&self, queue: &str) -> usize {
+        self.prefetch
+            .unwrap_or_else(|| 2 * self.concurrency_of(queue))
+            .min(self.claim_batch as usize)
     }
 
     /// How long a claim or heartbeat keeps a job leased: half the lease.

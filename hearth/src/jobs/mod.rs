@@ -13,8 +13,9 @@
 //!   and a module registers one handler per name with
 //!   [`Context::job`](crate::Context::job).
 //! * Workers claim in batches (`FOR UPDATE SKIP LOCKED` on PostgreSQL, one
-//!   `BEGIN IMMEDIATE` transaction on SQLite), renew the leases of the jobs
-//!   they run, and any node rescues jobs whose lease ran out.
+//!   `BEGIN IMMEDIATE` transaction on SQLite), hold up to `jobs.prefetch`
+//!   claimed jobs ahead of their free slots, renew the leases of the jobs
+//!   they hold, and any node rescues jobs whose lease ran out.
 //! * Execution is at least once: a handler is told its attempt number and
 //!   must tolerate running again after a crash.
 
@@ -379,7 +380,7 @@ impl Jobs {
                         .connect_lazy_with(opts),
                 )
             }
-            Db::Sqlite(_) => db.clone(),
+            Db::Sqlite(..) => db.clone(),
         };
         Self(Arc::new(Inner {
             db,
@@ -637,7 +638,8 @@ impl Jobs {
     }
 }
 
-/// hearth's own housekeeping job: purges old history and dead jobs.
+/// hearth's own housekeeping job: purges old history, dead jobs, old
+/// pub/sub messages and expired tokens.
 pub const HOUSEKEEPING: JobName<()> = JobName::new("hearth.housekeeping")
     .queue("hearth")
     .max_attempts(3);
@@ -670,11 +672,13 @@ pub(crate) fn register_own(ctx: &mut crate::Context<'_>) {
         let retention = run.state.config().realtime.retention.get();
         let cutoff = now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX / 2);
         let messages = run.state.pubsub().purge(cutoff).await?;
+        let tokens = run.state.tokens().purge_expired(now_ms()).await?;
         tracing::info!(
             history,
             dead,
             messages,
-            "housekeeping purged old jobs and messages"
+            tokens,
+            "housekeeping purged old jobs, messages and expired tokens"
         );
         Ok(())
     });

@@ -44,7 +44,7 @@ macro_rules! claim_pick {
 /// What a claim returns, as [`ClaimRow`].
 macro_rules! claim_returning {
     () => {
-        " RETURNING id, name, payload, attempts, max_attempts, timeout_ms, run_at"
+        " RETURNING id, name, payload, attempts, max_attempts, timeout_ms, run_at, priority"
     };
 }
 
@@ -72,11 +72,14 @@ pub(crate) struct Claimed {
     pub max_attempts: i64,
     pub timeout_ms: i64,
     pub run_at: i64,
+    pub priority: i64,
 }
 
-type ClaimRow = (i64, String, String, i64, i64, i64, i64);
+type ClaimRow = (i64, String, String, i64, i64, i64, i64, i64);
 
-fn claimed((id, name, payload, attempts, max_attempts, timeout_ms, run_at): ClaimRow) -> Claimed {
+fn claimed(
+    (id, name, payload, attempts, max_attempts, timeout_ms, run_at, priority): ClaimRow,
+) -> Claimed {
     Claimed {
         id,
         name,
@@ -85,7 +88,16 @@ fn claimed((id, name, payload, attempts, max_attempts, timeout_ms, run_at): Clai
         max_attempts,
         timeout_ms,
         run_at,
+        priority,
     }
+}
+
+/// Puts claimed rows in claim order: `RETURNING` promises no order of its own,
+/// and a worker that claims ahead starts its jobs in the order it holds them.
+fn in_claim_order(rows: Vec<ClaimRow>) -> Vec<Claimed> {
+    let mut jobs: Vec<Claimed> = rows.into_iter().map(claimed).collect();
+    jobs.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.run_at, j.id));
+    jobs
 }
 
 /// Which table a job is in.
@@ -329,9 +341,9 @@ pub(crate) async fn claim(
             .bind(worker)
             .fetch_all(pool)
             .await?;
-            Ok(rows.into_iter().map(claimed).collect())
+            Ok(in_claim_order(rows))
         }
-        Db::Sqlite(pool) => {
+        Db::Sqlite(pool, _) => {
             // One BEGIN IMMEDIATE transaction: the write lock is held from the
             // start, so two workers can never pick the same rows.
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -361,7 +373,7 @@ pub(crate) async fn claim(
                 .await?;
             }
             tx.commit().await?;
-            Ok(rows.into_iter().map(claimed).collect())
+            Ok(in_claim_order(rows))
         }
     }
 }
@@ -411,7 +423,7 @@ pub(crate) async fn complete(
             .await?;
             Ok(())
         }
-        Db::Sqlite(pool) => {
+        Db::Sqlite(pool, _) => {
             // The batch travels as one JSON array of [id, attempts] pairs, so
             // each step is one statement however many jobs finished.
             let pairs =

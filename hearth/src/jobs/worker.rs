@@ -14,13 +14,13 @@
 //! * Shutdown stops claiming, gives running jobs `shutdown_timeout` to finish,
 //!   then cancels them and returns their jobs to `pending`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -198,56 +198,66 @@ impl Workers {
     }
 }
 
+/// One queue's claim loop. It keeps up to `prefetch` claimed jobs in a local
+/// buffer beyond the running ones, refilling it when it is half empty, so a
+/// finished job's slot is filled without waiting for the database.
 async fn queue_loop(shared: Arc<Shared>, queue: &'static str) {
     let cfg = shared.jobs.config().clone();
     let db = shared.jobs.worker_db().clone();
     let slots = Arc::new(Semaphore::new(cfg.concurrency_of(queue)));
+    let prefetch = cfg.prefetch_of(queue);
     let wake = shared.jobs.wake().waiter(queue);
     let poll = cfg.poll_interval.get();
     let batch = cfg.claim_batch as usize;
     let stop = shared.stop_claiming.clone();
-    loop {
-        let first = tokio::select! {
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            () = stop.cancelled() => break,
-        };
-        let mut permits = vec![first];
-        while permits.len() < batch {
-            match slots.clone().try_acquire_owned() {
-                Ok(p) => permits.push(p),
-                Err(_) => break,
-            }
-        }
-        let wanted = permits.len();
-        let now = now_ms();
-        let lease_until = now + millis(cfg.lease_span());
-        let claimed =
-            match store::claim(&db, queue, wanted as i64, now, lease_until, &shared.worker).await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(queue, error = %e, "claiming jobs failed; retrying");
-                    drop(permits);
-                    tokio::select! {
-                        () = tokio::time::sleep(poll.max(Duration::from_millis(500))) => {}
-                        () = stop.cancelled() => break,
-                    }
-                    continue;
-                }
+    let mut ready: VecDeque<Claimed> = VecDeque::with_capacity(batch);
+    let mut held: Option<OwnedSemaphorePermit> = None;
+    // Whether the last claim found fewer due jobs than it asked for.
+    let mut drained = false;
+    while !stop.is_cancelled() {
+        // Start buffered jobs while slots are free.
+        while !ready.is_empty() {
+            let permit = match held.take() {
+                Some(p) => p,
+                None => match slots.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
             };
-        let got = claimed.len();
-        for job in claimed {
-            let Some(permit) = permits.pop() else { break };
+            let Some(job) = ready.pop_front() else { break };
             let shared2 = shared.clone();
             shared.running.spawn(async move {
                 run_job(&shared2, job).await;
                 drop(permit);
             });
         }
-        drop(permits);
-        if got < wanted {
+        // Refill when the buffer is half empty, unless the last claim already
+        // found the queue empty: then wait for a wake-up first (below).
+        let free = slots.available_permits() + usize::from(held.is_some());
+        let room = (free + prefetch).saturating_sub(ready.len());
+        if !drained && ready.len() <= prefetch / 2 && room > 0 {
+            let wanted = room.min(batch);
+            let now = now_ms();
+            let lease_until = now + millis(cfg.lease_span());
+            match store::claim(&db, queue, wanted as i64, now, lease_until, &shared.worker).await {
+                Ok(claimed) => {
+                    drained = claimed.len() < wanted;
+                    ready.extend(claimed);
+                }
+                Err(e) => {
+                    tracing::warn!(queue, error = %e, "claiming jobs failed; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(poll.max(Duration::from_millis(500))) => {}
+                        () = stop.cancelled() => break,
+                    }
+                    continue;
+                }
+            }
+            if !ready.is_empty() && (held.is_some() || slots.available_permits() > 0) {
+                continue;
+            }
+        }
+        if ready.is_empty() && drained {
             // Nothing more is due: sleep until woken, the next run time, or the poll interval.
             let wait = match store::next_run_at(&db, queue).await {
                 Ok(Some(at)) => {
@@ -262,6 +272,25 @@ async fn queue_loop(shared: Arc<Shared>, queue: &'static str) {
                     () = stop.cancelled() => break,
                 }
             }
+            drained = false;
+        } else if held.is_none() {
+            // Jobs are waiting for a slot, or there is no room to claim: wait for a slot.
+            // (With jobs buffered and a slot held, the loop has already started them.)
+            tokio::select! {
+                p = slots.clone().acquire_owned() => match p {
+                    Ok(p) => held = Some(p),
+                    Err(_) => break,
+                },
+                () = stop.cancelled() => break,
+            }
+        }
+    }
+    // Jobs claimed ahead but never started go back at once, attempt returned,
+    // rather than waiting for the end of shutdown.
+    let now = now_ms();
+    for job in ready {
+        if let Err(e) = store::fail(&db, job.id, job.attempts, "", Next::Release, now).await {
+            tracing::warn!(job = job.id, error = %e, "could not return a job claimed ahead; it goes back with the others at the end of shutdown");
         }
     }
 }

@@ -334,7 +334,7 @@ impl PubSub {
     ) -> tokio::task::JoinHandle<()> {
         let (db, hub) = (self.db.clone(), self.hub.clone());
         tokio::spawn(async move {
-            let Db::Sqlite(pool) = db else { return };
+            let Db::Sqlite(pool, _) = db else { return };
             // Start after what is stored now: followers deliver news, not history.
             let start: Option<i64> = sqlx::query_scalar("SELECT max(id) FROM hearth_pubsub")
                 .fetch_one(&pool)

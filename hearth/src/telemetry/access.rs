@@ -9,7 +9,7 @@
 //! `HEARTH_LOG=info,hearth::access=off` turns it off. Without the CLI's
 //! subscriber (in tests) lines go through `tracing` as ordinary events.
 
-use std::fmt::Write as _;
+use std::cell::Cell;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -63,80 +63,109 @@ pub(crate) fn log(line: &AccessLine<'_>) {
     if !sink.enabled {
         return;
     }
-    let mut out = String::with_capacity(200);
     let now = SystemTime::now();
-    if sink.json {
-        out.push_str("{\"timestamp\":\"");
-        push_rfc3339(&mut out, now);
-        out.push_str("\",\"level\":\"INFO\",\"target\":\"hearth::access\",\"message\":\"request\",\"method\":");
-        push_json_str(&mut out, line.method);
-        out.push_str(",\"path\":");
-        push_json_str(&mut out, line.path);
-        out.push_str(",\"status\":");
-        push_digits(&mut out, u64::from(line.status), 1);
-        out.push_str(",\"duration_us\":");
-        push_digits(&mut out, micros, 1);
-        out.push_str(",\"request_id\":");
-        push_json_str(&mut out, line.request_id);
-        out.push_str("}\n");
-    } else {
-        push_rfc3339(&mut out, now);
-        out.push_str("  INFO hearth::access: request method=");
-        out.push_str(line.method);
-        out.push_str(" path=");
-        out.push_str(line.path);
-        out.push_str(" status=");
-        push_digits(&mut out, u64::from(line.status), 1);
-        out.push_str(" duration_us=");
-        push_digits(&mut out, micros, 1);
-        out.push_str(" request_id=");
-        out.push_str(line.request_id);
-        out.push('\n');
-    }
-    sink.writer.append(out.as_bytes());
+    // Formatted straight into the shared buffer: no line of its own to allocate.
+    sink.writer.append_with(|out| {
+        if sink.json {
+            out.extend_from_slice(b"{\"timestamp\":\"");
+            push_rfc3339(out, now);
+            out.extend_from_slice(
+                b"\",\"level\":\"INFO\",\"target\":\"hearth::access\",\"message\":\"request\",\"method\":",
+            );
+            push_json_str(out, line.method);
+            out.extend_from_slice(b",\"path\":");
+            push_json_str(out, line.path);
+            out.extend_from_slice(b",\"status\":");
+            push_digits(out, u64::from(line.status), 1);
+            out.extend_from_slice(b",\"duration_us\":");
+            push_digits(out, micros, 1);
+            out.extend_from_slice(b",\"request_id\":");
+            push_json_str(out, line.request_id);
+            out.extend_from_slice(b"}\n");
+        } else {
+            push_rfc3339(out, now);
+            out.extend_from_slice(b"  INFO hearth::access: request method=");
+            out.extend_from_slice(line.method.as_bytes());
+            out.extend_from_slice(b" path=");
+            out.extend_from_slice(line.path.as_bytes());
+            out.extend_from_slice(b" status=");
+            push_digits(out, u64::from(line.status), 1);
+            out.extend_from_slice(b" duration_us=");
+            push_digits(out, micros, 1);
+            out.extend_from_slice(b" request_id=");
+            out.extend_from_slice(line.request_id.as_bytes());
+            out.push(b'\n');
+        }
+    });
 }
 
-fn push_json_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
+/// A JSON string. Bytes of multi-byte characters are all >= 0x80 and pass
+/// through unchanged, so working on bytes keeps valid UTF-8 valid.
+fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    for &b in s.as_bytes() {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b if b < 0x20 => {
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xf)]);
             }
-            c => out.push(c),
+            b => out.push(b),
         }
     }
-    out.push('"');
+    out.push(b'"');
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.ffffffZ` in UTC. Digits are pushed by hand: `write!`
-/// with padding costs more than the rest of the line.
-fn push_rfc3339(out: &mut String, t: SystemTime) {
+thread_local! {
+    /// The second last formatted on this thread and its `YYYY-MM-DDTHH:MM:SS.`:
+    /// under load most lines fall in the same second as the one before.
+    static STAMP: Cell<(u64, [u8; 20])> = const { Cell::new((u64::MAX, [0; 20])) };
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ` in UTC.
+fn push_rfc3339(out: &mut Vec<u8>, t: SystemTime) {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
+    let (cached, mut prefix) = STAMP.get();
+    if cached != secs {
+        prefix = second_prefix(secs);
+        STAMP.set((secs, prefix));
+    }
+    out.extend_from_slice(&prefix);
+    push_digits(out, u64::from(d.subsec_micros()), 6);
+    out.push(b'Z');
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.` for a second since the epoch.
+fn second_prefix(secs: u64) -> [u8; 20] {
     let days = i64::try_from(secs / 86_400).unwrap_or(0);
     let rem = secs % 86_400;
     let (y, m, day) = civil_from_days(days);
-    push_digits(out, u64::try_from(y).unwrap_or(0), 4);
-    out.push('-');
-    push_digits(out, u64::from(m), 2);
-    out.push('-');
-    push_digits(out, u64::from(day), 2);
-    out.push('T');
-    push_digits(out, rem / 3600, 2);
-    out.push(':');
-    push_digits(out, (rem / 60) % 60, 2);
-    out.push(':');
-    push_digits(out, rem % 60, 2);
-    out.push('.');
-    push_digits(out, u64::from(d.subsec_micros()), 6);
-    out.push('Z');
+    let mut v = Vec::with_capacity(20);
+    push_digits(&mut v, u64::try_from(y).unwrap_or(0), 4);
+    v.push(b'-');
+    push_digits(&mut v, u64::from(m), 2);
+    v.push(b'-');
+    push_digits(&mut v, u64::from(day), 2);
+    v.push(b'T');
+    push_digits(&mut v, rem / 3600, 2);
+    v.push(b':');
+    push_digits(&mut v, (rem / 60) % 60, 2);
+    v.push(b':');
+    push_digits(&mut v, rem % 60, 2);
+    v.push(b'.');
+    let mut out = [b'0'; 20];
+    // Years past 9999 would make it longer; keep the first 20 bytes then.
+    let n = v.len().min(20);
+    out[..n].copy_from_slice(&v[..n]);
+    out
 }
 
 /// Pushes `n` in decimal, zero-padded to at least `width` digits.
-fn push_digits(out: &mut String, mut n: u64, width: usize) {
+fn push_digits(out: &mut Vec<u8>, mut n: u64, width: usize) {
     let mut buf = [b'0'; 20];
     let mut i = buf.len();
     while n > 0 {
@@ -145,9 +174,7 @@ fn push_digits(out: &mut String, mut n: u64, width: usize) {
         n /= 10;
     }
     let start = i.min(buf.len() - width.clamp(1, buf.len()));
-    for &b in &buf[start..] {
-        out.push(char::from(b));
-    }
+    out.extend_from_slice(&buf[start..]);
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -170,20 +197,27 @@ mod tests {
 
     #[test]
     fn dates_are_rfc3339_utc() {
-        let mut s = String::new();
+        let mut s = Vec::new();
         push_rfc3339(&mut s, UNIX_EPOCH);
-        assert_eq!(s, "1970-01-01T00:00:00.000000Z");
-        let mut s = String::new();
+        assert_eq!(s, b"1970-01-01T00:00:00.000000Z");
+        let mut s = Vec::new();
         // 2026-11-23T17:38:27.5Z
         push_rfc3339(
             &mut s,
             UNIX_EPOCH + Duration::from_millis(1_795_455_507_500),
         );
-        assert_eq!(s, "2026-11-23T17:38:27.500000Z");
-        let mut s = String::new();
+        assert_eq!(s, b"2026-11-23T17:38:27.500000Z");
+        // The same second again comes from the cache, with new micros.
+        let mut s = Vec::new();
+        push_rfc3339(
+            &mut s,
+            UNIX_EPOCH + Duration::from_micros(1_795_455_507_000_042),
+        );
+        assert_eq!(s, b"2026-11-23T17:38:27.000042Z");
+        let mut s = Vec::new();
         // 2024-02-29T00:00:00Z, a leap day
         push_rfc3339(&mut s, UNIX_EPOCH + Duration::from_secs(1_709_164_800));
-        assert_eq!(s, "2024-02-29T00:00:00.000000Z");
+        assert_eq!(s, b"2024-02-29T00:00:00.000000Z");
     }
 
     #[test]
@@ -195,18 +229,18 @@ mod tests {
             (42, 6, "000042"),
             (u64::MAX, 1, "18446744073709551615"),
         ] {
-            let mut s = String::new();
+            let mut s = Vec::new();
             push_digits(&mut s, n, w);
-            assert_eq!(s, want);
+            assert_eq!(s, want.as_bytes());
         }
     }
 
     #[test]
     fn json_strings_are_escaped() {
-        let mut s = String::new();
-        push_json_str(&mut s, "a\"b\\c\nd");
-        assert_eq!(s, r#""a\"b\\c\u000ad""#);
-        let v: String = serde_json::from_str(&s).unwrap();
-        assert_eq!(v, "a\"b\\c\nd");
+        let mut s = Vec::new();
+        push_json_str(&mut s, "a\"b\\c\nd\u{1f}é");
+        assert_eq!(s, r#""a\"b\\c\u000ad\u001fé""#.as_bytes());
+        let v: String = serde_json::from_slice(&s).unwrap();
+        assert_eq!(v, "a\"b\\c\nd\u{1f}é");
     }
 }

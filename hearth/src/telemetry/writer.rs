@@ -100,9 +100,15 @@ impl BatchWriter {
 
     /// Appends bytes (whole lines) to the buffer.
     pub(crate) fn append(&self, bytes: &[u8]) {
+        self.append_with(|buf| buf.extend_from_slice(bytes));
+    }
+
+    /// Lets `write` append whole lines to the buffer in place, which saves
+    /// formatting into a line of its own first and copying it.
+    pub(crate) fn append_with(&self, write: impl FnOnce(&mut Vec<u8>)) {
         let over = {
             let mut buf = lock(&self.shared.buf);
-            buf.extend_from_slice(bytes);
+            write(&mut buf);
             buf.len() >= MAX_BUFFER
         };
         if over || self.shared.stop.load(Ordering::Relaxed) {

@@ -357,7 +357,7 @@ pub async fn schema_of(
     db: &crate::Db,
 ) -> Result<std::collections::BTreeMap<String, Vec<Column>>, sqlx::Error> {
     let rows: Vec<(String, String, String, bool)> = match db {
-        crate::Db::Sqlite(p) => sqlx::query_as::<_, (String, String, String, i64, i64)>(
+        crate::Db::Sqlite(p, _) => sqlx::query_as::<_, (String, String, String, i64, i64)>(
             "SELECT m.name, c.name, c.type, c.\"notnull\", c.pk
              FROM sqlite_master m JOIN pragma_table_info(m.name) c
              WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'",

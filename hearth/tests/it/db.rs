@@ -31,7 +31,7 @@ hearth::db_tests! {
         assert!(status.is_current(), "{status:?}");
         // hearth's own tables first, then the module's.
         let applied: Vec<(&str, &str)> = status.applied.iter().map(|m| (m.module.as_str(), m.name.as_str())).collect();
-        assert_eq!(applied, [("hearth", "jobs"), ("hearth", "cron"), ("hearth", "pubsub"), ("probe", "create_probe_item")]);
+        assert_eq!(applied, [("hearth", "jobs"), ("hearth", "cron"), ("hearth", "pubsub"), ("hearth", "tokens"), ("probe", "create_probe_item")]);
         let report = migrate::migrate(&db, &specs).await.unwrap();
         assert!(report.applied.is_empty());
     }
@@ -181,7 +181,7 @@ async fn sqlite_and_postgres_end_with_the_same_tables_and_columns() {
 async fn sqlite_is_opened_in_wal_mode_with_foreign_keys() {
     let tdb = TestDb::create(Backend::Sqlite).await.unwrap();
     let db = open(&tdb).await;
-    let Db::Sqlite(pool) = &db else {
+    let Db::Sqlite(pool, _) = &db else {
         panic!("not sqlite")
     };
     let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
@@ -199,6 +199,63 @@ async fn sqlite_is_opened_in_wal_mode_with_foreign_keys() {
         .await
         .unwrap();
     assert!(busy >= 1000, "{busy}");
+    db.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_checkpoints_its_log_in_the_background() {
+    let tdb = TestDb::create(Backend::Sqlite).await.unwrap();
+    let db = open(&tdb).await;
+    let Db::Sqlite(pool, _) = &db else {
+        panic!("not sqlite")
+    };
+    // Commits no longer checkpoint on their own.
+    let auto: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(auto, 0);
+    let file = tdb.url().trim_start_matches("sqlite://").to_owned();
+    sqlx::query("CREATE TABLE filler (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
+        .execute(pool)
+        .await
+        .unwrap();
+    let before = std::fs::metadata(&file).unwrap().len();
+    // Many writers at once, each in its own transaction.
+    let writers = (0..50).map(|i| {
+        let db = db.clone();
+        tokio::spawn(async move {
+            let mut tx = db.begin().await.unwrap();
+            hearth::with_tx!(&mut tx, conn => sqlx::query("INSERT INTO filler (body) VALUES ($1)")
+                .bind(format!("{i}{}", "x".repeat(20_000)))
+                .execute(&mut **conn)
+                .await
+                .map(|_| ()))
+            .unwrap();
+            tx.commit().await.unwrap();
+        })
+    });
+    for w in writers {
+        w.await.unwrap();
+    }
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM filler")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 50);
+    // The rows reach the database file itself without any commit checkpointing.
+    let mut grown = false;
+    for _ in 0..100 {
+        if std::fs::metadata(&file).unwrap().len() > before + 500_000 {
+            grown = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        grown,
+        "the background checkpoint never copied the log into {file}"
+    );
     db.close().await;
 }
 

@@ -576,6 +576,42 @@ hearth::db_tests! {
         app.stop().await;
     }
 
+    async fn jobs_claimed_ahead_wait_their_turn_and_go_back_on_shutdown(backend) {
+        let Some(app) = TestApp::spawn_with(&chores(), backend, no_workers).await else { return };
+        let jobs = app.state().jobs().clone();
+        let long = enqueue(&jobs, Task { note: "long".into(), sleep_ms: 120_000, ..Task::default() }).await;
+        let mut ahead = Vec::new();
+        for i in 0..3 {
+            ahead.push(enqueue(&jobs, Task { note: format!("ahead {i}"), ..Task::default() }).await);
+        }
+        let mut config = TestApp::config(app.db());
+        fast(&mut config);
+        config.jobs.queues.insert("default".into(), hearth::jobs::QueueConfig { concurrency: 1 });
+        config.jobs.prefetch = Some(3);
+        config.jobs.shutdown_timeout = hearth::config::Duration::from_millis(300);
+        let worker = chores().start_worker(config).await.unwrap();
+        // One slot: the long job runs, the other three are held (leased) behind it.
+        wait_state(&jobs, long, JobState::Active).await;
+        for id in &ahead {
+            wait_state(&jobs, *id, JobState::Active).await;
+        }
+        // Active only means claimed; the handler writes its row a moment later.
+        let db = app.state().db().clone();
+        eventually("the long job to start", || async { (count(&db, "SELECT count(*) FROM chore_run").await >= 1).then_some(()) }).await;
+        let ran: Vec<i64> = with_db!(&db, pool => sqlx::query_scalar("SELECT job_id FROM chore_run").fetch_all(pool).await).unwrap();
+        assert_eq!(ran, vec![long], "only the long job may have started");
+        worker.shutdown().await;
+        // All four are pending again, none charged an attempt.
+        let back = jobs.list(JobState::Pending, None, 10).await.unwrap();
+        let mut ids: Vec<(i64, i64)> = back.iter().map(|j| (j.id, j.attempts)).collect();
+        ids.sort();
+        let mut want: Vec<(i64, i64)> = std::iter::once(long).chain(ahead).map(|id| (id, 0)).collect();
+        want.sort();
+        assert_eq!(ids, want);
+        assert!(jobs.list(JobState::Active, None, 10).await.unwrap().is_empty());
+        app.stop().await;
+    }
+
     async fn a_cron_tick_fires_exactly_once_with_two_nodes(backend) {
         let with_cron = || App::new("chores", "0.0.1").module(Chores {
             cron: vec![Schedule::new("chores.every_second", "* * * * * *", TICK, &"tick".to_owned())],

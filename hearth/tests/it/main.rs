@@ -10,3 +10,4 @@ mod pipeline;
 mod probe;
 mod realtime;
 mod server;
+mod tokens;

@@ -45,6 +45,13 @@ hearth::db_tests! {
 
         let res = c.get(app.url("/nothing")).header("x-request-id", "trace-7").send().await.unwrap();
         assert_eq!(json_of(res).await["request_id"], "trace-7");
+
+        // Handlers see the same id through the `RequestId` extractor.
+        let res = c.get(app.url("/probe/request-id")).send().await.unwrap();
+        let header = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+        assert_eq!(res.text().await.unwrap(), header);
+        let res = c.get(app.url("/probe/request-id")).header("x-request-id", "trace-8").send().await.unwrap();
+        assert_eq!(res.text().await.unwrap(), "trace-8");
     }
 
     async fn unknown_routes_get_404_as_json_or_html(backend) {

@@ -49,7 +49,11 @@ impl Module for Probe {
                 )
                 .route("/probe/echo", post(echo))
                 .route("/probe/items", get(list_items).post(add_item))
-                .route("/probe/big", get(big)),
+                .route("/probe/big", get(big))
+                .route(
+                    "/probe/request-id",
+                    get(|id: hearth::http::RequestId| async move { id.as_str().to_owned() }),
+                ),
         );
         ctx.signed_in(Router::new().route("/probe/me", get(|| async { "me" })));
         ctx.admin(Router::new().route("/probe/admin", get(|| async { "admin" })));
