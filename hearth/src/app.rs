@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Tokens;
+use crate::auth::{Auth, Tokens};
 use crate::config::Config;
 use crate::db::migrate::{self, MigrateError, Migration};
 use crate::db::{Db, DbError};
@@ -23,7 +23,7 @@ use crate::jobs::{Jobs, Workers};
 use crate::module::{Context, Module, ModuleSpec, ResetHook, SpecError};
 use crate::realtime::{PubSub, listener};
 
-/// hearth's own module: the tables of the job queue, cron, pub/sub and tokens.
+/// hearth's own module: the tables of the job queue, cron, pub/sub, tokens and accounts.
 pub(crate) const HEARTH_SPEC: ModuleSpec =
     ModuleSpec::new("hearth").migrations(HEARTH_SQLITE, HEARTH_POSTGRES);
 
@@ -48,6 +48,11 @@ const HEARTH_SQLITE: &[Migration] = &[
         "tokens",
         include_str!("../migrations/sqlite/0004_tokens.sql"),
     ),
+    Migration::new(
+        5,
+        "accounts",
+        include_str!("../migrations/sqlite/0005_accounts.sql"),
+    ),
 ];
 
 const HEARTH_POSTGRES: &[Migration] = &[
@@ -70,6 +75,11 @@ const HEARTH_POSTGRES: &[Migration] = &[
         4,
         "tokens",
         include_str!("../migrations/postgres/0004_tokens.sql"),
+    ),
+    Migration::new(
+        5,
+        "accounts",
+        include_str!("../migrations/postgres/0005_accounts.sql"),
     ),
 ];
 
@@ -97,6 +107,7 @@ struct Inner {
     jobs: Jobs,
     pubsub: PubSub,
     tokens: Tokens,
+    auth: Auth,
 }
 
 impl AppState {
@@ -138,6 +149,11 @@ impl AppState {
     /// The token store.
     pub fn tokens(&self) -> &Tokens {
         &self.0.tokens
+    }
+
+    /// Accounts, sessions, passwords and rate limits.
+    pub fn auth(&self) -> &Auth {
+        &self.0.auth
     }
 }
 
@@ -265,6 +281,7 @@ impl App {
         let jobs = Jobs::new(db.clone(), config.jobs.clone());
         let pubsub = PubSub::new(db.clone());
         let tokens = Tokens::new(db.clone());
+        let auth = Auth::new(&config, db.clone(), tokens.clone());
         let state = AppState(Arc::new(Inner {
             name: self.name,
             version: self.version,
@@ -274,6 +291,7 @@ impl App {
             jobs,
             pubsub,
             tokens,
+            auth,
         }));
         let mut ctx = Context::new(&state);
         ctx.set_module(HEARTH_SPEC.name());

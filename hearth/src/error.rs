@@ -144,6 +144,13 @@ impl Error {
         e
     }
 
+    /// Replaces the stable code (`forbidden` → `csrf_failed`).
+    #[must_use]
+    pub fn with_code(mut self, code: impl Into<Cow<'static, str>>) -> Self {
+        self.body.code = code.into();
+        self
+    }
+
     /// Names the input field at fault.
     #[must_use]
     pub fn with_field(mut self, field: impl Into<Cow<'static, str>>) -> Self {

@@ -1,11 +1,241 @@
-//! Identity: the token store now; sessions, accounts, passwords, guards,
-//! CSRF and rate limits are built on it.
+//! Identity: tokens, accounts, passwords, sessions, guards, CSRF and rate
+//! limits, and the `/api/auth/…` routes built on them.
 //!
 //! Every secret hearth hands a user (a session cookie, an email verification
-//! link, a password reset link, a CSRF secret) is a [`Token`](tokens::Token)
-//! in one table, so expiry, revocation and purging work the same way for all
-//! of them.
+//! link, a password reset link) is a [`Token`](tokens::Token) in one table,
+//! so expiry, revocation and purging work the same way for all of them. The
+//! CSRF token is derived from the session token (see [`session`]).
+//!
+//! Reach it all through `state.auth()`; handlers name the caller with the
+//! [`CurrentUser`] extractor, and modules put routes behind the guards by
+//! registering them in the matching route group of their
+//! [`Context`](crate::Context).
 
+mod config;
+pub mod guard;
+pub mod passwords;
+pub mod rate;
+pub mod routes;
+pub mod session;
 pub mod tokens;
+pub mod users;
 
+use std::path::Path;
+use std::sync::Arc;
+
+pub use config::{Argon2Config, AuthConfig, AuthLimits, Rate};
+pub use guard::{CurrentUser, MaybeSession};
+pub use passwords::Passwords;
+pub use rate::Limiter;
+pub use session::{Loaded, Session};
 pub use tokens::{Found, NewToken, Secret, Token, Tokens};
+pub use users::{User, Users};
+
+use crate::config::Config;
+use crate::db::Db;
+
+/// The name of the file in the data dir that holds a generated app secret
+/// when `secret_key` is not configured.
+pub const SECRET_FILE: &str = "secret.key";
+
+/// The pub/sub channel told about deleted accounts; the payload is
+/// `{"user_id":…,"email":…}`.
+pub const USER_DESTROYED: &str = "user-destroyed";
+
+/// Accounts, sessions and their keys; cheap to clone. Reach it with `state.auth()`.
+#[derive(Clone)]
+pub struct Auth(Arc<Inner>);
+
+struct Inner {
+    config: AuthConfig,
+    secure: bool,
+    keys: session::Keys,
+    db: Db,
+    tokens: Tokens,
+    users: Users,
+    passwords: Passwords,
+    limiter: Limiter,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("cookie", &self.0.config.cookie_name)
+            .field("secure", &self.0.secure)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Auth {
+    /// Builds the auth handle from the config; the app secret comes from
+    /// `secret_key`, or from [`SECRET_FILE`] in the data dir (created on
+    /// first start).
+    pub(crate) fn new(config: &Config, db: Db, tokens: Tokens) -> Self {
+        let master = app_secret(config);
+        Self(Arc::new(Inner {
+            config: config.auth.clone(),
+            secure: config.is_prod(),
+            keys: session::Keys::derive(&master),
+            users: Users::new(db.clone()),
+            passwords: Passwords::new(&config.auth),
+            limiter: Limiter::new(db.clone()),
+            tokens,
+            db,
+        }))
+    }
+
+    fn inner(&self) -> &Inner {
+        &self.0
+    }
+
+    /// The `[auth]` configuration.
+    pub fn config(&self) -> &AuthConfig {
+        &self.0.config
+    }
+
+    /// Whether cookies are marked `Secure` (production).
+    pub fn secure(&self) -> bool {
+        self.0.secure
+    }
+
+    pub(crate) fn keys(&self) -> &session::Keys {
+        &self.0.keys
+    }
+
+    pub(crate) fn db(&self) -> &Db {
+        &self.0.db
+    }
+
+    /// The account store.
+    pub fn users(&self) -> &Users {
+        &self.0.users
+    }
+
+    /// The password hasher and policy.
+    pub fn passwords(&self) -> &Passwords {
+        &self.0.passwords
+    }
+
+    /// The rate limiter.
+    pub fn limiter(&self) -> &Limiter {
+        &self.0.limiter
+    }
+
+    /// Whether `user` is an admin: the database flag, or the config's list.
+    pub fn is_admin(&self, user: &User) -> bool {
+        user.admin_flag || self.0.config.is_listed_admin(&user.email)
+    }
+}
+
+/// The app secret: `secret_key` when set; otherwise the contents of
+/// [`SECRET_FILE`] in the data dir, which is generated (readable by the
+/// owner only) when missing. If the file can be neither read nor written,
+/// a random secret for this process only is used, and sessions end with it.
+fn app_secret(config: &Config) -> Vec<u8> {
+    if let Some(key) = &config.secret_key {
+        return key.expose().as_bytes().to_vec();
+    }
+    let path = config.data_dir.join(SECRET_FILE);
+    match read_or_create_secret(&path) {
+        Ok(secret) => {
+            if config.is_prod() {
+                tracing::warn!(
+                    path = %path.display(),
+                    "secret_key is not set; using the generated key file. Every node must share one \
+                     secret: set secret_key when running more than one"
+                );
+            }
+            secret
+        }
+        Err(e) => {
+            tracing::error!(
+                path = %path.display(),
+                error = %e,
+                "cannot read or create the secret key file; sessions will not survive a restart"
+            );
+            random_secret().into_bytes()
+        }
+    }
+}
+
+fn random_secret() -> String {
+    let mut bytes = [0_u8; 32];
+    // The OS generator does not fail on the systems hearth runs on; if it
+    // ever does, a weaker but unpredictable-enough seed keeps the process up
+    // and the log says so.
+    if let Err(e) = getrandom::fill(&mut bytes) {
+        tracing::error!(error = %e, "no OS randomness for the app secret");
+        bytes.iter_mut().for_each(|b| *b = fastrand::u8(..));
+    }
+    tokens::hex(&bytes)
+}
+
+fn read_or_create_secret(path: &Path) -> std::io::Result<Vec<u8>> {
+    match std::fs::read_to_string(path) {
+        Ok(s) if s.trim().len() >= 32 => return Ok(s.trim().as_bytes().to_vec()),
+        Ok(_) => {
+            return Err(std::io::Error::other(
+                "the file holds fewer than 32 characters",
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let secret = random_secret();
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    match opts.open(path) {
+        Ok(mut f) => {
+            use std::io::Write as _;
+            f.write_all(secret.as_bytes())?;
+            f.sync_all()?;
+            Ok(secret.into_bytes())
+        }
+        // Another process created it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            read_or_create_secret_existing(path)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn read_or_create_secret_existing(path: &Path) -> std::io::Result<Vec<u8>> {
+    let s = std::fs::read_to_string(path)?;
+    if s.trim().len() >= 32 {
+        Ok(s.trim().as_bytes().to_vec())
+    } else {
+        Err(std::io::Error::other(
+            "the file holds fewer than 32 characters",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_generated_secret_is_kept_and_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data").join(SECRET_FILE);
+        let first = read_or_create_secret(&path).unwrap();
+        assert_eq!(first.len(), 64);
+        assert_eq!(read_or_create_secret(&path).unwrap(), first);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::write(&path, "short").unwrap();
+        assert!(read_or_create_secret(&path).is_err());
+    }
+}

@@ -41,6 +41,12 @@ impl Secret {
     }
 }
 
+/// Wraps token text that came back from a client (a cookie), once it is known
+/// to be well formed.
+pub(crate) fn secret_from(text: String) -> Secret {
+    Secret(text)
+}
+
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(…)")
@@ -158,7 +164,7 @@ fn millis(d: Duration) -> i64 {
 
 /// SHA-256 of the token's bytes, as 64 lowercase hex digits; `None` when the
 /// text is not a token at all.
-fn hash_of(secret: &str) -> Option<String> {
+pub(crate) fn hash_of(secret: &str) -> Option<String> {
     if secret.len() != TOKEN_LEN {
         return None;
     }
@@ -169,7 +175,7 @@ fn hash_of(secret: &str) -> Option<String> {
     Some(hex(&Sha256::digest(&bytes)))
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -315,6 +321,15 @@ impl Tokens {
     ) -> Result<u64, sqlx::Error> {
         with_tx!(tx, conn => sqlx::query("DELETE FROM hearth_token WHERE kind = $1 AND owner = $2")
             .bind(kind)
+            .bind(owner)
+            .execute(&mut **conn)
+            .await
+            .map(|r| r.rows_affected()))
+    }
+
+    /// Deletes every token `owner` holds, of any kind; returns how many.
+    pub async fn revoke_all_owned(&self, tx: &mut Tx, owner: &str) -> Result<u64, sqlx::Error> {
+        with_tx!(tx, conn => sqlx::query("DELETE FROM hearth_token WHERE owner = $1")
             .bind(owner)
             .execute(&mut **conn)
             .await

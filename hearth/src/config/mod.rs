@@ -59,6 +59,8 @@ pub struct Config {
     pub jobs: crate::jobs::JobsConfig,
     /// Pub/sub retention and browser streams.
     pub realtime: crate::realtime::RealtimeConfig,
+    /// Accounts, sessions, passwords and the auth routes' rate limits.
+    pub auth: crate::auth::AuthConfig,
 }
 
 /// HTTP limits and timeouts.
@@ -123,6 +125,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             jobs: crate::jobs::JobsConfig::default(),
             realtime: crate::realtime::RealtimeConfig::default(),
+            auth: crate::auth::AuthConfig::default(),
         }
     }
 }
@@ -322,6 +325,7 @@ impl Config {
                 "must be greater than 0",
             ));
         }
+        self.auth.validate()?;
         self.jobs.validate()
     }
 

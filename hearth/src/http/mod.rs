@@ -2,16 +2,16 @@
 //!
 //! compression → request id + access log + limits (body size, concurrency,
 //! timeout) + panic catcher + error rendering + ETags (`front`) → static files
-//! → public routes → gatekeeper → signed-in routes → admin gatekeeper → admin
-//! routes, with `/healthz` and `/readyz` among the public routes and a JSON/HTML
-//! 404 for everything else.
+//! → public routes → auth routes → gatekeeper → CSRF → signed-in routes
+//! (and the verified and group guards before theirs) → admin gatekeeper →
+//! admin routes, with `/healthz` and `/readyz` among the public routes and a
+//! JSON/HTML 404 for everything else. The guards are in `auth::guard`.
 //!
 //! Compression sits outside `front` so that ETags are computed on the
 //! uncompressed body and are the same for every encoding (they are weak ETags).
 
 mod compress;
 mod front;
-mod guard;
 mod health;
 mod json;
 mod limits;
@@ -23,6 +23,7 @@ use axum::middleware;
 use tower::ServiceBuilder;
 
 use crate::app::AppState;
+use crate::auth::guard;
 use crate::error::Error;
 use crate::module::Context;
 
@@ -72,18 +73,38 @@ pub(crate) fn pipeline(state: &AppState, ctx: Context<'_>) -> Pipeline {
     if !ctx.assets.is_empty() {
         app = app.merge(static_files::router(&ctx.assets, http.static_max_age.get()));
     }
+    app = app.merge(crate::auth::routes::public());
     // route_layer guards only the routes that exist, so unknown paths stay 404.
-    if ctx.signed_in.has_routes() {
+    // The last layer added runs first: gatekeeper, then CSRF, then the group's guard.
+    let gate = || middleware::from_fn_with_state(state.clone(), guard::gatekeeper);
+    let csrf = || middleware::from_fn_with_state(state.clone(), guard::csrf);
+    let signed_in = ctx.signed_in.merge(crate::auth::routes::signed_in());
+    app = app.merge(signed_in.route_layer(csrf()).route_layer(gate()));
+    if ctx.verified.has_routes() {
         app = app.merge(
-            ctx.signed_in
-                .route_layer(middleware::from_fn(guard::gatekeeper)),
+            ctx.verified
+                .route_layer(middleware::from_fn(guard::verified_gatekeeper))
+                .route_layer(csrf())
+                .route_layer(gate()),
+        );
+    }
+    for (group, routes) in ctx.groups {
+        app = app.merge(
+            routes
+                .route_layer(middleware::from_fn_with_state(
+                    (state.clone(), group),
+                    guard::group_gatekeeper,
+                ))
+                .route_layer(csrf())
+                .route_layer(gate()),
         );
     }
     if ctx.admin.has_routes() {
         app = app.merge(
             ctx.admin
                 .route_layer(middleware::from_fn(guard::admin_gatekeeper))
-                .route_layer(middleware::from_fn(guard::gatekeeper)),
+                .route_layer(csrf())
+                .route_layer(gate()),
         );
     }
     let router = app.fallback(not_found).with_state(state.clone());

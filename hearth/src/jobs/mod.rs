@@ -639,7 +639,7 @@ impl Jobs {
 }
 
 /// hearth's own housekeeping job: purges old history, dead jobs, old
-/// pub/sub messages and expired tokens.
+/// pub/sub messages, expired tokens and spent rate-limit counters.
 pub const HOUSEKEEPING: JobName<()> = JobName::new("hearth.housekeeping")
     .queue("hearth")
     .max_attempts(3);
@@ -673,12 +673,17 @@ pub(crate) fn register_own(ctx: &mut crate::Context<'_>) {
         let cutoff = now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX / 2);
         let messages = run.state.pubsub().purge(cutoff).await?;
         let tokens = run.state.tokens().purge_expired(now_ms()).await?;
+        let auth = run.state.auth();
+        let window = auth.config().limits.longest_window();
+        let since = now_ms() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX / 2);
+        let counters = auth.limiter().purge(since).await?;
         tracing::info!(
             history,
             dead,
             messages,
             tokens,
-            "housekeeping purged old jobs, messages and expired tokens"
+            counters,
+            "housekeeping purged old jobs, messages, expired tokens and rate-limit counters"
         );
         Ok(())
     });

@@ -1,9 +1,10 @@
 //! The module contract: what a module declares and how it plugs into an app.
 //!
 //! A module declares a [`ModuleSpec`] (a stable name and its migrations for
-//! both engines) and, in [`Module::register`], adds routes to the three route
-//! groups of a [`Context`] (public, signed-in, admin), static assets, and a
-//! reset hook that tests use to return its tables to a clean state. Modules
+//! both engines) and, in [`Module::register`], adds routes to the route
+//! groups of a [`Context`] (public, signed-in, verified, member of a group,
+//! admin), static assets, jobs, cron schedules, and a reset hook that tests
+//! use to return its tables to a clean state. Modules
 //! get what they need through [`AppState`] and axum's compile-time-checked
 //! `State` extractors; there are no globals.
 
@@ -145,6 +146,8 @@ pub struct Context<'a> {
     state: &'a AppState,
     pub(crate) public: Router<AppState>,
     pub(crate) signed_in: Router<AppState>,
+    pub(crate) verified: Router<AppState>,
+    pub(crate) groups: Vec<(Arc<str>, Router<AppState>)>,
     pub(crate) admin: Router<AppState>,
     pub(crate) resets: Vec<(&'static str, ResetHook)>,
     pub(crate) assets: Vec<Asset>,
@@ -160,6 +163,8 @@ impl<'a> Context<'a> {
             state,
             public: Router::new(),
             signed_in: Router::new(),
+            verified: Router::new(),
+            groups: Vec::new(),
             admin: Router::new(),
             resets: Vec::new(),
             assets: Vec::new(),
@@ -184,9 +189,31 @@ impl<'a> Context<'a> {
         self.public = std::mem::take(&mut self.public).merge(routes);
     }
 
-    /// Routes that require a signed-in user; the gatekeeper runs before them.
+    /// Routes that require a signed-in user; the gatekeeper and, on unsafe
+    /// methods, the CSRF check run before them.
     pub fn signed_in(&mut self, routes: Router<AppState>) {
         self.signed_in = std::mem::take(&mut self.signed_in).merge(routes);
+    }
+
+    /// Routes that require a signed-in user whose email is verified.
+    pub fn verified(&mut self, routes: Router<AppState>) {
+        self.verified = std::mem::take(&mut self.verified).merge(routes);
+    }
+
+    /// Routes that require a signed-in member of `group` (groups are stored
+    /// in the database; `user add-group` puts an account in one).
+    pub fn group(&mut self, group: &str, routes: Router<AppState>) {
+        if let Err(e) = crate::auth::users::check_group(group) {
+            self.errors.push(SpecError {
+                module: self.module.to_owned(),
+                problem: format!("group `{group}`: {}", e.body().message),
+            });
+            return;
+        }
+        match self.groups.iter_mut().find(|(g, _)| &**g == group) {
+            Some((_, r)) => *r = std::mem::take(r).merge(routes),
+            None => self.groups.push((Arc::from(group), routes)),
+        }
     }
 
     /// Routes that require an admin; both gatekeepers run before them.

@@ -223,15 +223,23 @@ impl TestApp {
     }
 
     /// The configuration tests start from: loopback on port 0, the test
-    /// database, a data dir inside the test's temp dir.
+    /// database, a data dir inside the test's temp dir, and cheap argon2
+    /// parameters (64 KiB, one pass) so that tests which sign in many times
+    /// stay fast; a test of the real cost sets them back.
     pub fn config(db: &TestDb) -> Config {
-        Config {
+        let mut config = Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: db.dir().join("data"),
             database_url: Some(Secret::new(db.url())),
             log: "warn".into(),
             ..Config::default()
-        }
+        };
+        config.auth.argon2 = crate::auth::Argon2Config {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        };
+        config
     }
 
     /// Starts an app and returns the error instead of panicking, for tests of start-up failures.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use hearth::auth::CurrentUser;
 use hearth::db::migrate::Migration;
 use hearth::http::Json;
 use hearth::prelude::*;
@@ -55,7 +56,24 @@ impl Module for Probe {
                     get(|id: hearth::http::RequestId| async move { id.as_str().to_owned() }),
                 ),
         );
-        ctx.signed_in(Router::new().route("/probe/me", get(|| async { "me" })));
+        ctx.signed_in(
+            Router::new()
+                .route(
+                    "/probe/me",
+                    get(|me: CurrentUser| async move { me.user.email }),
+                )
+                .route(
+                    "/probe/note",
+                    post(|me: CurrentUser, body: String| async move {
+                        format!("{}: {body}", me.user.email)
+                    }),
+                ),
+        );
+        ctx.verified(Router::new().route("/probe/verified", get(|| async { "verified" })));
+        ctx.group(
+            "editors",
+            Router::new().route("/probe/editors", get(|| async { "editors" })),
+        );
         ctx.admin(Router::new().route("/probe/admin", get(|| async { "admin" })));
         ctx.asset("probe.txt", b"probe asset\n");
         ctx.on_reset(|db| async move {

@@ -135,24 +135,34 @@ hearth::db_tests! {
         app.stop().await;
     }
 
-    async fn housekeeping_purges_expired_tokens(backend) {
+    async fn housekeeping_purges_expired_tokens_and_spent_rate_counters(backend) {
         let Some(app) = TestApp::spawn_with(&app(), backend, |c| {
             c.jobs.poll_interval = hearth::config::Duration::from_millis(100);
         }).await else { return };
         let tokens = app.state().tokens();
         let (old, _) = issue(&app, NewToken::new("session", Duration::ZERO)).await;
         let (fresh, _) = issue(&app, NewToken::new("session", Duration::from_secs(60))).await;
+        // One counter from long ago, one current.
+        let limiter = app.state().auth().limiter();
+        let rate = hearth::auth::Rate::new(5, hearth::config::Duration::from_secs(60));
+        limiter.hit("test:old", rate).await.unwrap();
+        limiter.hit("test:new", rate).await.unwrap();
+        with_db!(app.state().db(), pool => sqlx::query("UPDATE hearth_rate_limit SET window_start = 1 WHERE key = 'test:old'").execute(pool).await.map(|_| ())).unwrap();
         app.state().jobs().enqueue_now(hearth::jobs::HOUSEKEEPING.job(&())).await.unwrap();
+        // The job purges tokens, then counters; wait for both.
         let mut purged = false;
+        let mut keys: Vec<String> = Vec::new();
         for _ in 0..300 {
-            if tokens.find("session", &old).await.unwrap() == Found::Missing {
+            keys = with_db!(app.state().db(), pool => sqlx::query_scalar("SELECT key FROM hearth_rate_limit ORDER BY key").fetch_all(pool).await).unwrap();
+            if tokens.find("session", &old).await.unwrap() == Found::Missing && keys.len() == 1 {
                 purged = true;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(purged, "housekeeping did not purge the expired token");
+        assert!(purged, "housekeeping did not purge the expired token and the old counter");
         assert!(matches!(tokens.find("session", &fresh).await.unwrap(), Found::Valid(_)));
+        assert_eq!(keys, ["test:new"]);
         app.stop().await;
     }
 }

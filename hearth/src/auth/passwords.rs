@@ -1,0 +1,289 @@
+//! Passwords: the policy a new password must meet, and argon2id hashing on
+//! a bounded slice of the blocking pool.
+//!
+//! A hash costs ~19 MiB and tens of milliseconds of one core by design, so it
+//! never runs on the async workers: it goes to tokio's blocking pool, and a
+//! semaphore lets only `auth.hash_concurrency` run at once. A login storm
+//! therefore queues for hashing slots while other requests keep flowing.
+//!
+//! Verifying against an unknown account still hashes, against a dummy hash
+//! made with the same parameters, so the time a login takes does not say
+//! whether the email exists.
+
+use std::sync::Arc;
+
+use argon2::password_hash::phc::PasswordHash;
+use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
+use tokio::sync::{OnceCell, Semaphore};
+
+use crate::auth::AuthConfig;
+use crate::error::Error;
+
+const COMMON: &str = include_str!("common_passwords.txt");
+
+/// What a verification found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    /// The password matches.
+    pub matches: bool,
+    /// It matches, but the stored hash was made with other parameters (or
+    /// another algorithm) and should be replaced.
+    pub needs_rehash: bool,
+}
+
+/// The password hasher and policy; cheap to clone.
+#[derive(Clone)]
+pub struct Passwords(Arc<Inner>);
+
+struct Inner {
+    params: Params,
+    slots: Semaphore,
+    dummy: OnceCell<String>,
+    min_len: usize,
+    max_len: usize,
+}
+
+impl std::fmt::Debug for Passwords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Passwords")
+            .field("m_cost", &self.0.params.m_cost())
+            .field("t_cost", &self.0.params.t_cost())
+            .field("p_cost", &self.0.params.p_cost())
+            .finish()
+    }
+}
+
+impl Passwords {
+    /// A hasher with the configured parameters; they were checked when the
+    /// config was validated, and OWASP's defaults stand in if they fail here.
+    pub fn new(config: &AuthConfig) -> Self {
+        let a = config.argon2;
+        let params =
+            Params::new(a.memory_kib, a.iterations, a.parallelism, None).unwrap_or(Params::DEFAULT);
+        Self(Arc::new(Inner {
+            params,
+            slots: Semaphore::new(config.hash_slots()),
+            dummy: OnceCell::new(),
+            min_len: config.password_min_len,
+            max_len: config.password_max_len,
+        }))
+    }
+
+    fn argon2(params: Params) -> Argon2<'static> {
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+    }
+
+    /// Checks a new password against the policy: long enough (in
+    /// characters), not too long (in bytes), not a well-known password and
+    /// not the email itself. The error names `field`.
+    pub fn check_policy(
+        &self,
+        password: &str,
+        email: &str,
+        field: &'static str,
+    ) -> Result<(), Error> {
+        let inner = &self.0;
+        if password.chars().count() < inner.min_len {
+            return Err(Error::validation(
+                field,
+                format!(
+                    "the password must be at least {} characters long",
+                    inner.min_len
+                ),
+            ));
+        }
+        if password.len() > inner.max_len {
+            return Err(Error::validation(
+                field,
+                format!("the password must be at most {} bytes long", inner.max_len),
+            ));
+        }
+        if is_common(password) {
+            return Err(Error::validation(
+                field,
+                "this password is on the list of the most common ones; choose another",
+            ));
+        }
+        if !email.is_empty() && password.trim().eq_ignore_ascii_case(email) {
+            return Err(Error::validation(
+                field,
+                "the password must not be the email address",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether `password` is within the length a hash will be computed for.
+    pub fn within_max_len(&self, password: &str) -> bool {
+        password.len() <= self.0.max_len
+    }
+
+    /// Hashes a password into a PHC string (`$argon2id$v=19$m=…`).
+    pub async fn hash(&self, password: &str) -> Result<String, Error> {
+        let params = self.0.params.clone();
+        let password = password.to_owned();
+        self.blocking(move || {
+            Self::argon2(params)
+                .hash_password(password.as_bytes())
+                .map(|h| h.to_string())
+                .map_err(|e| anyhow::anyhow!("hashing a password: {e}"))
+        })
+        .await
+    }
+
+    /// Verifies `password` against `stored`, or against a dummy hash when
+    /// there is no account, so that both take the same time.
+    pub async fn verify(&self, password: &str, stored: Option<&str>) -> Result<Verdict, Error> {
+        let stored = match stored {
+            Some(s) => s.to_owned(),
+            None => self.dummy().await?.to_owned(),
+        };
+        let want = self.0.params.clone();
+        let password = password.to_owned();
+        self.blocking(move || {
+            let Ok(hash) = PasswordHash::new(&stored) else {
+                // An unreadable stored hash matches nothing; say so in the log.
+                tracing::warn!("a stored password hash is not a PHC string");
+                return Ok(Verdict {
+                    matches: false,
+                    needs_rehash: false,
+                });
+            };
+            let matches = Argon2::default()
+                .verify_password(password.as_bytes(), &hash)
+                .is_ok();
+            let current = hash.algorithm.as_str() == argon2::ARGON2ID_IDENT.as_str()
+                && Params::try_from(&hash).is_ok_and(|p| {
+                    p.m_cost() == want.m_cost()
+                        && p.t_cost() == want.t_cost()
+                        && p.p_cost() == want.p_cost()
+                });
+            Ok(Verdict {
+                matches,
+                needs_rehash: matches && !current,
+            })
+        })
+        .await
+    }
+
+    async fn dummy(&self) -> Result<&str, Error> {
+        let hash = self
+            .0
+            .dummy
+            .get_or_try_init(|| async {
+                let mut random = [0_u8; 24];
+                getrandom::fill(&mut random)
+                    .map_err(|e| anyhow::anyhow!("no randomness for the dummy hash: {e}"))?;
+                self.hash(&crate::auth::tokens::hex(&random)).await
+            })
+            .await?;
+        Ok(hash)
+    }
+
+    /// Runs `work` on the blocking pool once a hashing slot is free.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+    ) -> Result<T, Error> {
+        // The semaphore is never closed, so acquiring only waits.
+        let _permit = self
+            .0
+            .slots
+            .acquire()
+            .await
+            .map_err(|e| Error::internal(anyhow::anyhow!("hashing slots closed: {e}")))?;
+        let out = tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| Error::internal(anyhow::anyhow!("password hashing task failed: {e}")))?;
+        out.map_err(Error::internal)
+    }
+}
+
+/// Whether a password is on the common list (compared without case).
+pub fn is_common(password: &str) -> bool {
+    let lower = password.to_lowercase();
+    COMMON
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .any(|l| l == lower)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cheap() -> AuthConfig {
+        let mut c = AuthConfig::default();
+        c.argon2.memory_kib = 64;
+        c.argon2.iterations = 1;
+        c
+    }
+
+    #[tokio::test]
+    async fn hashes_verify_and_flag_old_parameters() {
+        let p = Passwords::new(&cheap());
+        let h = p.hash("correct horse").await.unwrap();
+        assert!(h.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{h}");
+        let v = p.verify("correct horse", Some(&h)).await.unwrap();
+        assert_eq!(
+            v,
+            Verdict {
+                matches: true,
+                needs_rehash: false
+            }
+        );
+        let v = p.verify("wrong horse", Some(&h)).await.unwrap();
+        assert!(!v.matches);
+        // Unknown account: checked against the dummy, never matches.
+        assert!(!p.verify("correct horse", None).await.unwrap().matches);
+        // Stronger parameters in the config: the old hash still works and asks to be redone.
+        let mut stronger = cheap();
+        stronger.argon2.iterations = 2;
+        let v = Passwords::new(&stronger)
+            .verify("correct horse", Some(&h))
+            .await
+            .unwrap();
+        assert_eq!(
+            v,
+            Verdict {
+                matches: true,
+                needs_rehash: true
+            }
+        );
+        // Garbage in the column matches nothing.
+        assert!(!p.verify("x", Some("not a hash")).await.unwrap().matches);
+    }
+
+    #[test]
+    fn the_defaults_are_owasps() {
+        let c = AuthConfig::default();
+        assert_eq!(
+            (
+                c.argon2.memory_kib,
+                c.argon2.iterations,
+                c.argon2.parallelism
+            ),
+            (19_456, 2, 1)
+        );
+    }
+
+    #[test]
+    fn policy_names_the_field_and_the_reason() {
+        let p = Passwords::new(&cheap());
+        assert!(
+            p.check_policy("a fine long passphrase", "ana@example.com", "password")
+                .is_ok()
+        );
+        for bad in ["short", "Password123", "QWERTYUIOP", "ana@example.com"] {
+            let e = p
+                .check_policy(bad, "ana@example.com", "new_password")
+                .unwrap_err();
+            assert_eq!(e.body().field.as_deref(), Some("new_password"), "{bad}");
+            assert_eq!(e.status().as_u16(), 422);
+        }
+        assert!(p.check_policy(&"x".repeat(2000), "", "password").is_err());
+        // Length counts characters, not bytes.
+        assert!(p.check_policy("ééééééé", "", "password").is_err());
+        assert!(p.check_policy("éééééééé", "", "password").is_ok());
+    }
+}

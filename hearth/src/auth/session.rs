@@ -1,0 +1,317 @@
+//! Sessions: a token in the token store, carried in a signed cookie.
+//!
+//! The cookie holds the session token and nothing about the user. It is
+//! signed (HMAC-SHA256, through the `cookie` crate that axum-extra's signed
+//! jar wraps) so that the server can tell a cookie it issued that has since
+//! expired from one it never issued: the first gets a plain 401, the second
+//! is logged as suspicious. It is `HttpOnly`, `SameSite=Lax`, `Path=/`, and
+//! `Secure` in production.
+//!
+//! A session expires when unused for `auth.session_idle` and in any case
+//! `auth.session_absolute` after it began (kept in the token's data). Each use
+//! pushes the idle expiry back, but the row is only written when that moves
+//! it by more than a hundredth of the idle time, so reads do not each cost
+//! a write.
+//!
+//! Before sign-in a visitor may hold an anonymous session (no owner): it is
+//! what the CSRF token of the login and signup forms is bound to. Signing
+//! in replaces it with a new session, so a session id planted before login
+//! is worthless after it (no fixation).
+//!
+//! The CSRF token of a session is an HMAC of its token under a key derived
+//! from the app's secret: bound to the session, different for every session,
+//! and the same on every page of it, so forms can carry it without a write.
+
+use axum::http::{HeaderMap, HeaderValue, header};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cookie::{Cookie, CookieJar, Key};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::auth::tokens::{NewToken, Secret, Token, hash_of};
+use crate::auth::users::User;
+use crate::auth::{Auth, Tokens};
+use crate::db::Tx;
+use crate::error::Error;
+use crate::jobs::now_ms;
+use crate::with_db;
+
+/// The token kind of sessions.
+pub const SESSION_KIND: &str = "session";
+
+/// A live session, as the gatekeeper found it.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The session token's row id: safe to log.
+    pub id: i64,
+    secret: Secret,
+    /// The signed-in account; `None` for an anonymous pre-session.
+    pub user: Option<User>,
+    /// Whether the account is an admin (database flag or config list).
+    pub admin: bool,
+    /// When the session expires if unused, unix ms.
+    pub expires_at: i64,
+    /// When the session ends whatever happens, unix ms.
+    pub absolute_at: i64,
+}
+
+impl Session {
+    /// The session token itself, for deriving its CSRF token.
+    pub(crate) fn secret(&self) -> &Secret {
+        &self.secret
+    }
+}
+
+/// What the cookie of a request amounts to.
+#[derive(Debug, Clone)]
+pub enum Loaded {
+    /// No session cookie.
+    Absent,
+    /// A cookie this server did not sign: tampered with or made up.
+    Forged,
+    /// A cookie this server signed whose session is over: expired, revoked,
+    /// or its account is gone or disabled.
+    Ended,
+    /// A live session.
+    Valid(Session),
+}
+
+type SessionRow = (
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+);
+
+pub(crate) struct Keys {
+    cookie: Key,
+    csrf: [u8; 32],
+}
+
+impl Keys {
+    /// Derives the cookie-signing key and the CSRF key from the app secret
+    /// (at least 32 bytes; checked by the caller).
+    pub(crate) fn derive(master: &[u8]) -> Self {
+        let cookie = Key::derive_from(master);
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(cookie.signing())
+            .unwrap_or_else(|_| unreachable_hmac());
+        mac.update(b"hearth csrf v1");
+        let csrf: [u8; 32] = mac.finalize().into_bytes().into();
+        Self { cookie, csrf }
+    }
+}
+
+// HMAC accepts keys of any length, so `new_from_slice` cannot fail.
+fn unreachable_hmac() -> Hmac<Sha256> {
+    <Hmac<Sha256> as Mac>::new_from_slice(b"hmac takes any key length")
+        .unwrap_or_else(|_| unreachable!("hmac takes any key length"))
+}
+
+fn millis(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
+}
+
+impl Auth {
+    /// The value of the session cookie in `headers`, if any. When a browser
+    /// sends the name twice (a cookie planted for a parent domain), the
+    /// first that carries a valid signature wins.
+    fn session_cookie(&self, headers: &HeaderMap) -> Option<Result<String, ()>> {
+        let name = self.config().cookie_name.as_str();
+        let mut seen = false;
+        for value in headers.get_all(header::COOKIE) {
+            let Ok(value) = value.to_str() else { continue };
+            for pair in value.split(';') {
+                let Some((n, v)) = pair.trim().split_once('=') else {
+                    continue;
+                };
+                if n != name {
+                    continue;
+                }
+                seen = true;
+                let signed = Cookie::new(name.to_owned(), v.to_owned());
+                if let Some(c) = CookieJar::new().signed(&self.keys().cookie).verify(signed) {
+                    return Some(Ok(c.value().to_owned()));
+                }
+            }
+        }
+        seen.then_some(Err(()))
+    }
+
+    /// Loads the session a request carries, sliding its idle expiry.
+    pub async fn load(&self, headers: &HeaderMap) -> Result<Loaded, Error> {
+        let secret = match self.session_cookie(headers) {
+            None => return Ok(Loaded::Absent),
+            Some(Err(())) => return Ok(Loaded::Forged),
+            Some(Ok(s)) => s,
+        };
+        // A signed value that is not a token cannot come from this server's
+        // sessions; treat it as over rather than forged (old formats, bugs).
+        let Some(hash) = hash_of(&secret) else {
+            return Ok(Loaded::Ended);
+        };
+        let row: Option<SessionRow> = with_db!(self.db(), pool => sqlx::query_as(
+            "SELECT t.id, t.hash, t.owner, t.data, t.expires_at,
+                    u.id, u.email, u.verified_at, u.admin, u.disabled_at, u.created_at
+             FROM hearth_token t LEFT JOIN hearth_user u ON u.id = CAST(t.owner AS BIGINT)
+             WHERE t.hash = $1 AND t.kind = 'session'",
+        )
+        .bind(&hash)
+        .fetch_optional(pool)
+        .await)?;
+        let Some((
+            id,
+            stored,
+            owner,
+            data,
+            expires_at,
+            uid,
+            email,
+            verified_at,
+            admin,
+            disabled_at,
+            created_at,
+        )) = row
+        else {
+            return Ok(Loaded::Ended);
+        };
+        if !bool::from(stored.as_bytes().ct_eq(hash.as_bytes())) {
+            return Ok(Loaded::Ended);
+        }
+        let now = now_ms();
+        let absolute_at = data
+            .as_deref()
+            .and_then(|d| d.parse::<i64>().ok())
+            .unwrap_or(0);
+        if expires_at <= now || absolute_at <= now {
+            return Ok(Loaded::Ended);
+        }
+        let user = match (owner, uid, email, admin, created_at) {
+            (None, ..) => None,
+            (Some(_), Some(id), Some(email), Some(admin), Some(created_at)) => {
+                let user = User::from_row((id, email, verified_at, admin, disabled_at, created_at));
+                if user.disabled {
+                    return Ok(Loaded::Ended);
+                }
+                Some(user)
+            }
+            // The account is gone.
+            (Some(_), ..) => return Ok(Loaded::Ended),
+        };
+        let idle = if user.is_some() {
+            self.config().session_idle.get()
+        } else {
+            self.config().anonymous_idle.get()
+        };
+        let mut expires_at = expires_at;
+        let slid = now.saturating_add(millis(idle)).min(absolute_at);
+        let step = (millis(idle) / 100).max(1000);
+        if slid - expires_at >= step {
+            self.tokens().extend(id, slid).await?;
+            expires_at = slid;
+        }
+        let admin = user.as_ref().is_some_and(|u| self.is_admin(u));
+        Ok(Loaded::Valid(Session {
+            id,
+            secret: crate::auth::tokens::secret_from(secret),
+            user,
+            admin,
+            expires_at,
+            absolute_at,
+        }))
+    }
+
+    /// Starts a session for `user` (or an anonymous one) in the caller's
+    /// transaction. Send [`Auth::session_cookie_header`] of the secret with
+    /// the response once the transaction has committed.
+    pub async fn start_session(
+        &self,
+        tx: &mut Tx,
+        user: Option<&User>,
+    ) -> Result<(Secret, Token), sqlx::Error> {
+        let c = self.config();
+        let idle = if user.is_some() {
+            c.session_idle
+        } else {
+            c.anonymous_idle
+        };
+        let absolute = now_ms().saturating_add(millis(c.session_absolute.get()));
+        let mut new = NewToken::new(SESSION_KIND, idle.get()).data(absolute.to_string());
+        if let Some(u) = user {
+            new = new.owner(u.id.to_string());
+        }
+        self.tokens().issue(tx, new).await
+    }
+
+    /// Ends every session of account `user_id`; returns how many.
+    pub async fn end_sessions_of(&self, tx: &mut Tx, user_id: i64) -> Result<u64, sqlx::Error> {
+        self.tokens()
+            .revoke_owned(tx, SESSION_KIND, &user_id.to_string())
+            .await
+    }
+
+    /// `Set-Cookie` for a session token.
+    pub fn session_cookie_header(&self, secret: &Secret) -> Result<HeaderValue, Error> {
+        let name = self.config().cookie_name.as_str();
+        let mut jar = CookieJar::new();
+        jar.signed_mut(&self.keys().cookie)
+            .add(Cookie::new(name.to_owned(), secret.expose().to_owned()));
+        let signed = jar.get(name).ok_or_else(|| {
+            Error::internal(anyhow::anyhow!("the signed cookie jar lost the cookie"))
+        })?;
+        // The browser may keep it as long as a session can last; the server
+        // decides earlier ends.
+        let max_age = self.config().session_absolute.get().as_secs();
+        self.cookie_line(signed.value(), max_age)
+    }
+
+    /// `Set-Cookie` that makes the browser forget the session cookie.
+    pub fn clear_cookie_header(&self) -> HeaderValue {
+        self.cookie_line("", 0)
+            .unwrap_or_else(|_| HeaderValue::from_static("hearth_session=; Path=/; Max-Age=0"))
+    }
+
+    fn cookie_line(&self, value: &str, max_age: u64) -> Result<HeaderValue, Error> {
+        let secure = if self.secure() { "; Secure" } else { "" };
+        let line = format!(
+            "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
+            self.config().cookie_name
+        );
+        HeaderValue::from_str(&line)
+            .map_err(|e| Error::internal(anyhow::anyhow!("cookie header: {e}")))
+    }
+
+    /// The CSRF token of a session.
+    pub fn csrf_token(&self, session: &Session) -> String {
+        self.csrf_for(session.secret())
+    }
+
+    /// The CSRF token of the session whose token is `secret`.
+    pub fn csrf_for(&self, secret: &Secret) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.keys().csrf)
+            .unwrap_or_else(|_| unreachable_hmac());
+        mac.update(secret.expose().as_bytes());
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+
+    /// Whether `presented` is the CSRF token of `session`, compared in constant time.
+    pub fn csrf_matches(&self, session: &Session, presented: &str) -> bool {
+        let want = self.csrf_token(session);
+        want.len() == presented.len() && bool::from(want.as_bytes().ct_eq(presented.as_bytes()))
+    }
+}
+
+/// The token store a session lives in (a shorthand for the auth code).
+impl Auth {
+    pub(crate) fn tokens(&self) -> &Tokens {
+        &self.inner().tokens
+    }
+}
