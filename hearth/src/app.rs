@@ -20,6 +20,7 @@ use crate::db::migrate::{self, MigrateError, Migration};
 use crate::db::{Db, DbError};
 use crate::http;
 use crate::jobs::{Jobs, Workers};
+use crate::mail::Mailer;
 use crate::module::{Context, Module, ModuleSpec, ResetHook, SpecError};
 use crate::realtime::{PubSub, listener};
 
@@ -108,6 +109,7 @@ struct Inner {
     pubsub: PubSub,
     tokens: Tokens,
     auth: Auth,
+    mailer: Mailer,
 }
 
 impl AppState {
@@ -154,6 +156,11 @@ impl AppState {
     /// Accounts, sessions, passwords and rate limits.
     pub fn auth(&self) -> &Auth {
         &self.0.auth
+    }
+
+    /// The mailer (send through the queue with [`crate::mail::enqueue`]).
+    pub fn mailer(&self) -> &Mailer {
+        &self.0.mailer
     }
 }
 
@@ -282,6 +289,10 @@ impl App {
         let pubsub = PubSub::new(db.clone());
         let tokens = Tokens::new(db.clone());
         let auth = Auth::new(&config, db.clone(), tokens.clone());
+        let mailer = Mailer::new(&config, self.name).map_err(|e| SpecError {
+            module: "mail".into(),
+            problem: e.to_string(),
+        })?;
         let state = AppState(Arc::new(Inner {
             name: self.name,
             version: self.version,
@@ -292,10 +303,13 @@ impl App {
             pubsub,
             tokens,
             auth,
+            mailer,
         }));
         let mut ctx = Context::new(&state);
         ctx.set_module(HEARTH_SPEC.name());
         crate::jobs::register_own(&mut ctx);
+        crate::mail::register_own(&mut ctx);
+        crate::auth::mailing::register_own(&mut ctx);
         // specs()[0] is hearth's own; modules follow in order.
         for (m, spec) in self.modules.iter().zip(&state.specs()[1..]) {
             ctx.set_module(spec.name());

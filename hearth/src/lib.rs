@@ -14,6 +14,8 @@
 //! | [`http`] | the request pipeline: request ids, access log, limits, errors as JSON or HTML, ETags, compression, health, TLS, graceful shutdown |
 //! | [`error`] | the one client-visible error type |
 //! | [`jobs`] | a durable job queue in the app's database: enqueue in the caller's transaction, leases, retries with backoff, dead jobs |
+//! | [`auth`] | accounts, sessions, passwords, CSRF, guards, rate limits and the `/api/auth/…` routes |
+//! | [`mail`] | mail through the job queue: SMTP via lettre, or an outbox in development |
 //! | [`realtime`] | pub/sub through the database on every node, and its delivery to browsers over SSE or long polling |
 //! | [`cli`] | the command line every app binary gets |
 //! | [`telemetry`] | logs: readable in dev, JSON in prod |
@@ -27,6 +29,7 @@ pub mod db;
 pub mod error;
 pub mod http;
 pub mod jobs;
+pub mod mail;
 pub mod module;
 pub mod realtime;
 pub mod telemetry;

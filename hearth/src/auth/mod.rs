@@ -13,6 +13,7 @@
 
 mod config;
 pub mod guard;
+pub mod mailing;
 pub mod passwords;
 pub mod rate;
 pub mod routes;

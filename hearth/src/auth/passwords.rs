@@ -11,6 +11,7 @@
 //! whether the email exists.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
@@ -41,6 +42,7 @@ struct Inner {
     dummy: OnceCell<String>,
     min_len: usize,
     max_len: usize,
+    computed: AtomicU64,
 }
 
 impl std::fmt::Debug for Passwords {
@@ -66,6 +68,7 @@ impl Passwords {
             dummy: OnceCell::new(),
             min_len: config.password_min_len,
             max_len: config.password_max_len,
+            computed: AtomicU64::new(0),
         }))
     }
 
@@ -180,6 +183,13 @@ impl Passwords {
         Ok(hash)
     }
 
+    /// How many argon2 computations (hashes and verifications, the dummy's
+    /// included) this process has run: each costs the same, so equal counts
+    /// mean equal time.
+    pub fn computed(&self) -> u64 {
+        self.0.computed.load(Ordering::Relaxed)
+    }
+
     /// Runs `work` on the blocking pool once a hashing slot is free.
     async fn blocking<T: Send + 'static>(
         &self,
@@ -192,6 +202,7 @@ impl Passwords {
             .acquire()
             .await
             .map_err(|e| Error::internal(anyhow::anyhow!("hashing slots closed: {e}")))?;
+        self.0.computed.fetch_add(1, Ordering::Relaxed);
         let out = tokio::task::spawn_blocking(work)
             .await
             .map_err(|e| Error::internal(anyhow::anyhow!("password hashing task failed: {e}")))?;

@@ -1,10 +1,11 @@
 //! The JSON auth routes under `/api/auth/…`.
 //!
 //! Routes a visitor calls before signing in (`csrf`, `signup`, `login`,
-//! `logout`) are auth routes: they sit before the gatekeeper and check the
+//! `logout`, `verify-email`, `recover`, `reset`) are auth routes: they sit before the gatekeeper and check the
 //! CSRF token against the caller's session themselves, an anonymous
 //! pre-session if need be. Routes for signed-in users (`me`,
-//! `change-password`, `destroy`, `logout-everywhere`) sit behind the
+//! `change-password`, `destroy`, `logout-everywhere`,
+//! `resend-verification`) sit behind the
 //! gatekeeper and the CSRF check like any signed-in route.
 //!
 //! No answer says whether an email has an account: signup answers the same
@@ -24,9 +25,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
 use crate::auth::guard::{self, CurrentUser};
+use crate::auth::mailing::{
+    self, RECOVER_MAIL, RESET_KIND, RecoverMail, SIGNUP_MAIL, SignupMail, VERIFY_KIND,
+};
 use crate::auth::tokens::Secret;
 use crate::auth::users::normalize_email;
-use crate::auth::{Auth, Loaded, Session, USER_DESTROYED, User};
+use crate::auth::{Auth, Found, Loaded, Session, USER_DESTROYED, User};
 use crate::error::Error;
 use crate::http::Json;
 
@@ -37,6 +41,9 @@ pub(crate) fn public() -> Router<AppState> {
         .route("/api/auth/signup", post(signup))
         .route("/api/auth/login", post(login))
         .route("/api/auth/logout", post(logout))
+        .route("/api/auth/verify-email", post(verify_email))
+        .route("/api/auth/recover", post(recover))
+        .route("/api/auth/reset", post(reset))
 }
 
 /// The routes behind the gatekeeper and the CSRF check.
@@ -46,6 +53,7 @@ pub(crate) fn signed_in() -> Router<AppState> {
         .route("/api/auth/change-password", post(change_password))
         .route("/api/auth/destroy", post(destroy))
         .route("/api/auth/logout-everywhere", post(logout_everywhere))
+        .route("/api/auth/resend-verification", post(resend_verification))
 }
 
 /// An account as the API shows it.
@@ -236,15 +244,231 @@ async fn signup(
     let hash = auth.passwords().hash(password).await?;
     let mut tx = state.db().begin().await?;
     let created = auth.users().create(&mut tx, &email, &hash).await?;
+    let job = SIGNUP_MAIL.job(&SignupMail {
+        email,
+        created: created.is_some(),
+    });
+    state
+        .jobs()
+        .enqueue(&mut tx, job)
+        .await
+        .map_err(Error::from)?;
     tx.commit().await?;
     if let Some(id) = created {
         tracing::info!(user_id = id, "account created");
     }
+    Ok(check_email())
+}
+
+/// The one answer of signup and recover.
+fn check_email() -> Response {
     let body = Accepted {
         status: "check_email",
         message: "if the address can be used, a message is on its way to it",
     };
-    Ok(no_store((StatusCode::ACCEPTED, Json(body)).into_response()))
+    no_store((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// A token from an emailed link.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBody {
+    /// The token.
+    pub token: String,
+}
+
+/// An email address alone.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailBody {
+    /// The address.
+    pub email: String,
+}
+
+/// A reset token and the new password.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResetBody {
+    /// The token from the emailed link.
+    pub token: String,
+    /// The new password.
+    pub new_password: String,
+}
+
+fn invalid_token() -> Error {
+    Error::bad_request(
+        "invalid_token",
+        "this link is not valid: it was used already, has expired or is incomplete",
+    )
+    .with_field("token")
+}
+
+/// `POST /api/auth/verify-email`: confirms the address the token was sent
+/// to. A session of the same account is rotated, as its rights grew.
+async fn verify_email(
+    State(state): State<AppState>,
+    req: AuthRequest<TokenBody>,
+) -> Result<Response, Error> {
+    let auth = state.auth();
+    limited(
+        auth.limiter()
+            .hit(
+                &format!("reset:ip:{}", req.client),
+                auth.config().limits.reset_per_ip,
+            )
+            .await?,
+    )?;
+    let mut tx = state.db().begin().await?;
+    let token = match state
+        .tokens()
+        .consume(&mut tx, VERIFY_KIND, &req.body.token)
+        .await?
+    {
+        Found::Valid(t) => t,
+        Found::Expired(_) | Found::Missing => return Err(invalid_token()),
+    };
+    let id: i64 = token
+        .owner
+        .as_deref()
+        .and_then(|o| o.parse().ok())
+        .unwrap_or(0);
+    // The address must still be the one the link was sent to.
+    let user = match auth.users().by_id(id).await? {
+        Some((u, _)) if Some(u.email.as_str()) == token.data.as_deref() && !u.disabled => u,
+        _ => return Err(invalid_token()),
+    };
+    auth.users().mark_verified(&mut tx, user.id).await?;
+    let mine = req.session.user.as_ref().is_some_and(|u| u.id == user.id);
+    let rotated = if mine {
+        auth.tokens().revoke(&mut tx, req.session.id).await?;
+        let verified = User {
+            verified: true,
+            ..user.clone()
+        };
+        Some((
+            auth.start_session(&mut tx, Some(&verified)).await?.0,
+            verified,
+        ))
+    } else {
+        None
+    };
+    tx.commit().await?;
+    tracing::info!(user_id = user.id, "email verified");
+    match rotated {
+        Some((secret, verified)) => signed_in_response(auth, &secret, &verified),
+        None => Ok(no_store(
+            Json(serde_json::json!({ "verified": true, "signed_in": false })).into_response(),
+        )),
+    }
+}
+
+/// `POST /api/auth/resend-verification`: a new verification link for the
+/// signed-in account, if it is not verified yet.
+async fn resend_verification(
+    State(state): State<AppState>,
+    me: CurrentUser,
+) -> Result<Response, Error> {
+    let auth = state.auth();
+    limited(
+        auth.limiter()
+            .hit(
+                &format!("recover:account:{}", me.user.email),
+                auth.config().limits.recover_per_account,
+            )
+            .await?,
+    )?;
+    if !me.user.verified {
+        let mut tx = state.db().begin().await?;
+        mailing::queue_verification(&state, &mut tx, me.user.id, &me.user.email).await?;
+        tx.commit().await?;
+    }
+    Ok(check_email())
+}
+
+/// `POST /api/auth/recover`: mails a reset link if the address has an
+/// account; the answer is the same either way.
+async fn recover(
+    State(state): State<AppState>,
+    req: AuthRequest<EmailBody>,
+) -> Result<Response, Error> {
+    let auth = state.auth();
+    let limits = &auth.config().limits;
+    limited(
+        auth.limiter()
+            .hit(&format!("recover:ip:{}", req.client), limits.recover_per_ip)
+            .await?,
+    )?;
+    let email = normalize_email(&req.body.email)?;
+    limited(
+        auth.limiter()
+            .hit(
+                &format!("recover:account:{email}"),
+                limits.recover_per_account,
+            )
+            .await?,
+    )?;
+    let mut tx = state.db().begin().await?;
+    state
+        .jobs()
+        .enqueue(&mut tx, RECOVER_MAIL.job(&RecoverMail { email }))
+        .await
+        .map_err(Error::from)?;
+    tx.commit().await?;
+    Ok(check_email())
+}
+
+/// `POST /api/auth/reset`: sets a new password with a reset token, ends
+/// every session of the account, and confirms its address (the link proved it).
+async fn reset(
+    State(state): State<AppState>,
+    req: AuthRequest<ResetBody>,
+) -> Result<Response, Error> {
+    let auth = state.auth();
+    limited(
+        auth.limiter()
+            .hit(
+                &format!("reset:ip:{}", req.client),
+                auth.config().limits.reset_per_ip,
+            )
+            .await?,
+    )?;
+    // Look first, so that a refused password does not use the link up.
+    let token = match state.tokens().find(RESET_KIND, &req.body.token).await? {
+        Found::Valid(t) => t,
+        Found::Expired(_) | Found::Missing => return Err(invalid_token()),
+    };
+    let id: i64 = token
+        .owner
+        .as_deref()
+        .and_then(|o| o.parse().ok())
+        .unwrap_or(0);
+    let user = match auth.users().by_id(id).await? {
+        Some((u, _)) if !u.disabled => u,
+        _ => return Err(invalid_token()),
+    };
+    auth.passwords()
+        .check_policy(&req.body.new_password, &user.email, "new_password")?;
+    let hash = auth.passwords().hash(&req.body.new_password).await?;
+    let mut tx = state.db().begin().await?;
+    // Of two uses of one link, only the one that deletes it goes on.
+    if !matches!(
+        state
+            .tokens()
+            .consume(&mut tx, RESET_KIND, &req.body.token)
+            .await?,
+        Found::Valid(_)
+    ) {
+        return Err(invalid_token());
+    }
+    auth.users().set_password(&mut tx, user.id, &hash).await?;
+    auth.users().mark_verified(&mut tx, user.id).await?;
+    auth.end_sessions_of(&mut tx, user.id).await?;
+    tx.commit().await?;
+    auth.limiter().clear(&failures_key(&user.email)).await?;
+    tracing::info!(user_id = user.id, "password reset; sessions ended");
+    Ok(no_store(
+        Json(serde_json::json!({ "password_reset": true })).into_response(),
+    ))
 }
 
 /// `POST /api/auth/login`: signs in, replacing the caller's session.

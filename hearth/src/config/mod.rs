@@ -49,6 +49,9 @@ pub struct Config {
     pub log: String,
     /// Key for signing cookies and tokens; keep it in the secrets file or the environment.
     pub secret_key: Option<Secret>,
+    /// The address users reach the app at (`https://example.com`), for links
+    /// in mail; default `http://<addr>`.
+    pub public_url: Option<String>,
     /// HTTP server limits and timeouts.
     pub http: HttpConfig,
     /// Database pool limits and timeouts.
@@ -61,6 +64,8 @@ pub struct Config {
     pub realtime: crate::realtime::RealtimeConfig,
     /// Accounts, sessions, passwords and the auth routes' rate limits.
     pub auth: crate::auth::AuthConfig,
+    /// Outgoing mail.
+    pub mail: crate::mail::MailConfig,
 }
 
 /// HTTP limits and timeouts.
@@ -120,12 +125,14 @@ impl Default for Config {
             database_url: None,
             log: "info".into(),
             secret_key: None,
+            public_url: None,
             http: HttpConfig::default(),
             db: DbConfig::default(),
             tls: TlsConfig::default(),
             jobs: crate::jobs::JobsConfig::default(),
             realtime: crate::realtime::RealtimeConfig::default(),
             auth: crate::auth::AuthConfig::default(),
+            mail: crate::mail::MailConfig::default(),
         }
     }
 }
@@ -325,7 +332,19 @@ impl Config {
                 "must be greater than 0",
             ));
         }
+        if let Some(url) = &self.public_url {
+            let ok = (url.starts_with("http://") || url.starts_with("https://"))
+                && !url.ends_with('/')
+                && url.len() > "https://".len();
+            if !ok {
+                return Err(ConfigError::new(
+                    "public_url",
+                    "must look like https://example.com[/prefix], without a trailing slash",
+                ));
+            }
+        }
         self.auth.validate()?;
+        self.mail.validate(self.is_prod())?;
         self.jobs.validate()
     }
 
@@ -346,6 +365,24 @@ impl Config {
             .get()
             .saturating_sub(std::time::Duration::from_secs(1));
         self.realtime.poll_wait.get().min(ceiling)
+    }
+
+    /// The address users reach the app at, for links: `public_url`, or
+    /// `http(s)://<addr>` (with `localhost` for an unspecified address).
+    pub fn public_url(&self) -> String {
+        if let Some(url) = &self.public_url {
+            return url.clone();
+        }
+        let scheme = if self.tls.cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        if self.addr.ip().is_unspecified() {
+            format!("{scheme}://localhost:{}", self.addr.port())
+        } else {
+            format!("{scheme}://{}", self.addr)
+        }
     }
 
     /// True in production.

@@ -8,6 +8,10 @@
 //! 127.0.0.1:5432, PostgreSQL tests print that they are skipped and return.
 //! [`db_tests!`](crate::db_tests) writes each test once and runs it on both.
 
+mod smtp;
+
+pub use smtp::{Received, SmtpSink};
+
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::str::FromStr;

@@ -14,28 +14,28 @@ use crate::probe::app;
 
 /// A client that keeps cookies like a browser and sends the CSRF token it
 /// was last given, so tests read like what a person does.
-struct Browser {
-    http: reqwest::Client,
-    base: String,
-    cookies: BTreeMap<String, String>,
-    csrf: Option<String>,
-    origin: Option<String>,
+pub struct Browser {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub cookies: BTreeMap<String, String>,
+    pub csrf: Option<String>,
+    pub origin: Option<String>,
 }
 
-struct Answer {
-    status: StatusCode,
-    headers: reqwest::header::HeaderMap,
-    body: Value,
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
 }
 
 impl Answer {
-    fn code(&self) -> &str {
+    pub fn code(&self) -> &str {
         self.body["error"]["code"].as_str().unwrap_or("")
     }
-    fn field(&self) -> &str {
+    pub fn field(&self) -> &str {
         self.body["error"]["field"].as_str().unwrap_or("")
     }
-    fn clears_cookie(&self) -> bool {
+    pub fn clears_cookie(&self) -> bool {
         self.headers.get_all("set-cookie").iter().any(|v| {
             v.to_str().unwrap().starts_with("hearth_session=;")
                 && v.to_str().unwrap().contains("Max-Age=0")
@@ -44,7 +44,7 @@ impl Answer {
 }
 
 impl Browser {
-    fn new(app: &TestApp) -> Self {
+    pub fn new(app: &TestApp) -> Self {
         Self {
             http: crate::probe::client(),
             base: app.base_url().to_owned(),
@@ -54,11 +54,11 @@ impl Browser {
         }
     }
 
-    fn cookie(&self) -> Option<&String> {
+    pub fn cookie(&self) -> Option<&String> {
         self.cookies.get("hearth_session")
     }
 
-    fn cookie_header(&self) -> String {
+    pub fn cookie_header(&self) -> String {
         self.cookies
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
@@ -66,7 +66,7 @@ impl Browser {
             .join("; ")
     }
 
-    async fn send(&mut self, req: reqwest::RequestBuilder) -> Answer {
+    pub async fn send(&mut self, req: reqwest::RequestBuilder) -> Answer {
         let mut req = req.header("cookie", self.cookie_header());
         if let Some(o) = &self.origin {
             req = req.header("origin", o);
@@ -96,12 +96,12 @@ impl Browser {
         }
     }
 
-    async fn get(&mut self, path: &str) -> Answer {
+    pub async fn get(&mut self, path: &str) -> Answer {
         let req = self.http.get(format!("{}{path}", self.base));
         self.send(req).await
     }
 
-    async fn post(&mut self, path: &str, body: Value) -> Answer {
+    pub async fn post(&mut self, path: &str, body: Value) -> Answer {
         let mut req = self.http.post(format!("{}{path}", self.base)).json(&body);
         if let Some(t) = &self.csrf {
             req = req.header("x-csrf-token", t);
@@ -109,13 +109,13 @@ impl Browser {
         self.send(req).await
     }
 
-    async fn start(&mut self) {
+    pub async fn start(&mut self) {
         let a = self.get("/api/auth/csrf").await;
         assert_eq!(a.status, StatusCode::OK, "{}", a.body);
         assert_eq!(a.body["signed_in"], false);
     }
 
-    async fn sign_up(&mut self, email: &str, password: &str) {
+    pub async fn sign_up(&mut self, email: &str, password: &str) {
         let a = self
             .post(
                 "/api/auth/signup",
@@ -125,7 +125,7 @@ impl Browser {
         assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.body);
     }
 
-    async fn log_in(&mut self, email: &str, password: &str) -> Answer {
+    pub async fn log_in(&mut self, email: &str, password: &str) -> Answer {
         self.post(
             "/api/auth/login",
             json!({"email": email, "password": password}),
@@ -134,7 +134,7 @@ impl Browser {
     }
 
     /// A new browser with a new account, signed in.
-    async fn signed_in(app: &TestApp, email: &str) -> Browser {
+    pub async fn signed_in(app: &TestApp, email: &str) -> Browser {
         let mut b = Browser::new(app);
         b.start().await;
         b.sign_up(email, PASSWORD).await;
@@ -144,9 +144,9 @@ impl Browser {
     }
 }
 
-const PASSWORD: &str = "a long enough passphrase";
+pub const PASSWORD: &str = "a long enough passphrase";
 
-async fn count(app: &TestApp, sql: &'static str) -> i64 {
+pub async fn count(app: &TestApp, sql: &'static str) -> i64 {
     with_db!(app.state().db(), pool => sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await)
         .unwrap()
 }

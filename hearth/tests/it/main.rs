@@ -7,6 +7,7 @@
 mod accounts;
 mod db;
 mod jobs;
+mod mail;
 mod pipeline;
 mod probe;
 mod realtime;

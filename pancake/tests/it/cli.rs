@@ -204,6 +204,30 @@ fn bad_config_is_one_line_naming_the_key_and_exit_code_2() {
             &["`secret_key`", "32"],
         ),
         ("", &[("HEARTH_LOG", "info,,=nonsense=")], &[], &["`log`"]),
+        (
+            "",
+            &[("HEARTH_ENV", "prod")],
+            &[],
+            &["`mail.smtp.host`", "required"],
+        ),
+        (
+            "[auth.argon2]\nmemory_kib = 1\n",
+            &[],
+            &[],
+            &["`auth.argon2`"],
+        ),
+        (
+            "[mail]\nfrom = \"not a mailbox\"\n",
+            &[],
+            &[],
+            &["`mail.from`"],
+        ),
+        (
+            "",
+            &[("HEARTH_PUBLIC_URL", "example.com/")],
+            &[],
+            &["`public_url`"],
+        ),
         ("[tls]\ncert = \"c.pem\"\n", &[], &[], &["`tls.key`"]),
         (
             "",
@@ -326,7 +350,7 @@ hearth::db_tests! {
 
     async fn prod_logs_are_json_with_an_access_line_per_request(backend) {
         let Some(db) = TestDb::create(backend).await else { return };
-        let (child, base) = serve(&db, &[("HEARTH_ENV", "prod")]).await;
+        let (child, base) = serve(&db, &[("HEARTH_ENV", "prod"), ("HEARTH_MAIL__SMTP__HOST", "localhost")]).await;
         let res = client().get(format!("{base}/api/hello?token=secret")).header("x-request-id", "probe-77").send().await.unwrap();
         assert_eq!(res.status(), StatusCode::OK);
         let out = tokio::task::spawn_blocking(move || sigterm_and_wait(child)).await.unwrap();
