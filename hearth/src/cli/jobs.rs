@@ -102,7 +102,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Opens the database and builds the app's state (no server, no workers),
 /// refusing a database whose migrations are not current.
-async fn open(app: &App, config: Config) -> anyhow::Result<AppState> {
+pub(crate) async fn open(app: &App, config: Config) -> anyhow::Result<AppState> {
     let specs = app.specs()?;
     let db = app.open_db(&config).await?;
     let status = crate::db::migrate::status(&db, &specs).await?;

@@ -1,10 +1,11 @@
 //! The command line every app binary gets: `serve`, `worker`, `migrate`,
-//! `jobs …`, `cron …`, `config`, `version`.
+//! `jobs …`, `cron …`, `user …`, `mail test`, `config`, `version`.
 //!
 //! An app's `main` is one call: `hearth::cli::run(app())`. Exit codes: 0 on
 //! success, 1 on a runtime failure, 2 on bad usage or bad configuration.
 
 mod jobs;
+mod users;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -54,6 +55,12 @@ enum Command {
     /// Inspect cron schedules.
     #[command(subcommand)]
     Cron(jobs::CronCommand),
+    /// Create and manage accounts.
+    #[command(subcommand)]
+    User(users::UserCommand),
+    /// Check the mail settings.
+    #[command(subcommand)]
+    Mail(users::MailCommand),
     /// Apply pending migrations, or show where the database stands.
     Migrate {
         /// Only show applied, pending and unknown migrations; change nothing.
@@ -128,6 +135,8 @@ fn run_parsed(app: App, cli: Cli) -> ExitCode {
             Command::Worker => serve(&app, config, true).await,
             Command::Jobs(cmd) => jobs::run_jobs(&app, config, cmd).await,
             Command::Cron(cmd) => jobs::run_cron(&app, config, cmd).await,
+            Command::User(cmd) => users::run_user(&app, config, cmd).await,
+            Command::Mail(cmd) => users::run_mail(&app, config, cmd).await,
             Command::Migrate { status } => run_migrate(&app, &config, status).await,
             Command::Config | Command::Version => Ok(()),
         }

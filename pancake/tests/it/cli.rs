@@ -50,6 +50,16 @@ fn every_command_has_help() {
         &["jobs", "enqueue"],
         &["cron"],
         &["cron", "list"],
+        &["user"],
+        &["user", "create"],
+        &["user", "list"],
+        &["user", "set-admin"],
+        &["user", "add-group"],
+        &["user", "remove-group"],
+        &["user", "disable"],
+        &["user", "enable"],
+        &["mail"],
+        &["mail", "test"],
     ];
     for sub in subs {
         let out = run(pancake(dir.path()).args(*sub).arg("--help"));
@@ -60,7 +70,7 @@ fn every_command_has_help() {
     let out = run(pancake(dir.path()).arg("--help"));
     let help = text(&out.stdout);
     for sub in [
-        "serve", "worker", "jobs", "cron", "migrate", "config", "version",
+        "serve", "worker", "jobs", "cron", "user", "mail", "migrate", "config", "version",
     ] {
         assert!(help.contains(sub), "{help}");
     }
@@ -336,7 +346,126 @@ pub(crate) async fn serve(db: &TestDb, env: &[(&str, &str)]) -> (Child, String) 
     (child, base)
 }
 
+/// Runs `pancake ARGS` over `db` with `input` on stdin and extra `env`.
+fn run_with(db: &TestDb, args: &[&str], input: &str, env: &[(&str, &str)]) -> Output {
+    use std::io::Write as _;
+    let mut cmd = pancake(db.dir());
+    cmd.args(args)
+        .env("DATABASE_URL", db.url())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 hearth::db_tests! {
+    async fn accounts_are_managed_from_the_command_line(backend) {
+        let Some(db) = TestDb::create(backend).await else { return };
+        let ok = |out: &Output| assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+        ok(&run_with(&db, &["migrate"], "", &[]));
+        let out = run_with(&db, &["user", "create", "Ana@Example.com", "--admin", "--verified"], "a long enough passphrase\n", &[]);
+        ok(&out);
+        assert!(text(&out.stdout).contains("created admin account"), "{}", text(&out.stdout));
+        let out = run_with(&db, &["user", "create", "bo@example.com"], "a long enough passphrase\n", &[]);
+        ok(&out);
+        assert!(text(&out.stdout).contains("verification link is queued"));
+        // Refusals: taken address, weak password, no password, bad address.
+        for (args, input, says) in [
+            (&["user", "create", "ana@example.com"][..], "another long passphrase\n", "exists already"),
+            (&["user", "create", "cy@example.com"][..], "password123\n", "common"),
+            (&["user", "create", "cy@example.com"][..], "", "no password"),
+            (&["user", "create", "not-an-address"][..], "another long passphrase\n", "not a valid email"),
+            (&["user", "set-admin", "nobody@example.com"][..], "", "no account"),
+            (&["user", "add-group", "bo@example.com", "Bad Group"][..], "", "not a group name"),
+        ] {
+            let out = run_with(&db, args, input, &[]);
+            assert_eq!(out.status.code(), Some(1), "{args:?}");
+            assert!(text(&out.stderr).contains(says), "{args:?}: {}", text(&out.stderr));
+        }
+        ok(&run_with(&db, &["user", "add-group", "bo@example.com", "editors"], "", &[]));
+        ok(&run_with(&db, &["user", "set-admin", "bo@example.com"], "", &[]));
+        ok(&run_with(&db, &["user", "set-admin", "ana@example.com", "--off"], "", &[]));
+        ok(&run_with(&db, &["user", "disable", "bo@example.com"], "", &[]));
+        let out = run_with(&db, &["user", "list", "--json"], "", &[]);
+        ok(&out);
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let summary: Vec<(String, bool, bool, bool)> = list.as_array().unwrap().iter().map(|u| (
+            u["email"].as_str().unwrap().to_owned(),
+            u["verified"].as_bool().unwrap(),
+            u["admin"].as_bool().unwrap(),
+            u["disabled"].as_bool().unwrap(),
+        )).collect();
+        assert_eq!(summary, [
+            ("ana@example.com".to_owned(), true, false, false),
+            ("bo@example.com".to_owned(), false, true, true),
+        ]);
+        // A listed admin stays one whatever the flag says.
+        let out = run_with(&db, &["user", "list"], "", &[("HEARTH_AUTH__ADMINS", "[\"ana@example.com\"]")]);
+        ok(&out);
+        assert!(text(&out.stdout).contains("2 account(s)"), "{}", text(&out.stdout));
+        let out = run_with(&db, &["user", "enable", "bo@example.com"], "", &[]);
+        ok(&out);
+        // The account created here signs in through the API.
+        let (child, base) = serve(&db, &[]).await;
+        let http = client();
+        let res = http.get(format!("{base}/api/auth/csrf")).send().await.unwrap();
+        let cookie = res.headers().get("set-cookie").unwrap().to_str().unwrap().split(';').next().unwrap().to_owned();
+        let csrf = res.json::<serde_json::Value>().await.unwrap()["csrf_token"].as_str().unwrap().to_owned();
+        let res = http.post(format!("{base}/api/auth/login")).header("cookie", cookie).header("x-csrf-token", csrf)
+            .json(&serde_json::json!({"email": "ana@example.com", "password": "a long enough passphrase"})).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        tokio::task::spawn_blocking(move || sigterm_and_wait(child)).await.unwrap();
+    }
+
+    async fn mail_test_sends_over_smtp_or_writes_the_outbox(backend) {
+        let Some(db) = TestDb::create(backend).await else { return };
+        assert!(run_with(&db, &["migrate"], "", &[]).status.success());
+        let sink = hearth::testing::SmtpSink::start().await;
+        let port = sink.addr().port().to_string();
+        let smtp = [
+            ("HEARTH_MAIL__TRANSPORT", "smtp"),
+            ("HEARTH_MAIL__SMTP__HOST", "127.0.0.1"),
+            ("HEARTH_MAIL__SMTP__PORT", port.as_str()),
+            ("HEARTH_MAIL__SMTP__SECURITY", "none"),
+        ];
+        // The sink runs on this test's runtime: wait for the binary elsewhere.
+        let (url, dir) = (db.url().to_owned(), db.dir().to_owned());
+        let smtp_env: Vec<(String, String)> = smtp.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let out = tokio::task::spawn_blocking(move || {
+            let mut cmd = pancake(&dir);
+            cmd.args(["mail", "test", "ops@example.com"]).env("DATABASE_URL", url).envs(smtp_env);
+            run(&mut cmd)
+        })
+        .await
+        .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("sent a test message to ops@example.com"), "{}", text(&out.stdout));
+        let mail = sink.next().await;
+        assert_eq!(mail.to, ["ops@example.com"]);
+        assert_eq!(mail.header("Subject").unwrap(), "pancake: test message");
+        // Development default: the outbox.
+        let out = run_with(&db, &["mail", "test", "ops@example.com"], "", &[]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("outbox"), "{}", text(&out.stdout));
+        // Nobody listening: exit 1 with the reason. (Let the runtime drop
+        // the aborted listener before the binary connects.)
+        drop(sink);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let out = run_with(&db, &["mail", "test", "ops@example.com"], "", &smtp);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(text(&out.stderr).contains("smtp"), "{}", text(&out.stderr));
+    }
+
     async fn serve_answers_then_exits_0_on_sigterm(backend) {
         let Some(db) = TestDb::create(backend).await else { return };
         let (child, base) = serve(&db, &[]).await;
