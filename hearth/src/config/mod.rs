@@ -88,6 +88,11 @@ pub struct HttpConfig {
     pub shutdown_timeout: Duration,
     /// `Cache-Control: max-age` for static files.
     pub static_max_age: Duration,
+    /// Whether responses carry the security headers (CSP, nosniff,
+    /// Referrer-Policy, X-Frame-Options, and HSTS in prod).
+    pub security_headers: bool,
+    /// The Content-Security-Policy sent when a handler sets none; empty sends none.
+    pub content_security_policy: String,
 }
 
 /// Database pool limits and timeouts.
@@ -148,6 +153,8 @@ impl Default for HttpConfig {
             tls_handshake_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(20),
             static_max_age: Duration::from_secs(3600),
+            security_headers: true,
+            content_security_policy: crate::http::DEFAULT_CSP.to_owned(),
         }
     }
 }
@@ -282,6 +289,12 @@ impl Config {
             return Err(ConfigError::new(
                 "http.request_timeout",
                 "must be greater than 0",
+            ));
+        }
+        if axum::http::HeaderValue::from_str(&self.http.content_security_policy).is_err() {
+            return Err(ConfigError::new(
+                "http.content_security_policy",
+                "must be printable ASCII on one line",
             ));
         }
         if self.db.max_connections == 0 {

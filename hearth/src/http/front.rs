@@ -21,6 +21,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -36,6 +37,7 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 
 use super::limits::Limits;
+use super::security::SecurityHeaders;
 use crate::error::{ErrorBody, render_json};
 use crate::telemetry::access::{self, AccessLine};
 
@@ -78,13 +80,18 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub(crate) struct FrontLayer {
     etag_limit: u64,
     limits: Limits,
+    security: Arc<SecurityHeaders>,
 }
 
 impl FrontLayer {
     /// `etag_limit`: JSON bodies larger than this get no ETag (they would have
     /// to be buffered whole to hash them). `limits` are checked for every request.
-    pub(crate) fn new(etag_limit: u64, limits: Limits) -> Self {
-        Self { etag_limit, limits }
+    pub(crate) fn new(etag_limit: u64, limits: Limits, security: SecurityHeaders) -> Self {
+        Self {
+            etag_limit,
+            limits,
+            security: Arc::new(security),
+        }
     }
 }
 
@@ -95,6 +102,7 @@ impl Layer<Router> for FrontLayer {
             inner,
             etag_limit: self.etag_limit,
             limits: self.limits.clone(),
+            security: self.security.clone(),
         }
     }
 }
@@ -109,6 +117,7 @@ pub(crate) struct Front {
     inner: Router,
     etag_limit: u64,
     limits: Limits,
+    security: Arc<SecurityHeaders>,
 }
 
 /// What `Front` remembers from the request to finish the response.
@@ -157,6 +166,7 @@ impl Service<Request> for Front {
         // lines carry the id through `current_request_id` instead.
         let span = tracing::debug_span!("request", request_id = seen.id.to_str().unwrap_or(""));
         let current = seen.id.clone();
+        let security = self.security.clone();
         let admitted = self.limits.admit(&mut req, start);
         // The inner service is called here, not inside the future: a router is
         // always ready, so it needs no clone driven to readiness, and the boxed
@@ -188,7 +198,8 @@ impl Service<Request> for Front {
                             }
                         }
                     };
-                    let res = finish(res, &seen).await;
+                    let mut res = finish(res, &seen).await;
+                    security.apply(res.headers_mut());
                     access::log(&AccessLine {
                         method: seen.method.as_str(),
                         path: uri.path(),

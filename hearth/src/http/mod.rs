@@ -1,7 +1,8 @@
 //! The HTTP pipeline, in the order of DESIGN.md:
 //!
 //! compression → request id + access log + limits (body size, concurrency,
-//! timeout) + panic catcher + error rendering + ETags (`front`) → static files
+//! timeout) + panic catcher + error rendering + ETags + security headers
+//! (`front`) → static files
 //! → public routes → auth routes → gatekeeper → CSRF → signed-in routes
 //! (and the verified and group guards before theirs) → admin gatekeeper →
 //! admin routes, with `/healthz` and `/readyz` among the public routes and a
@@ -15,6 +16,7 @@ mod front;
 mod health;
 mod json;
 mod limits;
+mod security;
 pub mod server;
 mod static_files;
 
@@ -29,6 +31,7 @@ use crate::module::Context;
 
 pub use front::{RequestId, current_request_id, prefers_html};
 pub use json::Json;
+pub use security::DEFAULT_CSP;
 
 type Stack = compress::Compress<front::Front>;
 
@@ -119,6 +122,7 @@ pub(crate) fn pipeline(state: &AppState, ctx: Context<'_>) -> Pipeline {
                 http.request_timeout.get(),
                 http.body_limit,
             ),
+            security::SecurityHeaders::from_config(state.config()),
         ))
         .service(router);
     Pipeline(stack)

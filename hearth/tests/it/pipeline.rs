@@ -351,3 +351,40 @@ fn tokio_stream_iter<T: Send + 'static + Unpin>(
     }
     Iter(items.into_iter())
 }
+
+hearth::db_tests! {
+    async fn every_response_carries_the_security_headers(backend) {
+        let Some(app) = TestApp::spawn(&app(), backend).await else { return };
+        let c = client();
+        for path in ["/healthz", "/probe/items", "/static/probe.txt", "/no/such/page", "/api/auth/me"] {
+            for accept in ["application/json", "text/html"] {
+                let res = c.get(app.url(path)).header("accept", accept).send().await.unwrap();
+                let h = res.headers();
+                assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+                assert_eq!(h["referrer-policy"], "strict-origin-when-cross-origin", "{path}");
+                assert_eq!(h["x-frame-options"], "DENY", "{path}");
+                let csp = h["content-security-policy"].to_str().unwrap();
+                assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{path}: {csp}");
+                assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+                assert!(h.get("strict-transport-security").is_none(), "no HSTS in dev: {path}");
+            }
+        }
+        // A handler's own policy wins.
+        let res = c.get(app.url("/probe/own-csp")).send().await.unwrap();
+        assert_eq!(res.headers()["content-security-policy"], "default-src 'self' https://maps.example");
+        app.stop().await;
+        // Production adds HSTS; the headers can be turned off.
+        let Some(app) = TestApp::spawn_with(&crate::probe::app(), backend, |cfg| {
+            cfg.env = hearth::config::RunEnv::Prod;
+            cfg.mail.transport = hearth::mail::Transport::Outbox;
+        }).await else { return };
+        let res = c.get(app.url("/healthz")).send().await.unwrap();
+        assert_eq!(res.headers()["strict-transport-security"], "max-age=63072000; includeSubDomains");
+        app.stop().await;
+        let Some(app) = TestApp::spawn_with(&crate::probe::app(), backend, |cfg| cfg.http.security_headers = false).await else { return };
+        let res = c.get(app.url("/healthz")).send().await.unwrap();
+        assert!(res.headers().get("content-security-policy").is_none());
+        assert!(res.headers().get("x-frame-options").is_none());
+        app.stop().await;
+    }
+}

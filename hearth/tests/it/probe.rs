@@ -52,6 +52,18 @@ impl Module for Probe {
                 .route("/probe/items", get(list_items).post(add_item))
                 .route("/probe/big", get(big))
                 .route(
+                    "/probe/own-csp",
+                    get(|| async {
+                        (
+                            [(
+                                "content-security-policy",
+                                "default-src 'self' https://maps.example",
+                            )],
+                            "map",
+                        )
+                    }),
+                )
+                .route(
                     "/probe/request-id",
                     get(|id: hearth::http::RequestId| async move { id.as_str().to_owned() }),
                 ),
