@@ -12,6 +12,7 @@
 //! [`Context`](crate::Context).
 
 mod config;
+pub mod flows;
 pub mod guard;
 pub mod mailing;
 pub mod passwords;
@@ -25,6 +26,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use config::{Argon2Config, AuthConfig, AuthLimits, Rate};
+pub use flows::{AuthForm, AuthRequest, PageSession, page_session};
 pub use guard::{CurrentUser, MaybeSession};
 pub use passwords::Passwords;
 pub use rate::Limiter;
