@@ -90,6 +90,7 @@ pub struct App {
     name: &'static str,
     version: &'static str,
     modules: Vec<Arc<dyn Module>>,
+    login_page: Option<&'static str>,
 }
 
 /// State shared by every handler: cheap to clone, read-only.
@@ -110,6 +111,7 @@ struct Inner {
     tokens: Tokens,
     auth: Auth,
     mailer: Mailer,
+    login_page: Option<&'static str>,
 }
 
 impl AppState {
@@ -161,6 +163,11 @@ impl AppState {
     /// The mailer (send through the queue with [`crate::mail::enqueue`]).
     pub fn mailer(&self) -> &Mailer {
         &self.0.mailer
+    }
+
+    /// The sign-in page set with [`App::login_page`].
+    pub fn login_page(&self) -> Option<&'static str> {
+        self.0.login_page
     }
 }
 
@@ -233,7 +240,17 @@ impl App {
             name,
             version,
             modules: Vec::new(),
+            login_page: None,
         }
+    }
+
+    /// The app's sign-in page. A browser that asks for a signed-in page
+    /// without a session is then sent there (303, with `?next=` the page it
+    /// wanted) instead of getting a 401 page; API clients still get 401.
+    #[must_use]
+    pub fn login_page(mut self, path: &'static str) -> Self {
+        self.login_page = Some(path);
+        self
     }
 
     /// Adds a module; modules register and migrate in the order they are added.
@@ -304,6 +321,7 @@ impl App {
             tokens,
             auth,
             mailer,
+            login_page: self.login_page,
         }));
         let mut ctx = Context::new(&state);
         ctx.set_module(HEARTH_SPEC.name());

@@ -3,9 +3,11 @@
 //!
 //! | module | what it does |
 //! |---|---|
+//! | [`account`] | sign-up, sign-in, password and account pages; a members-only and an admin-only page |
 //! | [`home`] | the home page and the site's notices |
 //! | [`status`] | `GET /api/status` (read from the database) and `GET /api/hello` (a constant, for benchmarks) |
 
+pub mod account;
 pub mod home;
 pub mod status;
 
@@ -14,6 +16,8 @@ use hearth::App;
 /// The pancake app with all its modules, as `main` and the tests build it.
 pub fn app() -> App {
     App::new("pancake", env!("CARGO_PKG_VERSION"))
+        .login_page("/auth/login")
         .module(home::Home)
+        .module(account::Account)
         .module(status::Status)
 }

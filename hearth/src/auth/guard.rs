@@ -90,18 +90,36 @@ pub(crate) async fn gatekeeper(
     next: Next,
 ) -> Response {
     let auth = state.auth();
-    match auth.load(req.headers()).await {
+    let mut res = match auth.load(req.headers()).await {
         Ok(Loaded::Valid(s)) if s.user.is_some() => {
             req.extensions_mut().insert(s);
-            next.run(req).await
+            return next.run(req).await;
         }
         Ok(Loaded::Valid(_) | Loaded::Absent) => {
             Error::unauthorized("sign-in is required").into_response()
         }
         Ok(Loaded::Ended) => ended(auth),
         Ok(Loaded::Forged) => forged(auth, &req),
-        Err(e) => e.into_response(),
+        Err(e) => return e.into_response(),
+    };
+    // A person in a browser is better served by the sign-in page.
+    if let Some(login) = state.login_page()
+        && matches!(*req.method(), Method::GET | Method::HEAD)
+        && crate::http::prefers_html(req.headers())
+    {
+        let wanted = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let next: String = form_urlencoded::byte_serialize(wanted.as_bytes()).collect();
+        if let Ok(to) = axum::http::HeaderValue::from_str(&format!("{login}?next={next}")) {
+            *res.status_mut() = StatusCode::SEE_OTHER;
+            res.headers_mut().insert(header::LOCATION, to);
+            // The redirect has no error body for the pipeline to render.
+            res.extensions_mut().remove::<crate::error::ErrorBody>();
+            *res.body_mut() = Body::empty();
+            res.headers_mut().remove(header::CONTENT_TYPE);
+            res.headers_mut().remove(header::CONTENT_LENGTH);
+        }
     }
+    res
 }
 
 /// 401 for a session that is over, clearing its cookie.

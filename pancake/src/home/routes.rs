@@ -5,7 +5,10 @@ use askama_web::WebTemplate;
 use hearth::prelude::*;
 use serde::Deserialize;
 
+use hearth::auth::MaybeSession;
+
 use super::store::{self, Notice};
+use crate::account::Layout;
 
 /// The longest name the greeting accepts.
 const MAX_NAME: usize = 100;
@@ -18,14 +21,14 @@ pub(super) struct HomeQuery {
 #[derive(Template, WebTemplate)]
 #[template(path = "home.html")]
 pub(super) struct HomePage {
+    layout: Layout,
     name: String,
     notices: Vec<Notice>,
-    database: &'static str,
-    version: &'static str,
 }
 
 pub(super) async fn get_home(
     State(state): State<AppState>,
+    session: MaybeSession,
     Query(q): Query<HomeQuery>,
 ) -> Result<HomePage> {
     let name = match q.name.as_deref().map(str::trim) {
@@ -40,9 +43,8 @@ pub(super) async fn get_home(
     };
     let notices = store::latest(state.db(), 20).await?;
     Ok(HomePage {
+        layout: Layout::of(&state, &session),
         name,
         notices,
-        database: state.db().kind().as_str(),
-        version: state.version(),
     })
 }

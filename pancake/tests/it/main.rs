@@ -4,6 +4,7 @@
 // Test code: a failed unwrap is a failed test, which is what we want.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod account;
 mod cli;
 mod live;
 mod site;

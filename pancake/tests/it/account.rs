@@ -1,0 +1,304 @@
+//! pancake's account pages as a browser without JavaScript uses them:
+//! plain HTML forms, cookies, 303 redirects, and mail read from a real SMTP
+//! server on loopback.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hearth::testing::{Backend, SmtpSink, TestApp};
+use reqwest::StatusCode;
+
+/// A cookie-keeping client that posts forms the way a browser does: with
+/// the page's hidden fields, `Origin`, and no redirect following (so tests
+/// see each 303).
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    cookies: BTreeMap<String, String>,
+}
+
+struct Page {
+    status: StatusCode,
+    location: Option<String>,
+    text: String,
+}
+
+impl Page {
+    /// The value of hidden input `name` (the first one).
+    fn hidden(&self, name: &str) -> String {
+        let needle = format!("name=\"{name}\" value=\"");
+        let start = self
+            .text
+            .find(&needle)
+            .unwrap_or_else(|| panic!("no {name} in {}", self.text))
+            + needle.len();
+        let end = self.text[start..].find('"').unwrap() + start;
+        self.text[start..end].to_owned()
+    }
+}
+
+impl Browser {
+    fn new(app: &TestApp) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Self {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            base: app.base_url().to_owned(),
+            cookies: BTreeMap::new(),
+        }
+    }
+
+    async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
+        let cookie = self
+            .cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let res = req
+            .header("cookie", cookie)
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        for v in res.headers().get_all("set-cookie") {
+            let v = v.to_str().unwrap();
+            let (pair, attrs) = v.split_once(';').unwrap_or((v, ""));
+            let (name, value) = pair.split_once('=').unwrap();
+            if attrs.contains("Max-Age=0") {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_owned(), value.to_owned());
+            }
+        }
+        let status = res.status();
+        let location = res
+            .headers()
+            .get("location")
+            .map(|l| l.to_str().unwrap().to_owned());
+        Page {
+            status,
+            location,
+            text: res.text().await.unwrap(),
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let req = self.http.get(format!("{}{path}", self.base));
+        self.send(req).await
+    }
+
+    /// Posts `fields` to `path` as a form, with `csrf` as the token field.
+    async fn post(&mut self, path: &str, csrf: &str, fields: &[(&str, &str)]) -> Page {
+        let mut all: Vec<(&str, &str)> = vec![("csrf_token", csrf)];
+        all.extend_from_slice(fields);
+        let body = all
+            .iter()
+            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("origin", self.base.clone())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        self.send(req).await
+    }
+
+    /// Loads the form page at `path` and submits it with `fields`.
+    async fn fill(&mut self, path: &str, action: &str, fields: &[(&str, &str)]) -> Page {
+        let form = self.get(path).await;
+        assert_eq!(form.status, StatusCode::OK, "{path}: {}", form.text);
+        let csrf = form.hidden("csrf_token");
+        self.post(action, &csrf, fields).await
+    }
+}
+
+/// `application/x-www-form-urlencoded` encoding of one name or value.
+fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                out.push(char::from(b))
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+const PASSWORD: &str = "a long enough passphrase";
+
+async fn spawn(backend: Backend, sink: &SmtpSink, admins: &[&str]) -> Option<TestApp> {
+    TestApp::spawn_with(&pancake::app(), backend, |c| {
+        sink.configure(c);
+        c.jobs.poll_interval = hearth::config::Duration::from_millis(100);
+        c.auth.admins = admins.iter().map(|s| (*s).to_owned()).collect();
+    })
+    .await
+}
+
+/// Signs up through the form, confirms the address through the mailed link
+/// and signs in.
+async fn join(app: &TestApp, sink: &SmtpSink, email: &str) -> Browser {
+    let mut b = Browser::new(app);
+    let p = b
+        .fill(
+            "/auth/signup",
+            "/auth/signup",
+            &[("email", email), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.text);
+    assert!(p.text.contains("Check your inbox"));
+    let token = sink.next().await.token_for("/auth/verify-email").unwrap();
+    let p = b
+        .fill(
+            &format!("/auth/verify-email?token={token}"),
+            "/auth/verify-email",
+            &[("token", &token)],
+        )
+        .await;
+    assert!(p.text.contains("Address confirmed"), "{}", p.text);
+    let p = b
+        .fill(
+            "/auth/login",
+            "/auth/login",
+            &[("email", email), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(
+        (p.status, p.location.as_deref()),
+        (StatusCode::SEE_OTHER, Some("/account")),
+        "{}",
+        p.text
+    );
+    b
+}
+
+hearth::db_tests! {
+    async fn a_visitor_joins_and_uses_the_site_with_forms_only(backend) {
+        let sink = SmtpSink::start().await;
+        let Some(app) = spawn(backend, &sink, &[]).await else { return };
+        let mut b = join(&app, &sink, "ana@example.com").await;
+        let p = b.get("/account").await;
+        assert_eq!(p.status, StatusCode::OK);
+        assert!(p.text.contains("<dd id=\"email\">ana@example.com</dd>"), "{}", p.text);
+        assert!(p.text.contains("<dd id=\"verified\">yes</dd>"));
+        assert!(!p.text.contains("<script"), "account pages need no script");
+        assert_eq!(b.get("/members").await.status, StatusCode::OK);
+        assert!(b.get("/").await.text.contains("ana@example.com"), "the header shows who is signed in");
+        // Not an admin.
+        assert_eq!(b.get("/admin").await.status, StatusCode::FORBIDDEN);
+        // Sign out from the header's form.
+        let home = b.get("/").await;
+        let p = b.post("/auth/logout", &home.hidden("csrf_token"), &[]).await;
+        assert_eq!((p.status, p.location.as_deref()), (StatusCode::SEE_OTHER, Some("/")));
+        // Signed-out browsers are sent to the sign-in page, and back after it.
+        let p = b.get("/members").await;
+        assert_eq!((p.status, p.location.as_deref()), (StatusCode::SEE_OTHER, Some("/auth/login?next=%2Fmembers")));
+        let form = b.get("/auth/login?next=%2Fmembers").await;
+        assert_eq!(form.hidden("next"), "/members");
+        let p = b.post("/auth/login", &form.hidden("csrf_token"), &[("email", "ana@example.com"), ("password", PASSWORD), ("next", "/members")]).await;
+        assert_eq!(p.location.as_deref(), Some("/members"));
+        // A crafted `next` cannot send anyone off-site.
+        b.cookies.clear();
+        let form = b.get("/auth/login").await;
+        let p = b.post("/auth/login", &form.hidden("csrf_token"), &[("email", "ana@example.com"), ("password", PASSWORD), ("next", "//evil.example/")]).await;
+        assert_eq!(p.location.as_deref(), Some("/account"));
+        app.stop().await;
+    }
+
+    async fn form_errors_are_shown_in_the_form_escaped(backend) {
+        let sink = SmtpSink::start().await;
+        let Some(app) = spawn(backend, &sink, &[]).await else { return };
+        let _ = join(&app, &sink, "ana@example.com").await;
+        let mut b = Browser::new(&app);
+        let p = b.fill("/auth/login", "/auth/login", &[("email", "ana@example.com"), ("password", "wrong wrong wrong")]).await;
+        assert_eq!(p.status, StatusCode::UNAUTHORIZED);
+        assert!(p.text.contains("the email or the password is wrong"), "{}", p.text);
+        assert!(p.text.contains("value=\"ana@example.com\""), "the email is kept");
+        let xss = "\"><script>alert(1)</script>";
+        let p = b.fill("/auth/login", "/auth/login", &[("email", xss), ("password", "x")]).await;
+        assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(!p.text.contains("<script>alert(1)"), "{}", p.text);
+        assert!(p.text.contains("&#34;&#62;&#60;script&#62;") || p.text.contains("&quot;&gt;&lt;script&gt;"), "{}", p.text);
+        let p = b.fill("/auth/signup", "/auth/signup", &[("email", "bo@example.com"), ("password", "password123")]).await;
+        assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(p.text.contains("most common"), "{}", p.text);
+        // A form posted without its token, or from another site, is refused.
+        let p = b.post("/auth/login", "", &[("email", "ana@example.com"), ("password", PASSWORD)]).await;
+        assert_eq!(p.status, StatusCode::FORBIDDEN);
+        app.stop().await;
+    }
+
+    async fn a_forgotten_password_is_reset_with_forms(backend) {
+        let sink = SmtpSink::start().await;
+        let Some(app) = spawn(backend, &sink, &[]).await else { return };
+        let mut signed_in = join(&app, &sink, "ana@example.com").await;
+        let mut b = Browser::new(&app);
+        let p = b.fill("/auth/recover", "/auth/recover", &[("email", "ana@example.com")]).await;
+        assert!(p.text.contains("Check your inbox"));
+        let token = sink.next().await.token_for("/auth/reset").unwrap();
+        let p = b.fill(&format!("/auth/reset?token={token}"), "/auth/reset", &[("token", &token), ("new_password", "a brand new passphrase")]).await;
+        assert!(p.text.contains("Password changed"), "{}", p.text);
+        // The other browser was signed out.
+        assert_eq!(signed_in.get("/account").await.status, StatusCode::SEE_OTHER);
+        // The link is spent.
+        let p = b.get(&format!("/auth/reset?token={token}")).await;
+        assert_eq!(p.status, StatusCode::BAD_REQUEST);
+        assert!(p.text.contains("Link not valid"));
+        let p = b.fill("/auth/login", "/auth/login", &[("email", "ana@example.com"), ("password", "a brand new passphrase")]).await;
+        assert_eq!(p.status, StatusCode::SEE_OTHER);
+        app.stop().await;
+    }
+
+    async fn the_password_is_changed_and_the_account_deleted_from_my_account(backend) {
+        let sink = SmtpSink::start().await;
+        let Some(app) = spawn(backend, &sink, &[]).await else { return };
+        let mut b = join(&app, &sink, "ana@example.com").await;
+        let p = b.fill("/auth/change-password", "/auth/change-password", &[("password", PASSWORD), ("new_password", "another long passphrase")]).await;
+        assert_eq!((p.status, p.location.as_deref()), (StatusCode::SEE_OTHER, Some("/account?changed=1")), "{}", p.text);
+        assert!(b.get("/account?changed=1").await.text.contains("Your password is changed"));
+        let p = b.fill("/account", "/account/delete", &[("password", "wrong wrong wrong")]).await;
+        assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(p.text.contains("the current password is wrong"));
+        let p = b.fill("/account", "/account/delete", &[("password", "another long passphrase")]).await;
+        assert!(p.text.contains("Account deleted"), "{}", p.text);
+        let mut c = Browser::new(&app);
+        let p = c.fill("/auth/login", "/auth/login", &[("email", "ana@example.com"), ("password", "another long passphrase")]).await;
+        assert_eq!(p.status, StatusCode::UNAUTHORIZED);
+        app.stop().await;
+    }
+
+    async fn admins_post_notices_from_the_admin_page(backend) {
+        let sink = SmtpSink::start().await;
+        let Some(app) = spawn(backend, &sink, &["boss@example.com"]).await else { return };
+        let mut boss = join(&app, &sink, "boss@example.com").await;
+        let p = boss.get("/admin").await;
+        assert_eq!(p.status, StatusCode::OK);
+        let p = boss.post("/admin/notices", &p.hidden("csrf_token"), &[("title", "Picnic <Sunday>"), ("body", "Bring pancakes")]).await;
+        assert_eq!((p.status, p.location.as_deref()), (StatusCode::SEE_OTHER, Some("/admin?posted=1")));
+        let mut shown = false;
+        for _ in 0..200 {
+            let home = boss.get("/").await;
+            if home.text.contains("Picnic &#60;Sunday&#62;") {
+                shown = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(shown, "the notice reached the home page, escaped");
+        let p = boss.get("/admin").await;
+        let p = boss.post("/admin/notices", &p.hidden("csrf_token"), &[("title", " "), ("body", "x")]).await;
+        assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(p.text.contains("must not be empty"));
+        app.stop().await;
+    }
+}
