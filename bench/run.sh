@@ -11,6 +11,7 @@
 # as one JSON line. Raw wrk output goes to bench/results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 DURATION="${1:-10}"
 CONNS="${2:-64}"
@@ -21,13 +22,7 @@ CLIENT_CORE=1
 RESULTS=bench/results
 mkdir -p "$RESULTS"
 
-if ! command -v wrk >/dev/null 2>&1; then
-  echo "installing wrk from Debian's packages"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
-fi
-if ! command -v taskset >/dev/null 2>&1; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq util-linux >/dev/null
-fi
+need_wrk
 
 echo "building release binaries (pancake, bare axum)"
 cargo build --release -q -p pancake -p bench --bin pancake --bin bare
@@ -40,34 +35,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_up() {
-  for _ in $(seq 1 200); do
-    curl -fs -o /dev/null "$1" && return 0
-    sleep 0.05
-  done
-  echo "server at $1 did not come up" >&2
-  return 1
-}
-
-# Prints "<req/s> <p99 in ms>" from wrk --latency output.
-parse() {
-  awk '
-    /Requests\/sec:/ { rps = $2 }
-    /^ +99%/ {
-      v = $2
-      if (v ~ /us$/) { sub(/us$/, "", v); p99 = v / 1000 }
-      else if (v ~ /ms$/) { sub(/ms$/, "", v); p99 = v }
-      else if (v ~ /s$/) { sub(/s$/, "", v); p99 = v * 1000 }
-    }
-    END { printf "%s %.3f\n", rps, p99 }
-  ' "$1"
-}
-
 measure() { # name url round
   local name=$1 url=$2 round=$3 out="$RESULTS/$1.$3.txt"
   taskset -c "$CLIENT_CORE" wrk -t1 -c"$CONNS" -d"${WARMUP}s" "$url" >/dev/null
   taskset -c "$CLIENT_CORE" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$url" >"$out"
-  read -r rps p99 < <(parse "$out")
+  read -r rps p99 _ < <(parse "$out")
   printf '  %-22s %12.0f req/s   p99 %8.3f ms\n' "$name" "$rps" "$p99"
   printf '{"name":"%s","round":%s,"url":"%s","rps":%s,"p99_ms":%s,"connections":%s,"duration_s":%s}\n' \
     "$name" "$round" "$url" "$rps" "$p99" "$CONNS" "$DURATION" >>"$RESULTS/results.jsonl"
@@ -117,7 +89,6 @@ for round in $(seq 1 "$ROUNDS"); do
   RATIOS+=("$ratio")
 done
 
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 med_of() { # name
   median $(grep "\"name\":\"$1\"" "$RESULTS/results.jsonl" | sed 's/.*"rps":\([0-9.]*\).*/\1/')
 }

@@ -187,6 +187,11 @@ fn limited(retry: Option<u64>) -> Result<(), Error> {
     }
 }
 
+/// Counts one event for `key`: 429 once it is over `rate`.
+async fn count(auth: &Auth, key: &str, rate: crate::auth::Rate) -> Result<(), Error> {
+    limited(auth.limiter().hit(key, rate).await?)
+}
+
 /// The answer to a login with a wrong email or password.
 pub fn invalid_credentials() -> Error {
     Error::new(
@@ -253,11 +258,7 @@ pub async fn signup(
 ) -> Result<(), Error> {
     let auth = state.auth();
     let limits = &auth.config().limits;
-    limited(
-        auth.limiter()
-            .hit(&format!("signup:ip:{client}"), limits.signup_per_ip)
-            .await?,
-    )?;
+    count(auth, &format!("signup:ip:{client}"), limits.signup_per_ip).await?;
     let email = normalize_email(email)?;
     if !auth.config().may_sign_up(&email) {
         return Err(Error::forbidden("signup is open to invited addresses only")
@@ -296,11 +297,7 @@ pub async fn login(
 ) -> Result<SignedIn, Error> {
     let auth = state.auth();
     let limits = &auth.config().limits;
-    limited(
-        auth.limiter()
-            .hit(&format!("login:ip:{client}"), limits.login_per_ip)
-            .await?,
-    )?;
+    count(auth, &format!("login:ip:{client}"), limits.login_per_ip).await?;
     let email = normalize_email(email)?;
     if !auth.passwords().within_max_len(password) {
         return Err(Error::validation("password", "the password is too long"));
@@ -396,14 +393,12 @@ pub async fn verify_email(
     token: &str,
 ) -> Result<Option<SignedIn>, Error> {
     let auth = state.auth();
-    limited(
-        auth.limiter()
-            .hit(
-                &format!("reset:ip:{client}"),
-                auth.config().limits.reset_per_ip,
-            )
-            .await?,
-    )?;
+    count(
+        auth,
+        &format!("reset:ip:{client}"),
+        auth.config().limits.reset_per_ip,
+    )
+    .await?;
     let mut tx = state.db().begin().await?;
     let token = match state.tokens().consume(&mut tx, VERIFY_KIND, token).await? {
         Found::Valid(t) => t,
@@ -444,14 +439,12 @@ pub async fn verify_email(
 /// verified already.
 pub async fn resend_verification(state: &AppState, me: &CurrentUser) -> Result<(), Error> {
     let auth = state.auth();
-    limited(
-        auth.limiter()
-            .hit(
-                &format!("recover:account:{}", me.user.email),
-                auth.config().limits.recover_per_account,
-            )
-            .await?,
-    )?;
+    count(
+        auth,
+        &format!("recover:account:{}", me.user.email),
+        auth.config().limits.recover_per_account,
+    )
+    .await?;
     if !me.user.verified {
         let mut tx = state.db().begin().await?;
         mailing::queue_verification(state, &mut tx, me.user.id, &me.user.email).await?;
@@ -465,20 +458,14 @@ pub async fn resend_verification(state: &AppState, me: &CurrentUser) -> Result<(
 pub async fn recover(state: &AppState, client: &str, email: &str) -> Result<(), Error> {
     let auth = state.auth();
     let limits = &auth.config().limits;
-    limited(
-        auth.limiter()
-            .hit(&format!("recover:ip:{client}"), limits.recover_per_ip)
-            .await?,
-    )?;
+    count(auth, &format!("recover:ip:{client}"), limits.recover_per_ip).await?;
     let email = normalize_email(email)?;
-    limited(
-        auth.limiter()
-            .hit(
-                &format!("recover:account:{email}"),
-                limits.recover_per_account,
-            )
-            .await?,
-    )?;
+    count(
+        auth,
+        &format!("recover:account:{email}"),
+        limits.recover_per_account,
+    )
+    .await?;
     let mut tx = state.db().begin().await?;
     state
         .jobs()
@@ -507,14 +494,12 @@ pub async fn reset(
     new_password: &str,
 ) -> Result<(), Error> {
     let auth = state.auth();
-    limited(
-        auth.limiter()
-            .hit(
-                &format!("reset:ip:{client}"),
-                auth.config().limits.reset_per_ip,
-            )
-            .await?,
-    )?;
+    count(
+        auth,
+        &format!("reset:ip:{client}"),
+        auth.config().limits.reset_per_ip,
+    )
+    .await?;
     // Look first, so that a refused password does not use the link up.
     let found = match state.tokens().find(RESET_KIND, token).await? {
         Found::Valid(t) => t,

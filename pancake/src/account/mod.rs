@@ -95,7 +95,8 @@ impl Module for Account {
                     "/auth/change-password",
                     get(pages::change_password_form).post(pages::change_password),
                 )
-                .route("/members", get(pages::members)),
+                .route("/members", get(pages::members))
+                .route("/api/whoami", get(pages::whoami)),
         );
         ctx.admin(
             Router::new()

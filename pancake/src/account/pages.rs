@@ -158,6 +158,21 @@ fn message(
     }
 }
 
+/// The form again after `e`: its message shown, the status the API would
+/// give, fields rebuilt by `page` (which gets the layout, the CSRF token of
+/// `session`, and the message).
+fn refill(
+    state: &AppState,
+    session: &hearth::auth::Session,
+    e: &Error,
+    page: impl FnOnce(Layout, String, Option<String>) -> FormPage,
+) -> Response {
+    let layout = Layout::new(state, Some(session));
+    let csrf = state.auth().csrf_token(session);
+    let form = page(layout, csrf, Some(e.body().message.to_string()));
+    flows::no_store(with_status(form, e.status()))
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(super) struct NextQuery {
@@ -298,12 +313,9 @@ pub(super) async fn signup(
             )
             .into_response(),
         )),
-        Err(e) => {
-            let layout = Layout::new(&state, Some(&form.session));
-            let csrf = state.auth().csrf_token(&form.session);
-            let page = signup_page(layout, csrf, &f.email, Some(e.body().message.to_string()));
-            Ok(flows::no_store(with_status(page, e.status())))
-        }
+        Err(e) => Ok(refill(&state, &form.session, &e, |layout, csrf, error| {
+            signup_page(layout, csrf, &f.email, error)
+        })),
     }
 }
 
@@ -759,4 +771,25 @@ pub(super) async fn post_notice(
             StatusCode::UNPROCESSABLE_ENTITY,
         ))),
     }
+}
+
+/// What `GET /api/whoami` answers.
+#[derive(serde::Serialize)]
+pub(super) struct WhoAmI {
+    id: i64,
+    email: String,
+    verified: bool,
+    admin: bool,
+}
+
+/// `GET /api/whoami` (signed in): the account behind the session cookie,
+/// read with the gatekeeper's one lookup and nothing else (the
+/// session-authenticated read of the benchmarks).
+pub(super) async fn whoami(me: CurrentUser) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        id: me.user.id,
+        email: me.user.email,
+        verified: me.user.verified,
+        admin: me.admin,
+    })
 }

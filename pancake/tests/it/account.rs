@@ -193,6 +193,10 @@ hearth::db_tests! {
         assert!(p.text.contains("<dd id=\"verified\">yes</dd>"));
         assert!(!p.text.contains("<script"), "account pages need no script");
         assert_eq!(b.get("/members").await.status, StatusCode::OK);
+        let who = b.get("/api/whoami").await;
+        assert_eq!(who.status, StatusCode::OK);
+        let who: serde_json::Value = serde_json::from_str(&who.text).unwrap();
+        assert_eq!((who["email"].as_str(), who["verified"].as_bool(), who["admin"].as_bool()), (Some("ana@example.com"), Some(true), Some(false)));
         assert!(b.get("/").await.text.contains("ana@example.com"), "the header shows who is signed in");
         // Not an admin.
         assert_eq!(b.get("/admin").await.status, StatusCode::FORBIDDEN);
