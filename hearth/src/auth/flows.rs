@@ -160,9 +160,7 @@ pub async fn page_session(state: &AppState, headers: &HeaderMap) -> Result<PageS
                     "a session cookie with a bad signature was presented"
                 );
             }
-            let mut tx = state.db().begin().await?;
-            let (secret, _) = auth.start_session(&mut tx, None).await?;
-            tx.commit().await?;
+            let secret = auth.start_anonymous()?;
             Ok(PageSession {
                 session: None,
                 csrf_token: auth.csrf_for(&secret),
@@ -355,9 +353,9 @@ async fn replace_session(
     let auth = state.auth();
     let mut tx = state.db().begin().await?;
     if let Some(old) = old {
-        auth.tokens().revoke(&mut tx, old.id).await?;
+        auth.end_session(&mut tx, old).await?;
     }
-    let (secret, _) = auth.start_session(&mut tx, Some(&user)).await?;
+    let (secret, _) = auth.start_session(&mut tx, &user).await?;
     tx.commit().await?;
     Ok(SignedIn { secret, user })
 }
@@ -365,7 +363,7 @@ async fn replace_session(
 /// Ends `session`.
 pub async fn logout(state: &AppState, session: &Session) -> Result<(), Error> {
     let mut tx = state.db().begin().await?;
-    state.auth().tokens().revoke(&mut tx, session.id).await?;
+    state.auth().end_session(&mut tx, session).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -417,12 +415,12 @@ pub async fn verify_email(
     auth.users().mark_verified(&mut tx, user.id).await?;
     let mine = session.user.as_ref().is_some_and(|u| u.id == user.id);
     let rotated = if mine {
-        auth.tokens().revoke(&mut tx, session.id).await?;
+        auth.end_session(&mut tx, session).await?;
         let verified = User {
             verified: true,
             ..user.clone()
         };
-        let (secret, _) = auth.start_session(&mut tx, Some(&verified)).await?;
+        let (secret, _) = auth.start_session(&mut tx, &verified).await?;
         Some(SignedIn {
             secret,
             user: verified,
@@ -581,7 +579,7 @@ pub async fn change_password(
         .set_password(&mut tx, me.user.id, &hash)
         .await?;
     auth.end_sessions_of(&mut tx, me.user.id).await?;
-    let (secret, _) = auth.start_session(&mut tx, Some(&me.user)).await?;
+    let (secret, _) = auth.start_session(&mut tx, &me.user).await?;
     tx.commit().await?;
     tracing::info!(
         user_id = me.user.id,

@@ -182,7 +182,7 @@ pub async fn check_csrf(
         return Ok(req);
     }
     let auth = state.auth();
-    if !origin_allowed(auth, req.headers()) {
+    if !origin_allowed(auth, req.headers(), req.uri()) {
         return Err(
             Error::forbidden("the request comes from another site").with_code("cross_origin")
         );
@@ -226,9 +226,10 @@ fn is_form(headers: &HeaderMap) -> bool {
 }
 
 /// Whether the `Origin` (or, without it, the `Referer`) of a request names
-/// this site or an allowed origin. Requests with neither (non-browser
-/// clients) pass here; the token check still applies to them.
-pub fn origin_allowed(auth: &Auth, headers: &HeaderMap) -> bool {
+/// this site (its `Host`, or over HTTP/2 the URI's authority) or an allowed
+/// origin. Requests with neither (non-browser clients) pass here; the token
+/// check still applies to them.
+pub fn origin_allowed(auth: &Auth, headers: &HeaderMap, uri: &axum::http::Uri) -> bool {
     let source = headers
         .get(header::ORIGIN)
         .or_else(|| headers.get(header::REFERER))
@@ -247,7 +248,11 @@ pub fn origin_allowed(auth: &Auth, headers: &HeaderMap) -> bool {
     {
         return true;
     }
-    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(axum::http::uri::Authority::as_str));
+    let Some(host) = host else {
         return false;
     };
     let (scheme, authority) = origin.split_once("://").unwrap_or(("", ""));

@@ -13,10 +13,12 @@
 //! it by more than a hundredth of the idle time, so reads do not each cost
 //! a write.
 //!
-//! Before sign-in a visitor may hold an anonymous session (no owner): it is
-//! what the CSRF token of the login and signup forms is bound to. Signing
-//! in replaces it with a new session, so a session id planted before login
-//! is worthless after it (no fixation).
+//! Before sign-in a visitor may hold an anonymous pre-session: what the CSRF
+//! token of the login and signup forms is bound to. It is a signed cookie
+//! only (`a.<issued ms>.<random>`), never a row, so a crawler loading forms
+//! costs no database writes; it lasts `auth.anonymous_idle` from issue.
+//! Signing in replaces it with a stored session, so a cookie planted before
+//! login is worthless after it (no fixation).
 //!
 //! The CSRF token of a session is an HMAC of its token under a key derived
 //! from the app's secret: bound to the session, different for every session,
@@ -41,10 +43,15 @@ use crate::with_db;
 /// The token kind of sessions.
 pub const SESSION_KIND: &str = "session";
 
+/// How an anonymous pre-session's cookie value begins; a stored session's
+/// token (URL-safe base64) never contains a `.`.
+const ANON_PREFIX: &str = "a.";
+
 /// A live session, as the gatekeeper found it.
 #[derive(Debug, Clone)]
 pub struct Session {
-    /// The session token's row id: safe to log.
+    /// The session token's row id: safe to log; 0 for an anonymous
+    /// pre-session, which has no row.
     pub id: i64,
     secret: Secret,
     /// The signed-in account; `None` for an anonymous pre-session.
@@ -153,6 +160,9 @@ impl Auth {
             Some(Err(())) => return Ok(Loaded::Forged),
             Some(Ok(s)) => s,
         };
+        if let Some(rest) = secret.strip_prefix(ANON_PREFIX) {
+            return Ok(self.anonymous(rest, &secret));
+        }
         // A signed value that is not a token cannot come from this server's
         // sessions; treat it as over rather than forged (old formats, bugs).
         let Some(hash) = hash_of(&secret) else {
@@ -229,26 +239,63 @@ impl Auth {
         }))
     }
 
-    /// Starts a session for `user` (or an anonymous one) in the caller's
-    /// transaction. Send [`Auth::session_cookie_header`] of the secret with
-    /// the response once the transaction has committed.
+    /// An anonymous pre-session from the part of its cookie after the prefix.
+    fn anonymous(&self, rest: &str, secret: &str) -> Loaded {
+        let issued = rest
+            .split_once('.')
+            .and_then(|(ms, _)| ms.parse::<i64>().ok());
+        let Some(issued) = issued else {
+            return Loaded::Ended;
+        };
+        let ends = issued.saturating_add(millis(self.config().anonymous_idle.get()));
+        if ends <= now_ms() {
+            return Loaded::Ended;
+        }
+        Loaded::Valid(Session {
+            id: 0,
+            secret: crate::auth::tokens::secret_from(secret.to_owned()),
+            user: None,
+            admin: false,
+            expires_at: ends,
+            absolute_at: ends,
+        })
+    }
+
+    /// Starts an anonymous pre-session: nothing is stored. Send
+    /// [`Auth::session_cookie_header`] of the secret with the response.
+    pub fn start_anonymous(&self) -> Result<Secret, Error> {
+        let mut bytes = [0_u8; 32];
+        getrandom::fill(&mut bytes)
+            .map_err(|e| Error::internal(anyhow::anyhow!("no randomness for a session: {e}")))?;
+        Ok(crate::auth::tokens::secret_from(format!(
+            "{ANON_PREFIX}{}.{}",
+            now_ms(),
+            URL_SAFE_NO_PAD.encode(bytes)
+        )))
+    }
+
+    /// Starts a session for `user` in the caller's transaction. Send
+    /// [`Auth::session_cookie_header`] of the secret with the response once
+    /// the transaction has committed.
     pub async fn start_session(
         &self,
         tx: &mut Tx,
-        user: Option<&User>,
+        user: &User,
     ) -> Result<(Secret, Token), sqlx::Error> {
         let c = self.config();
-        let idle = if user.is_some() {
-            c.session_idle
-        } else {
-            c.anonymous_idle
-        };
         let absolute = now_ms().saturating_add(millis(c.session_absolute.get()));
-        let mut new = NewToken::new(SESSION_KIND, idle.get()).data(absolute.to_string());
-        if let Some(u) = user {
-            new = new.owner(u.id.to_string());
-        }
+        let new = NewToken::new(SESSION_KIND, c.session_idle.get())
+            .data(absolute.to_string())
+            .owner(user.id.to_string());
         self.tokens().issue(tx, new).await
+    }
+
+    /// Ends a stored session (an anonymous one has nothing to end).
+    pub async fn end_session(&self, tx: &mut Tx, session: &Session) -> Result<(), sqlx::Error> {
+        if session.id > 0 {
+            self.tokens().revoke(tx, session.id).await?;
+        }
+        Ok(())
     }
 
     /// Ends every session of account `user_id`; returns how many.
@@ -267,9 +314,14 @@ impl Auth {
         let signed = jar.get(name).ok_or_else(|| {
             Error::internal(anyhow::anyhow!("the signed cookie jar lost the cookie"))
         })?;
-        // The browser may keep it as long as a session can last; the server
-        // decides earlier ends.
-        let max_age = self.config().session_absolute.get().as_secs();
+        // The browser may keep it as long as the session can last; the
+        // server decides earlier ends.
+        let c = self.config();
+        let max_age = if secret.expose().starts_with(ANON_PREFIX) {
+            c.anonymous_idle.get().as_secs()
+        } else {
+            c.session_absolute.get().as_secs()
+        };
         self.cookie_line(signed.value(), max_age)
     }
 

@@ -554,4 +554,36 @@ hearth::db_tests! {
         assert!(hash.starts_with("$argon2id$v=19$m=19456,t=3,p=1$"), "{hash}");
         running.shutdown().await;
     }
+
+    async fn pre_sessions_cost_no_rows_and_end_on_time(backend) {
+        let Some(app) = spawn(backend, |c| {
+            c.auth.anonymous_idle = hearth::config::Duration::from_secs(60);
+        }).await else { return };
+        let _ = Browser::signed_in(&app, "ana@example.com").await;
+        // (The signup's verification token arrives in the background; count sessions only.)
+        let rows = count(&app, "SELECT count(*) FROM hearth_token WHERE kind = 'session'").await;
+        assert_eq!(rows, 1, "the signed-in session");
+        for _ in 0..5 {
+            Browser::new(&app).start().await;
+        }
+        assert_eq!(count(&app, "SELECT count(*) FROM hearth_token WHERE kind = 'session'").await, rows, "a pre-session is a cookie only");
+        let mut b = Browser::new(&app);
+        b.start().await;
+        let cookie = b.cookie().unwrap().clone();
+        assert!(cookie.contains("a."), "{cookie}");
+        // A pre-session cannot be stretched: its issue time is under the signature.
+        let forged = cookie.replacen("a.", "a.9", 1);
+        b.cookies.insert("hearth_session".into(), forged);
+        let a = b.log_in("ana@example.com", PASSWORD).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+        assert!(a.clears_cookie());
+        // Over HTTP/2 (no Host header, the authority is in the URI) the origin check still passes.
+        let mut h2 = Browser::new(&app);
+        h2.http = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+        h2.start().await;
+        let a = h2.log_in("ana@example.com", PASSWORD).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        assert_eq!(h2.post("/probe/note", json!("over h2")).await.status, StatusCode::OK);
+        app.stop().await;
+    }
 }
