@@ -113,6 +113,43 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for AuthForm<T> {
     }
 }
 
+/// The hidden field that carries a CSRF token in a form: in an askama
+/// template `{{ csrf }}` renders `<input type="hidden" name="csrf_token"
+/// value="…">` (a token is URL-safe base64, so it needs no escaping).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CsrfField(String);
+
+impl CsrfField {
+    /// The field for `token` (as [`Auth::csrf_token`] gives it).
+    pub fn new(token: &str) -> Self {
+        // Keep only what a token can hold, so the markup can never break.
+        Self(
+            token
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                .collect(),
+        )
+    }
+
+    /// The token alone.
+    pub fn token(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for CsrfField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            r#"<input type="hidden" name="{}" value="{}">"#,
+            guard::CSRF_FIELD,
+            self.0
+        )
+    }
+}
+
+impl askama::filters::HtmlSafe for CsrfField {}
+
 /// The session a page's forms bind their CSRF token to: the caller's, or a
 /// new anonymous one whose cookie the page must set.
 #[derive(Debug)]
@@ -126,6 +163,11 @@ pub struct PageSession {
 }
 
 impl PageSession {
+    /// The hidden form field with the CSRF token.
+    pub fn field(&self) -> CsrfField {
+        CsrfField::new(&self.csrf_token)
+    }
+
     /// Whether someone is signed in.
     pub fn user(&self) -> Option<&User> {
         self.session.as_ref().and_then(|s| s.user.as_ref())
@@ -619,4 +661,20 @@ pub async fn destroy(state: &AppState, me: &CurrentUser, password: &str) -> Resu
     tx.commit().await?;
     tracing::info!(user_id = me.user.id, "account destroyed");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_csrf_field_is_a_hidden_input_that_cannot_break_out() {
+        let f = CsrfField::new("abc-_XYZ09");
+        assert_eq!(
+            f.to_string(),
+            r#"<input type="hidden" name="csrf_token" value="abc-_XYZ09">"#
+        );
+        let f = CsrfField::new("x\"><script>");
+        assert_eq!(f.token(), "xscript");
+    }
 }

@@ -26,7 +26,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use config::{Argon2Config, AuthConfig, AuthLimits, Rate};
-pub use flows::{AuthForm, AuthRequest, PageSession, page_session};
+pub use flows::{AuthForm, AuthRequest, CsrfField, PageSession, page_session};
 pub use guard::{CurrentUser, MaybeSession};
 pub use passwords::Passwords;
 pub use rate::Limiter;

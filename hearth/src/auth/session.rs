@@ -346,6 +346,11 @@ impl Auth {
         self.csrf_for(session.secret())
     }
 
+    /// The hidden form field with the CSRF token of a session.
+    pub fn csrf_field(&self, session: &Session) -> crate::auth::CsrfField {
+        crate::auth::CsrfField::new(&self.csrf_token(session))
+    }
+
     /// The CSRF token of the session whose token is `secret`.
     pub fn csrf_for(&self, secret: &Secret) -> String {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.keys().csrf)

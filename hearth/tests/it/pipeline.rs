@@ -380,6 +380,10 @@ hearth::db_tests! {
         }).await else { return };
         let res = c.get(app.url("/healthz")).send().await.unwrap();
         assert_eq!(res.headers()["strict-transport-security"], "max-age=63072000; includeSubDomains");
+        // and marks the session cookie Secure.
+        let res = c.get(app.url("/api/auth/csrf")).send().await.unwrap();
+        let cookie = res.headers()["set-cookie"].to_str().unwrap().to_owned();
+        assert!(cookie.contains("; Secure") && cookie.contains("HttpOnly"), "{cookie}");
         app.stop().await;
         let Some(app) = TestApp::spawn_with(&crate::probe::app(), backend, |cfg| cfg.http.security_headers = false).await else { return };
         let res = c.get(app.url("/healthz")).send().await.unwrap();

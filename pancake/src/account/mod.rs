@@ -9,7 +9,7 @@
 
 mod pages;
 
-use hearth::auth::{MaybeSession, Session};
+use hearth::auth::{CsrfField, MaybeSession, Session};
 use hearth::prelude::*;
 
 /// What every page's header and footer need.
@@ -30,8 +30,8 @@ pub struct Nav {
     pub email: Option<String>,
     /// Whether it is an admin.
     pub admin: bool,
-    /// The CSRF token for the header's sign-out form (and a page's own forms).
-    pub csrf: String,
+    /// The CSRF field for the header's sign-out form (and a page's own forms).
+    pub csrf: CsrfField,
 }
 
 impl Layout {
@@ -41,7 +41,7 @@ impl Layout {
             Some(s) => Nav {
                 email: s.user.as_ref().map(|u| u.email.clone()),
                 admin: s.admin,
-                csrf: state.auth().csrf_token(s),
+                csrf: state.auth().csrf_field(s),
             },
             None => Nav::default(),
         };

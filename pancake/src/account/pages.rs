@@ -5,7 +5,7 @@
 use askama::Template;
 use askama_web::WebTemplate;
 use hearth::auth::flows::{self, AuthForm, SignedIn};
-use hearth::auth::{CurrentUser, page_session};
+use hearth::auth::{CsrfField, CurrentUser, page_session};
 use hearth::axum::Form;
 use hearth::axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use hearth::axum::response::{IntoResponse, Response};
@@ -55,7 +55,7 @@ pub(super) struct FormPage {
     intro: &'static str,
     error: Option<String>,
     action: &'static str,
-    csrf: String,
+    csrf: CsrfField,
     hidden: Vec<(&'static str, String)>,
     fields: Vec<Field>,
     submit: &'static str,
@@ -165,10 +165,10 @@ fn refill(
     state: &AppState,
     session: &hearth::auth::Session,
     e: &Error,
-    page: impl FnOnce(Layout, String, Option<String>) -> FormPage,
+    page: impl FnOnce(Layout, CsrfField, Option<String>) -> FormPage,
 ) -> Response {
     let layout = Layout::new(state, Some(session));
-    let csrf = state.auth().csrf_token(session);
+    let csrf = state.auth().csrf_field(session);
     let form = page(layout, csrf, Some(e.body().message.to_string()));
     flows::no_store(with_status(form, e.status()))
 }
@@ -181,7 +181,7 @@ pub(super) struct NextQuery {
 
 fn login_page(
     layout: Layout,
-    csrf: String,
+    csrf: CsrfField,
     email: &str,
     next: Option<String>,
     error: Option<String>,
@@ -217,7 +217,7 @@ pub(super) async fn login_form(
         return Ok(see_other(safe_next(q.next.as_deref())));
     }
     let layout = Layout::new(&state, page.session.as_ref());
-    let form = login_page(layout, page.csrf_token.clone(), "", q.next, None);
+    let form = login_page(layout, page.field(), "", q.next, None);
     Ok(page.finish(form))
 }
 
@@ -242,22 +242,13 @@ pub(super) async fn login(
     let f = &form.body;
     match flows::login(&state, &form.session, &form.client, &f.email, &f.password).await {
         Ok(s) => signed_in(&state, &s, safe_next(f.next.as_deref())),
-        Err(e) => {
-            let layout = Layout::new(&state, Some(&form.session));
-            let csrf = state.auth().csrf_token(&form.session);
-            let page = login_page(
-                layout,
-                csrf,
-                &f.email,
-                f.next.clone(),
-                Some(e.body().message.to_string()),
-            );
-            Ok(flows::no_store(with_status(page, e.status())))
-        }
+        Err(e) => Ok(refill(&state, &form.session, &e, |layout, csrf, error| {
+            login_page(layout, csrf, &f.email, f.next.clone(), error)
+        })),
     }
 }
 
-fn signup_page(layout: Layout, csrf: String, email: &str, error: Option<String>) -> FormPage {
+fn signup_page(layout: Layout, csrf: CsrfField, email: &str, error: Option<String>) -> FormPage {
     FormPage {
         layout,
         title: "Sign up",
@@ -282,7 +273,7 @@ pub(super) async fn signup_form(
 ) -> Result<Response> {
     let page = page_session(&state, &headers).await?;
     let layout = Layout::new(&state, page.session.as_ref());
-    let form = signup_page(layout, page.csrf_token.clone(), "", None);
+    let form = signup_page(layout, page.field(), "", None);
     Ok(page.finish(form))
 }
 
@@ -340,7 +331,7 @@ pub(super) struct TokenQuery {
     token: String,
 }
 
-fn verify_page(layout: Layout, csrf: String, token: String, error: Option<String>) -> FormPage {
+fn verify_page(layout: Layout, csrf: CsrfField, token: String, error: Option<String>) -> FormPage {
     FormPage {
         layout,
         title: "Confirm your address",
@@ -364,7 +355,7 @@ pub(super) async fn verify_form(
 ) -> Result<Response> {
     let page = page_session(&state, &headers).await?;
     let layout = Layout::new(&state, page.session.as_ref());
-    let form = verify_page(layout, page.csrf_token.clone(), q.token, None);
+    let form = verify_page(layout, page.field(), q.token, None);
     Ok(page.finish(form))
 }
 
@@ -387,21 +378,13 @@ pub(super) async fn verify(
                 None => Ok(flows::no_store(page.into_response())),
             }
         }
-        Err(e) => {
-            let layout = Layout::new(&state, Some(&form.session));
-            let csrf = state.auth().csrf_token(&form.session);
-            let page = verify_page(
-                layout,
-                csrf,
-                form.body.token.clone(),
-                Some(e.body().message.to_string()),
-            );
-            Ok(flows::no_store(with_status(page, e.status())))
-        }
+        Err(e) => Ok(refill(&state, &form.session, &e, |layout, csrf, error| {
+            verify_page(layout, csrf, form.body.token.clone(), error)
+        })),
     }
 }
 
-fn recover_page(layout: Layout, csrf: String, email: &str, error: Option<String>) -> FormPage {
+fn recover_page(layout: Layout, csrf: CsrfField, email: &str, error: Option<String>) -> FormPage {
     FormPage {
         layout,
         title: "Forgot your password?",
@@ -423,7 +406,7 @@ pub(super) async fn recover_form(
 ) -> Result<Response> {
     let page = page_session(&state, &headers).await?;
     let layout = Layout::new(&state, page.session.as_ref());
-    let form = recover_page(layout, page.csrf_token.clone(), "", None);
+    let form = recover_page(layout, page.field(), "", None);
     Ok(page.finish(form))
 }
 
@@ -449,21 +432,13 @@ pub(super) async fn recover(
             )
             .into_response(),
         )),
-        Err(e) => {
-            let layout = Layout::new(&state, Some(&form.session));
-            let csrf = state.auth().csrf_token(&form.session);
-            let page = recover_page(
-                layout,
-                csrf,
-                &form.body.email,
-                Some(e.body().message.to_string()),
-            );
-            Ok(flows::no_store(with_status(page, e.status())))
-        }
+        Err(e) => Ok(refill(&state, &form.session, &e, |layout, csrf, error| {
+            recover_page(layout, csrf, &form.body.email, error)
+        })),
     }
 }
 
-fn reset_page(layout: Layout, csrf: String, token: String, error: Option<String>) -> FormPage {
+fn reset_page(layout: Layout, csrf: CsrfField, token: String, error: Option<String>) -> FormPage {
     FormPage {
         layout,
         title: "Choose a new password",
@@ -503,7 +478,7 @@ pub(super) async fn reset_form(
         return Ok(page.finish(with_status(msg, StatusCode::BAD_REQUEST)));
     }
     let layout = Layout::new(&state, page.session.as_ref());
-    let form = reset_page(layout, page.csrf_token.clone(), q.token, None);
+    let form = reset_page(layout, page.field(), q.token, None);
     Ok(page.finish(form))
 }
 
@@ -541,17 +516,9 @@ pub(super) async fn reset(
             );
             Ok(flows::no_store(with_status(msg, e.status())))
         }
-        Err(e) => {
-            let layout = Layout::new(&state, Some(&form.session));
-            let csrf = state.auth().csrf_token(&form.session);
-            let page = reset_page(
-                layout,
-                csrf,
-                f.token.clone(),
-                Some(e.body().message.to_string()),
-            );
-            Ok(flows::no_store(with_status(page, e.status())))
-        }
+        Err(e) => Ok(refill(&state, &form.session, &e, |layout, csrf, error| {
+            reset_page(layout, csrf, f.token.clone(), error)
+        })),
     }
 }
 
@@ -562,7 +529,7 @@ fn change_page(state: &AppState, me: &CurrentUser, error: Option<String>) -> For
         intro: "Every other device signed in to your account will be signed out.",
         error,
         action: "/auth/change-password",
-        csrf: state.auth().csrf_token(&me.session),
+        csrf: state.auth().csrf_field(&me.session),
         hidden: Vec::new(),
         fields: vec![
             Field::password("Current password", "password", "current-password"),

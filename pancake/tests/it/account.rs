@@ -228,11 +228,20 @@ hearth::db_tests! {
         assert_eq!(p.status, StatusCode::UNAUTHORIZED);
         assert!(p.text.contains("the email or the password is wrong"), "{}", p.text);
         assert!(p.text.contains("value=\"ana@example.com\""), "the email is kept");
-        let xss = "\"><script>alert(1)</script>";
-        let p = b.fill("/auth/login", "/auth/login", &[("email", xss), ("password", "x")]).await;
-        assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
-        assert!(!p.text.contains("<script>alert(1)"), "{}", p.text);
-        assert!(p.text.contains("&#34;&#62;&#60;script&#62;") || p.text.contains("&quot;&gt;&lt;script&gt;"), "{}", p.text);
+        // Markup in every field that is shown again comes back escaped.
+        for xss in ["\"><script>alert(1)</script>", "<img src=x onerror=alert(1)>@example.com", "a@b.c\" autofocus onfocus=\"alert(1)"] {
+            for (form, fields) in [
+                ("/auth/login", vec![("email", xss), ("password", "x")]),
+                ("/auth/signup", vec![("email", xss), ("password", PASSWORD)]),
+                ("/auth/recover", vec![("email", xss)]),
+            ] {
+                let p = b.fill(form, form, &fields).await;
+                assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY, "{form} {xss}");
+                for raw in ["<script>alert", "<img src=x", "\" autofocus"] {
+                    assert!(!p.text.contains(raw), "{form} {xss}: {}", p.text);
+                }
+            }
+        }
         let p = b.fill("/auth/signup", "/auth/signup", &[("email", "bo@example.com"), ("password", "password123")]).await;
         assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
         assert!(p.text.contains("most common"), "{}", p.text);
