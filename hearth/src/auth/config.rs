@@ -24,8 +24,9 @@ pub struct AuthConfig {
     pub password_max_len: usize,
     /// argon2id cost parameters.
     pub argon2: Argon2Config,
-    /// Password hashes computed at once (on the blocking pool); more wait
-    /// their turn, so a login storm cannot take every core. 0 means one per core.
+    /// Password hashes computed at once, on as many low-priority threads;
+    /// more wait their turn. 0 means one fewer than the cores (at least
+    /// one), so that a login storm always leaves a core to other requests.
     pub hash_concurrency: usize,
     /// Emails of admins, whatever the database says.
     pub admins: Vec<String>,
@@ -255,7 +256,8 @@ impl AuthConfig {
         if self.hash_concurrency > 0 {
             return self.hash_concurrency;
         }
-        std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        cores.saturating_sub(1).max(1)
     }
 }
 

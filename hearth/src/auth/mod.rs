@@ -14,6 +14,7 @@
 mod config;
 pub mod flows;
 pub mod guard;
+mod hash_pool;
 pub mod mailing;
 pub mod passwords;
 pub mod rate;

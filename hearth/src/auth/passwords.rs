@@ -2,9 +2,10 @@
 //! a bounded slice of the blocking pool.
 //!
 //! A hash costs ~19 MiB and tens of milliseconds of one core by design, so it
-//! never runs on the async workers: it goes to tokio's blocking pool, and a
-//! semaphore lets only `auth.hash_concurrency` run at once. A login storm
-//! therefore queues for hashing slots while other requests keep flowing.
+//! never runs on the async workers: it goes to a pool of
+//! `auth.hash_concurrency` low-priority threads (see `hash_pool`), and a
+//! semaphore lets callers wait for a free one without holding a thread. A
+//! login storm therefore queues for hashing while other requests keep flowing.
 //!
 //! Verifying against an unknown account still hashes, against a dummy hash
 //! made with the same parameters, so the time a login takes does not say
@@ -18,6 +19,7 @@ use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Versio
 use tokio::sync::{OnceCell, Semaphore};
 
 use crate::auth::AuthConfig;
+use crate::auth::hash_pool::HashPool;
 use crate::error::Error;
 
 const COMMON: &str = include_str!("common_passwords.txt");
@@ -39,6 +41,7 @@ pub struct Passwords(Arc<Inner>);
 struct Inner {
     params: Params,
     slots: Semaphore,
+    pool: HashPool,
     dummy: OnceCell<String>,
     min_len: usize,
     max_len: usize,
@@ -65,6 +68,7 @@ impl Passwords {
         Self(Arc::new(Inner {
             params,
             slots: Semaphore::new(config.hash_slots()),
+            pool: HashPool::new(config.hash_slots()),
             dummy: OnceCell::new(),
             min_len: config.password_min_len,
             max_len: config.password_max_len,
@@ -190,7 +194,7 @@ impl Passwords {
         self.0.computed.load(Ordering::Relaxed)
     }
 
-    /// Runs `work` on the blocking pool once a hashing slot is free.
+    /// Runs `work` on a hashing thread once one is free.
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
@@ -203,9 +207,12 @@ impl Passwords {
             .await
             .map_err(|e| Error::internal(anyhow::anyhow!("hashing slots closed: {e}")))?;
         self.0.computed.fetch_add(1, Ordering::Relaxed);
-        let out = tokio::task::spawn_blocking(work)
+        let out = self
+            .0
+            .pool
+            .run(work)
             .await
-            .map_err(|e| Error::internal(anyhow::anyhow!("password hashing task failed: {e}")))?;
+            .map_err(|e| Error::internal(anyhow::anyhow!(e)))?;
         out.map_err(Error::internal)
     }
 }
@@ -263,6 +270,26 @@ mod tests {
         );
         // Garbage in the column matches nothing.
         assert!(!p.verify("x", Some("not a hash")).await.unwrap().matches);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashes_run_on_lowest_priority_threads() {
+        let p = Passwords::new(&cheap());
+        p.hash("correct horse").await.unwrap();
+        let mut nice = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let dir = task.unwrap().path();
+            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            if comm.trim().starts_with("hearth-hash") {
+                let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+                // Fields after the `(comm)`: state is the 3rd field, nice the 19th.
+                let after = &stat[stat.rfind(')').unwrap() + 2..];
+                nice.push(after.split(' ').nth(16).unwrap().to_owned());
+            }
+        }
+        assert!(!nice.is_empty(), "no hashing thread found");
+        assert!(nice.iter().all(|n| n == "19"), "{nice:?}");
     }
 
     #[test]
