@@ -82,6 +82,7 @@ stop_server() {
 
 
 : >"$RESULTS/auth.jsonl"
+: >"$RESULTS/auth.storm.txt"
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "reads: wrk 1 thread, $CONNS connections, ${DURATION}s after ${WARMUP}s warm-up, $ROUNDS rounds"
 
