@@ -2,7 +2,7 @@
 //!
 //! A token is 32 random bytes from the operating system's generator, given out
 //! once as 43 characters of URL-safe base64. Only its SHA-256 is stored, with
-//! a kind (`session`, `verify_email`, `reset`, `csrf`, …), an optional owner,
+//! a kind (`session`, `verify_email`, `reset`, …), an optional owner,
 //! optional data, creation and expiry times, and a single-use flag. A copy of
 //! the table therefore holds nothing that can be presented back.
 //!
@@ -75,7 +75,7 @@ impl NewToken {
         }
     }
 
-    /// Whose token it is (a user id, or another token's id for a CSRF secret).
+    /// Whose token it is (a user id for hearth's own kinds).
     pub fn owner(mut self, owner: impl Into<String>) -> Self {
         self.owner = Some(owner.into());
         self

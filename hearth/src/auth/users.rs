@@ -182,6 +182,13 @@ impl Users {
         Ok(rows.into_iter().map(User::from_row).collect())
     }
 
+    /// How many accounts there are.
+    pub async fn count(&self) -> Result<i64, sqlx::Error> {
+        with_db!(&self.db, pool => sqlx::query_scalar("SELECT count(*) FROM hearth_user")
+            .fetch_one(pool)
+            .await)
+    }
+
     /// Replaces the password hash.
     pub async fn set_password(&self, tx: &mut Tx, id: i64, hash: &str) -> Result<(), sqlx::Error> {
         with_tx!(tx, conn => sqlx::query("UPDATE hearth_user SET password_hash = $1 WHERE id = $2")

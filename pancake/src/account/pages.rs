@@ -91,7 +91,7 @@ pub(super) struct AccountPage {
 pub(super) struct MembersPage {
     layout: Layout,
     email: String,
-    members: usize,
+    members: i64,
 }
 
 /// The admin-only page.
@@ -674,7 +674,7 @@ pub(super) async fn delete(
 
 /// `GET /members` (signed in).
 pub(super) async fn members(State(state): State<AppState>, me: CurrentUser) -> Result<Response> {
-    let members = state.auth().users().list(0, 10_000).await?.len();
+    let members = state.auth().users().count().await?;
     Ok(flows::no_store(
         MembersPage {
             layout: Layout::new(&state, Some(&me.session)),

@@ -192,7 +192,9 @@ hearth::db_tests! {
         assert!(p.text.contains("<dd id=\"email\">ana@example.com</dd>"), "{}", p.text);
         assert!(p.text.contains("<dd id=\"verified\">yes</dd>"));
         assert!(!p.text.contains("<script"), "account pages need no script");
-        assert_eq!(b.get("/members").await.status, StatusCode::OK);
+        let members = b.get("/members").await;
+        assert_eq!(members.status, StatusCode::OK);
+        assert!(members.text.contains("pancake has 1 member(s)"), "{}", members.text);
         let who = b.get("/api/whoami").await;
         assert_eq!(who.status, StatusCode::OK);
         let who: serde_json::Value = serde_json::from_str(&who.text).unwrap();
