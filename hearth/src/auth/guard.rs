@@ -82,8 +82,9 @@ impl FromRequestParts<AppState> for MaybeSession {
     }
 }
 
-/// The gatekeeper: only requests with a live, signed-in session pass, with
-/// the [`Session`] in their extensions.
+/// The gatekeeper, then the CSRF check: only requests with a live,
+/// signed-in session pass (with the [`Session`] in their extensions), and
+/// unsafe ones only with the session's CSRF token from this site.
 pub(crate) async fn gatekeeper(
     State(state): State<AppState>,
     mut req: Request,
@@ -92,6 +93,12 @@ pub(crate) async fn gatekeeper(
     let auth = state.auth();
     let mut res = match auth.load(req.headers()).await {
         Ok(Loaded::Valid(s)) if s.user.is_some() => {
+            // The CSRF check comes next in the pipeline; it runs here, in
+            // the same layer, to spare every request a middleware hop.
+            req = match check_csrf(&state, &s, req).await {
+                Ok(req) => req,
+                Err(e) => return e.into_response(),
+            };
             req.extensions_mut().insert(s);
             return next.run(req).await;
         }
@@ -148,18 +155,6 @@ pub(crate) fn forged(auth: &Auth, req: &Request) -> Response {
     res.headers_mut()
         .append(header::SET_COOKIE, auth.clear_cookie_header());
     res
-}
-
-/// The CSRF check for routes behind the gatekeeper.
-pub(crate) async fn csrf(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let session = req.extensions().get::<Session>().cloned();
-    let Some(session) = session else {
-        return Error::unauthorized("sign-in is required").into_response();
-    };
-    match check_csrf(&state, &session, req).await {
-        Ok(req) => next.run(req).await,
-        Err(e) => e.into_response(),
-    }
 }
 
 /// Whether `method` can change state and so needs a CSRF token.

@@ -78,16 +78,15 @@ pub(crate) fn pipeline(state: &AppState, ctx: Context<'_>) -> Pipeline {
     }
     app = app.merge(crate::auth::routes::public());
     // route_layer guards only the routes that exist, so unknown paths stay 404.
-    // The last layer added runs first: gatekeeper, then CSRF, then the group's guard.
+    // The last layer added runs first: the gatekeeper (which also checks
+    // CSRF), then the group's own guard.
     let gate = || middleware::from_fn_with_state(state.clone(), guard::gatekeeper);
-    let csrf = || middleware::from_fn_with_state(state.clone(), guard::csrf);
     let signed_in = ctx.signed_in.merge(crate::auth::routes::signed_in());
-    app = app.merge(signed_in.route_layer(csrf()).route_layer(gate()));
+    app = app.merge(signed_in.route_layer(gate()));
     if ctx.verified.has_routes() {
         app = app.merge(
             ctx.verified
                 .route_layer(middleware::from_fn(guard::verified_gatekeeper))
-                .route_layer(csrf())
                 .route_layer(gate()),
         );
     }
@@ -98,7 +97,6 @@ pub(crate) fn pipeline(state: &AppState, ctx: Context<'_>) -> Pipeline {
                     (state.clone(), group),
                     guard::group_gatekeeper,
                 ))
-                .route_layer(csrf())
                 .route_layer(gate()),
         );
     }
@@ -106,7 +104,6 @@ pub(crate) fn pipeline(state: &AppState, ctx: Context<'_>) -> Pipeline {
         app = app.merge(
             ctx.admin
                 .route_layer(middleware::from_fn(guard::admin_gatekeeper))
-                .route_layer(csrf())
                 .route_layer(gate()),
         );
     }
