@@ -173,6 +173,19 @@ fn refill(
     flows::no_store(with_status(form, e.status()))
 }
 
+/// A blank form page: the caller's session (a pre-session started if need
+/// be) gives the layout and the CSRF field that `page` builds the form with.
+async fn blank(
+    state: &AppState,
+    headers: &HeaderMap,
+    page: impl FnOnce(Layout, CsrfField) -> FormPage,
+) -> Result<Response> {
+    let session = page_session(state, headers).await?;
+    let layout = Layout::new(state, session.session.as_ref());
+    let form = page(layout, session.field());
+    Ok(session.finish(form))
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(super) struct NextQuery {
@@ -271,10 +284,10 @@ pub(super) async fn signup_form(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let page = page_session(&state, &headers).await?;
-    let layout = Layout::new(&state, page.session.as_ref());
-    let form = signup_page(layout, page.field(), "", None);
-    Ok(page.finish(form))
+    blank(&state, &headers, |layout, csrf| {
+        signup_page(layout, csrf, "", None)
+    })
+    .await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -353,10 +366,10 @@ pub(super) async fn verify_form(
     Query(q): Query<TokenQuery>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let page = page_session(&state, &headers).await?;
-    let layout = Layout::new(&state, page.session.as_ref());
-    let form = verify_page(layout, page.field(), q.token, None);
-    Ok(page.finish(form))
+    blank(&state, &headers, |layout, csrf| {
+        verify_page(layout, csrf, q.token, None)
+    })
+    .await
 }
 
 /// `POST /auth/verify-email`.
@@ -404,10 +417,10 @@ pub(super) async fn recover_form(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let page = page_session(&state, &headers).await?;
-    let layout = Layout::new(&state, page.session.as_ref());
-    let form = recover_page(layout, page.field(), "", None);
-    Ok(page.finish(form))
+    blank(&state, &headers, |layout, csrf| {
+        recover_page(layout, csrf, "", None)
+    })
+    .await
 }
 
 #[derive(Debug, Default, Deserialize)]
