@@ -1,6 +1,7 @@
 //! A real SMTP server on loopback for tests: it speaks enough of RFC 5321
-//! (EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT) for a real client such as
-//! lettre to deliver to it, and hands each message to the test.
+//! (EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT, and AUTH PLAIN when it
+//! wants a login) for a real client such as lettre to deliver to it, and
+//! hands each message to the test.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -23,6 +24,8 @@ pub struct Received {
     pub from: String,
     /// The envelope recipients.
     pub to: Vec<String>,
+    /// The user the client logged in as, if it did.
+    pub user: Option<String>,
     /// The message as sent: headers and body, dot-unstuffed, CRLF line ends.
     pub data: String,
 }
@@ -89,6 +92,7 @@ impl Received {
 /// The server; it stops when dropped.
 pub struct SmtpSink {
     addr: SocketAddr,
+    login: Option<(String, String)>,
     rx: Mutex<mpsc::UnboundedReceiver<Received>>,
     task: JoinHandle<()>,
 }
@@ -102,6 +106,16 @@ impl Drop for SmtpSink {
 impl SmtpSink {
     /// Starts a server on a random loopback port.
     pub async fn start() -> SmtpSink {
+        Self::start_inner(None).await
+    }
+
+    /// Starts a server that accepts mail only after `AUTH PLAIN` with this
+    /// user and password (and answers 535 to any other).
+    pub async fn start_with_login(user: &str, password: &str) -> SmtpSink {
+        Self::start_inner(Some((user.to_owned(), password.to_owned()))).await
+    }
+
+    async fn start_inner(login: Option<(String, String)>) -> SmtpSink {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .unwrap_or_else(|e| panic!("cannot bind the test SMTP server: {e}"));
@@ -109,11 +123,13 @@ impl SmtpSink {
             .local_addr()
             .unwrap_or_else(|e| panic!("test SMTP server address: {e}"));
         let (tx, rx) = mpsc::unbounded_channel();
+        let wanted = login.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let tx = tx.clone();
+                let wanted = wanted.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = session(stream, tx).await {
+                    if let Err(e) = session(stream, tx, wanted).await {
                         eprintln!("test SMTP session ended: {e}");
                     }
                 });
@@ -121,6 +137,7 @@ impl SmtpSink {
         });
         SmtpSink {
             addr,
+            login,
             rx: Mutex::new(rx),
             task,
         }
@@ -131,12 +148,17 @@ impl SmtpSink {
         self.addr
     }
 
-    /// Points `config` at this server: SMTP without TLS on its port.
+    /// Points `config` at this server: SMTP without TLS on its port, with
+    /// the login it wants, if any.
     pub fn configure(&self, config: &mut Config) {
         config.mail.transport = Transport::Smtp;
         config.mail.smtp.host = self.addr.ip().to_string();
         config.mail.smtp.port = Some(self.addr.port());
         config.mail.smtp.security = SmtpSecurity::None;
+        if let Some((user, password)) = &self.login {
+            config.mail.smtp.username = Some(user.clone());
+            config.mail.smtp.password = Some(crate::config::Secret::new(password.clone()));
+        }
     }
 
     /// The next message; panics after 30 seconds without one.
@@ -156,7 +178,11 @@ impl SmtpSink {
     }
 }
 
-async fn session(stream: TcpStream, out: mpsc::UnboundedSender<Received>) -> std::io::Result<()> {
+async fn session(
+    stream: TcpStream,
+    out: mpsc::UnboundedSender<Received>,
+    login: Option<(String, String)>,
+) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
     write
@@ -164,6 +190,7 @@ async fn session(stream: TcpStream, out: mpsc::UnboundedSender<Received>) -> std
         .await?;
     let mut from = String::new();
     let mut to = Vec::new();
+    let mut user: Option<String> = None;
     let mut line = String::new();
     loop {
         line.clear();
@@ -173,9 +200,24 @@ async fn session(stream: TcpStream, out: mpsc::UnboundedSender<Received>) -> std
         let cmd = line.trim_end().to_owned();
         let upper = cmd.to_ascii_uppercase();
         let reply: &[u8] = if upper.starts_with("EHLO") {
-            b"250-localhost\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n"
+            if login.is_some() {
+                b"250-localhost\r\n250-AUTH PLAIN\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n"
+            } else {
+                b"250-localhost\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n"
+            }
         } else if upper.starts_with("HELO") || upper.starts_with("NOOP") {
             b"250 OK\r\n"
+        } else if upper.starts_with("AUTH PLAIN ") {
+            let given = plain_login(&cmd["AUTH PLAIN ".len()..]);
+            match (&login, given) {
+                (Some(want), Some(got)) if *want == got => {
+                    user = Some(got.0);
+                    b"235 2.7.0 authenticated\r\n"
+                }
+                _ => b"535 5.7.8 authentication failed\r\n",
+            }
+        } else if upper.starts_with("MAIL FROM:") && login.is_some() && user.is_none() {
+            b"530 5.7.0 authentication required\r\n"
         } else if upper.starts_with("MAIL FROM:") {
             from = address(&cmd["MAIL FROM:".len()..]);
             to.clear();
@@ -208,6 +250,7 @@ async fn session(stream: TcpStream, out: mpsc::UnboundedSender<Received>) -> std
                 let _ = out.send(Received {
                     from: from.clone(),
                     to: std::mem::take(&mut to),
+                    user: user.clone(),
                     data,
                 });
                 b"250 queued\r\n"
@@ -223,6 +266,19 @@ async fn session(stream: TcpStream, out: mpsc::UnboundedSender<Received>) -> std
         };
         write.write_all(reply).await?;
     }
+}
+
+/// The user and password of an `AUTH PLAIN` initial response
+/// (base64 of `authzid NUL user NUL password`).
+fn plain_login(b64: &str) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let mut parts = text.split('\0');
+    let _authzid = parts.next()?;
+    Some((parts.next()?.to_owned(), parts.next()?.to_owned()))
 }
 
 /// `<a@b>` (with optional parameters after it) → `a@b`.

@@ -227,3 +227,34 @@ hearth::db_tests! {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn the_mailer_logs_in_when_smtp_wants_it() {
+    let sink = SmtpSink::start_with_login("mailer", "s3cret pass").await;
+    let mut config = hearth::Config::default();
+    sink.configure(&mut config);
+    let mail = hearth::mail::Mail {
+        to: "ops@example.com".into(),
+        subject: "hello".into(),
+        text: "body".into(),
+        html: None,
+        link: None,
+    };
+    let mailer = hearth::mail::Mailer::new(&config, "probe").unwrap();
+    assert_eq!(
+        mailer.send_now(&mail).await.unwrap(),
+        hearth::mail::Delivery::Sent
+    );
+    let got = sink.next().await;
+    assert_eq!(got.user.as_deref(), Some("mailer"));
+    assert_eq!(got.to, ["ops@example.com"]);
+    // A wrong password is the server's 535, reported, and nothing is delivered.
+    config.mail.smtp.password = Some(hearth::config::Secret::new("wrong"));
+    let mailer = hearth::mail::Mailer::new(&config, "probe").unwrap();
+    let err = mailer.send_now(&mail).await.unwrap_err().to_string();
+    assert!(
+        err.contains("535") || err.contains("authentication"),
+        "{err}"
+    );
+    assert!(sink.within(Duration::from_millis(300)).await.is_none());
+}
