@@ -16,6 +16,7 @@
 #
 # ENGINES is "sqlite postgres" by default; PostgreSQL comes from
 # HEARTH_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres).
+# BENCH_POOL=N runs pancake with a pool of N connections instead of the default 10.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -97,6 +98,8 @@ for engine in $ENGINES; do
   fi
   ENV=(HEARTH_SECRET_KEY="$SECRET" DATABASE_URL="$URL" HEARTH_LOG=warn
        HEARTH_AUTH__LIMITS__LOGIN_PER_IP__MAX=100000000)
+  # BENCH_POOL=N sets hearth's pool size (db.max_connections); the baseline keeps 10.
+  if [ -n "${BENCH_POOL:-}" ]; then ENV+=(HEARTH_DB__MAX_CONNECTIONS="$BENCH_POOL"); fi
   env "${ENV[@]}" target/release/pancake migrate --data-dir "$DATA" >/dev/null
   echo "$PASSWORD" | env "${ENV[@]}" target/release/pancake user create bench@example.com --verified --data-dir "$DATA" >/dev/null
 
