@@ -176,11 +176,10 @@ impl PageSession {
     /// Adds the cookie (if a session was started) and `Cache-Control:
     /// no-store` (the page holds a CSRF token) to a response.
     pub fn finish(&self, res: impl IntoResponse) -> Response {
-        let mut res = no_store(res.into_response());
-        if let Some(c) = &self.set_cookie {
-            res.headers_mut().append(header::SET_COOKIE, c.clone());
+        match &self.set_cookie {
+            Some(c) => with_cookie(res.into_response(), c.clone()),
+            None => no_store(res.into_response()),
         }
-        res
     }
 }
 
@@ -210,6 +209,12 @@ pub async fn page_session(state: &AppState, headers: &HeaderMap) -> Result<PageS
             })
         }
     }
+}
+
+/// Adds `Set-Cookie` and `Cache-Control: no-store` to a response.
+pub fn with_cookie(mut res: Response, cookie: HeaderValue) -> Response {
+    res.headers_mut().append(header::SET_COOKIE, cookie);
+    no_store(res)
 }
 
 /// `Cache-Control: no-store`: answers that carry tokens are not cached.
@@ -423,6 +428,19 @@ pub async fn logout_everywhere(state: &AppState, me: &CurrentUser) -> Result<u64
     Ok(ended)
 }
 
+/// The enabled account a link's token was issued to, if it still exists.
+async fn holder(auth: &Auth, token: &crate::auth::Token) -> Result<Option<User>, Error> {
+    let Some(id) = token.owner.as_deref().and_then(|o| o.parse::<i64>().ok()) else {
+        return Ok(None);
+    };
+    Ok(auth
+        .users()
+        .by_id(id)
+        .await?
+        .map(|(u, _)| u)
+        .filter(|u| !u.disabled))
+}
+
 /// Confirms the address a verification token was sent to. When `session`
 /// belongs to that account it is replaced (its rights grew) and the new one
 /// is returned.
@@ -444,14 +462,9 @@ pub async fn verify_email(
         Found::Valid(t) => t,
         Found::Expired(_) | Found::Missing => return Err(invalid_token()),
     };
-    let id: i64 = token
-        .owner
-        .as_deref()
-        .and_then(|o| o.parse().ok())
-        .unwrap_or(0);
     // The address must still be the one the link was sent to.
-    let user = match auth.users().by_id(id).await? {
-        Some((u, _)) if Some(u.email.as_str()) == token.data.as_deref() && !u.disabled => u,
+    let user = match holder(auth, &token).await? {
+        Some(u) if Some(u.email.as_str()) == token.data.as_deref() => u,
         _ => return Err(invalid_token()),
     };
     auth.users().mark_verified(&mut tx, user.id).await?;
@@ -545,14 +558,9 @@ pub async fn reset(
         Found::Valid(t) => t,
         Found::Expired(_) | Found::Missing => return Err(invalid_token()),
     };
-    let id: i64 = found
-        .owner
-        .as_deref()
-        .and_then(|o| o.parse().ok())
-        .unwrap_or(0);
-    let user = match auth.users().by_id(id).await? {
-        Some((u, _)) if !u.disabled => u,
-        _ => return Err(invalid_token()),
+    let user = match holder(auth, &found).await? {
+        Some(u) => u,
+        None => return Err(invalid_token()),
     };
     auth.passwords()
         .check_policy(new_password, &user.email, "new_password")?;

@@ -135,9 +135,16 @@ impl Auth {
 /// [`SECRET_FILE`] in the data dir, which is generated (readable by the
 /// owner only) when missing. If the file can be neither read nor written,
 /// a random secret for this process only is used, and sessions end with it.
+///
+/// Every branch yields at least [`MIN_SECRET`] bytes, which the key
+/// derivation requires.
 fn app_secret(config: &Config) -> Vec<u8> {
     if let Some(key) = &config.secret_key {
-        return key.expose().as_bytes().to_vec();
+        if key.expose().len() >= MIN_SECRET {
+            return key.expose().as_bytes().to_vec();
+        }
+        // Only a config built in code skips the check of `Config::load`.
+        tracing::error!("secret_key is shorter than 32 bytes; using the key file instead");
     }
     let path = config.data_dir.join(SECRET_FILE);
     match read_or_create_secret(&path) {
@@ -174,16 +181,25 @@ fn random_secret() -> String {
     tokens::hex(&bytes)
 }
 
+/// The shortest app secret accepted, in bytes.
+const MIN_SECRET: usize = 32;
+
+/// The secret in an existing key file, checked for length.
+fn read_secret(path: &Path) -> std::io::Result<Vec<u8>> {
+    let s = std::fs::read_to_string(path)?;
+    if s.trim().len() >= MIN_SECRET {
+        Ok(s.trim().as_bytes().to_vec())
+    } else {
+        Err(std::io::Error::other(
+            "the file holds fewer than 32 characters",
+        ))
+    }
+}
+
 fn read_or_create_secret(path: &Path) -> std::io::Result<Vec<u8>> {
-    match std::fs::read_to_string(path) {
-        Ok(s) if s.trim().len() >= 32 => return Ok(s.trim().as_bytes().to_vec()),
-        Ok(_) => {
-            return Err(std::io::Error::other(
-                "the file holds fewer than 32 characters",
-            ));
-        }
+    match read_secret(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
+        found => return found,
     }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -204,21 +220,8 @@ fn read_or_create_secret(path: &Path) -> std::io::Result<Vec<u8>> {
             Ok(secret.into_bytes())
         }
         // Another process created it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            read_or_create_secret_existing(path)
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_secret(path),
         Err(e) => Err(e),
-    }
-}
-
-fn read_or_create_secret_existing(path: &Path) -> std::io::Result<Vec<u8>> {
-    let s = std::fs::read_to_string(path)?;
-    if s.trim().len() >= 32 {
-        Ok(s.trim().as_bytes().to_vec())
-    } else {
-        Err(std::io::Error::other(
-            "the file holds fewer than 32 characters",
-        ))
     }
 }
 

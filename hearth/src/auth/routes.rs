@@ -15,13 +15,13 @@
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
-use crate::auth::flows::{self, AuthRequest, Credentials, SignedIn, no_store};
+use crate::auth::flows::{self, AuthRequest, Credentials, SignedIn, no_store, with_cookie};
 use crate::auth::guard::CurrentUser;
 use crate::auth::{Auth, User};
 use crate::error::Error;
@@ -81,11 +81,6 @@ struct SessionView {
     signed_in: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     user: Option<UserView>,
-}
-
-fn with_cookie(mut res: Response, cookie: HeaderValue) -> Response {
-    res.headers_mut().append(header::SET_COOKIE, cookie);
-    no_store(res)
 }
 
 fn signed_in_response(auth: &Auth, s: &SignedIn) -> Result<Response, Error> {

@@ -28,8 +28,9 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cookie::{Cookie, CookieJar, Key};
+use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256, Sha512};
 use subtle::ConstantTimeEq;
 
 use crate::auth::tokens::{NewToken, Secret, Token, hash_of};
@@ -85,42 +86,45 @@ pub enum Loaded {
     Valid(Session),
 }
 
+/// A stored session with its account: token id, hash, data (absolute end),
+/// expiry, then the account's [`UserRow`](crate::auth::users::UserRow).
 type SessionRow = (
     i64,
     String,
     Option<String>,
-    Option<String>,
+    i64,
+    i64,
+    String,
+    Option<i64>,
     i64,
     Option<i64>,
-    Option<String>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
+    i64,
 );
 
 pub(crate) struct Keys {
     cookie: Key,
-    csrf: [u8; 32],
+    /// A whole HMAC-SHA256 block, so the MAC is built without a fallible
+    /// length check.
+    csrf: [u8; 64],
 }
 
 impl Keys {
-    /// Derives the cookie-signing key and the CSRF key from the app secret
-    /// (at least 32 bytes; checked by the caller).
+    /// Derives the cookie-signing key and the CSRF key from the app secret.
+    /// `master` must hold at least 32 bytes (`Key::derive_from` panics on
+    /// less); `Auth::new` only passes secrets it has checked to be.
     pub(crate) fn derive(master: &[u8]) -> Self {
         let cookie = Key::derive_from(master);
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(cookie.signing())
-            .unwrap_or_else(|_| unreachable_hmac());
-        mac.update(b"hearth csrf v1");
-        let csrf: [u8; 32] = mac.finalize().into_bytes().into();
+        let csrf: [u8; 64] = Sha512::new()
+            .chain_update(b"hearth csrf v1\0")
+            .chain_update(cookie.signing())
+            .finalize()
+            .into();
         Self { cookie, csrf }
     }
-}
 
-// HMAC accepts keys of any length, so `new_from_slice` cannot fail.
-fn unreachable_hmac() -> Hmac<Sha256> {
-    <Hmac<Sha256> as Mac>::new_from_slice(b"hmac takes any key length")
-        .unwrap_or_else(|_| unreachable!("hmac takes any key length"))
+    fn csrf_mac(&self) -> Hmac<Sha256> {
+        <Hmac<Sha256> as KeyInit>::new(&self.csrf.into())
+    }
 }
 
 fn millis(d: std::time::Duration) -> i64 {
@@ -169,18 +173,18 @@ impl Auth {
             return Ok(Loaded::Ended);
         };
         let row: Option<SessionRow> = with_db!(self.db(), pool => sqlx::query_as(
-            "SELECT t.id, t.hash, t.owner, t.data, t.expires_at,
+            "SELECT t.id, t.hash, t.data, t.expires_at,
                     u.id, u.email, u.verified_at, u.admin, u.disabled_at, u.created_at
-             FROM hearth_token t LEFT JOIN hearth_user u ON u.id = CAST(t.owner AS BIGINT)
+             FROM hearth_token t JOIN hearth_user u ON u.id = CAST(t.owner AS BIGINT)
              WHERE t.hash = $1 AND t.kind = 'session'",
         )
         .bind(&hash)
         .fetch_optional(pool)
         .await)?;
+        // No row: expired and purged, revoked, or its account is gone.
         let Some((
             id,
             stored,
-            owner,
             data,
             expires_at,
             uid,
@@ -204,23 +208,11 @@ impl Auth {
         if expires_at <= now || absolute_at <= now {
             return Ok(Loaded::Ended);
         }
-        let user = match (owner, uid, email, admin, created_at) {
-            (None, ..) => None,
-            (Some(_), Some(id), Some(email), Some(admin), Some(created_at)) => {
-                let user = User::from_row((id, email, verified_at, admin, disabled_at, created_at));
-                if user.disabled {
-                    return Ok(Loaded::Ended);
-                }
-                Some(user)
-            }
-            // The account is gone.
-            (Some(_), ..) => return Ok(Loaded::Ended),
-        };
-        let idle = if user.is_some() {
-            self.config().session_idle.get()
-        } else {
-            self.config().anonymous_idle.get()
-        };
+        let user = User::from_row((uid, email, verified_at, admin, disabled_at, created_at));
+        if user.disabled {
+            return Ok(Loaded::Ended);
+        }
+        let idle = self.config().session_idle.get();
         let mut expires_at = expires_at;
         let slid = now.saturating_add(millis(idle)).min(absolute_at);
         let step = (millis(idle) / 100).max(1000);
@@ -228,11 +220,11 @@ impl Auth {
             self.tokens().extend(id, slid).await?;
             expires_at = slid;
         }
-        let admin = user.as_ref().is_some_and(|u| self.is_admin(u));
+        let admin = self.is_admin(&user);
         Ok(Loaded::Valid(Session {
             id,
             secret: crate::auth::tokens::secret_from(secret),
-            user,
+            user: Some(user),
             admin,
             expires_at,
             absolute_at,
@@ -353,8 +345,7 @@ impl Auth {
 
     /// The CSRF token of the session whose token is `secret`.
     pub fn csrf_for(&self, secret: &Secret) -> String {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.keys().csrf)
-            .unwrap_or_else(|_| unreachable_hmac());
+        let mut mac = self.keys().csrf_mac();
         mac.update(secret.expose().as_bytes());
         URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
     }

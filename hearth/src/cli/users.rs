@@ -91,8 +91,13 @@ struct UserLine {
     created_at: i64,
 }
 
+/// A client-visible error as a command's error: its message alone.
+fn said(e: crate::Error) -> anyhow::Error {
+    anyhow::anyhow!("{}", e.body().message)
+}
+
 async fn find(state: &AppState, email: &str) -> anyhow::Result<User> {
-    let email = normalize_email(email).map_err(|e| anyhow::anyhow!("{}", e.body().message))?;
+    let email = normalize_email(email).map_err(said)?;
     match state.auth().users().by_email(&email).await? {
         Some((u, _)) => Ok(u),
         None => anyhow::bail!("no account has the address {email}"),
@@ -134,12 +139,11 @@ async fn user_command(state: &AppState, cmd: UserCommand) -> anyhow::Result<()> 
             admin,
             verified,
         } => {
-            let email =
-                normalize_email(&email).map_err(|e| anyhow::anyhow!("{}", e.body().message))?;
+            let email = normalize_email(&email).map_err(said)?;
             let password = read_password()?;
             auth.passwords()
                 .check_policy(&password, &email, "password")
-                .map_err(|e| anyhow::anyhow!("{}", e.body().message))?;
+                .map_err(said)?;
             let hash = auth.passwords().hash(&password).await?;
             let mut tx = state.db().begin().await?;
             let Some(id) = users.create(&mut tx, &email, &hash).await? else {

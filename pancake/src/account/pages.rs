@@ -121,12 +121,6 @@ fn see_other(to: &str) -> Response {
     res
 }
 
-/// Adds a `Set-Cookie` to a response.
-fn set_cookie(mut res: Response, cookie: HeaderValue) -> Response {
-    res.headers_mut().append(header::SET_COOKIE, cookie);
-    flows::no_store(res)
-}
-
 /// Where to go after signing in: a local path only, so a crafted link
 /// cannot send a fresh session's owner to another site.
 fn safe_next(next: Option<&str>) -> &str {
@@ -244,7 +238,7 @@ pub(super) struct LoginForm {
 
 /// The response to a successful sign-in: the new cookie and a redirect.
 fn signed_in(state: &AppState, s: &SignedIn, to: &str) -> Result<Response> {
-    Ok(set_cookie(see_other(to), s.cookie(state.auth())?))
+    Ok(flows::with_cookie(see_other(to), s.cookie(state.auth())?))
 }
 
 /// `POST /auth/login`.
@@ -332,7 +326,7 @@ pub(super) async fn logout(
     form: AuthForm<NoFields>,
 ) -> Result<Response> {
     flows::logout(&state, &form.session).await?;
-    Ok(set_cookie(
+    Ok(flows::with_cookie(
         see_other("/"),
         state.auth().clear_cookie_header(),
     ))
@@ -387,7 +381,10 @@ pub(super) async fn verify(
                 Some(("/account", "My account")),
             );
             match rotated {
-                Some(s) => Ok(set_cookie(page.into_response(), s.cookie(state.auth())?)),
+                Some(s) => Ok(flows::with_cookie(
+                    page.into_response(),
+                    s.cookie(state.auth())?,
+                )),
                 None => Ok(flows::no_store(page.into_response())),
             }
         }
@@ -648,7 +645,7 @@ pub(super) async fn logout_everywhere(
     me: CurrentUser,
 ) -> Result<Response> {
     flows::logout_everywhere(&state, &me).await?;
-    Ok(set_cookie(
+    Ok(flows::with_cookie(
         see_other("/"),
         state.auth().clear_cookie_header(),
     ))
@@ -667,7 +664,7 @@ pub(super) async fn delete(
     Form(f): Form<PasswordForm>,
 ) -> Result<Response> {
     match flows::destroy(&state, &me, &f.password).await {
-        Ok(()) => Ok(set_cookie(
+        Ok(()) => Ok(flows::with_cookie(
             message(
                 &state,
                 None,
