@@ -7,6 +7,10 @@
   var count = document.getElementById("live-count");
   var empty = document.getElementById("no-notices");
   var source = new EventSource("/api/notices/live");
+  // Marks the list as live once the stream is open (styles and tests use it).
+  source.onopen = function () {
+    list.dataset.live = "open";
+  };
   source.onmessage = function (event) {
     var message = JSON.parse(event.data);
     var item = document.createElement("li");
