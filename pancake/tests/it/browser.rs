@@ -66,6 +66,9 @@ impl Chrome {
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // Its own process group, so that dropping `Chrome` (also when a
+            // test panics) takes the browser processes down with it.
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .expect("chromedriver starts");
@@ -181,9 +184,19 @@ impl Chrome {
         }
     }
 
-    async fn close(mut self) {
-        let _ = self.client.close().await;
-        let _ = self.driver.kill().await;
+    async fn close(self) {
+        let _ = self.client.clone().close().await;
+    }
+}
+
+impl Drop for Chrome {
+    fn drop(&mut self) {
+        if let Some(pid) = self.driver.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 
