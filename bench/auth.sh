@@ -16,7 +16,8 @@
 #
 # ENGINES is "sqlite postgres" by default; PostgreSQL comes from
 # HEARTH_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres).
-# BENCH_POOL=N runs pancake with a pool of N connections instead of the default 10.
+# BENCH_POOL=N runs pancake with a pool of N connections instead of its default
+# (db.max_connections = 0: 10 on SQLite, 2 x cores and at least 4 on PostgreSQL).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh

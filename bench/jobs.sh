@@ -13,7 +13,8 @@
 #
 # PostgreSQL: BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres).
 # IMPLS limits the run to some implementations (default: all four); OUT
-# names the results file.
+# names the results file; BENCH_POOL=N gives hearth a pool of N connections
+# instead of its default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -67,7 +68,7 @@ run_pg() { # impl workload args...
   local url
   url=$(fresh_pg)
   case "$impl" in
-    hearth) "$BIN" "$workload" --db "$url" "$@" | record ;;
+    hearth) "$BIN" "$workload" --db "$url" --pool "${BENCH_POOL:-0}" "$@" | record ;;
     graphile | pgboss) node bench/peers/queue.mjs "$impl" "$workload" --db "$url" "$@" | record ;;
   esac
   drop_pg "$url"
@@ -80,7 +81,7 @@ run_sqlite() { # impl workload args...
   local file
   file=$(fresh_sqlite)
   case "$impl" in
-    hearth) "$BIN" "$workload" --db "sqlite://$file" "$@" | record ;;
+    hearth) "$BIN" "$workload" --db "sqlite://$file" --pool "${BENCH_POOL:-0}" "$@" | record ;;
     huey) bench/peers/.venv/bin/python bench/peers/huey_bench.py "$workload" --db "$file" "$@" | record ;;
   esac
 }

@@ -81,6 +81,8 @@ struct Args {
     jobs: u64,
     concurrency: usize,
     lease: String,
+    /// `db.max_connections`; 0 keeps hearth's default.
+    pool: u32,
 }
 
 fn args() -> Args {
@@ -92,6 +94,7 @@ fn args() -> Args {
         jobs: 0,
         concurrency: 16,
         lease: "30s".into(),
+        pool: 0,
     };
     while let Some(flag) = it.next() {
         let value = it.next().unwrap_or_default();
@@ -100,6 +103,7 @@ fn args() -> Args {
             "--jobs" => a.jobs = value.parse().unwrap_or(0),
             "--concurrency" => a.concurrency = value.parse().unwrap_or(16),
             "--lease" => a.lease = value,
+            "--pool" => a.pool = value.parse().unwrap_or(0),
             other => {
                 eprintln!("unknown flag {other}");
                 std::process::exit(2);
@@ -108,7 +112,7 @@ fn args() -> Args {
     }
     if a.db.is_empty() {
         eprintln!(
-            "usage: jobs burndown|enqueue|latency|recover --db URL [--jobs N] [--concurrency C] [--lease 30s]"
+            "usage: jobs burndown|enqueue|latency|recover --db URL [--jobs N] [--concurrency C] [--lease 30s] [--pool N]"
         );
         std::process::exit(2);
     }
@@ -122,6 +126,7 @@ fn config(a: &Args) -> hearth::Config {
         ..hearth::Config::default()
     };
     c.jobs.concurrency = a.concurrency;
+    c.db.max_connections = a.pool;
     c.jobs.lease = hearth::config::Duration::parse(&a.lease)
         .unwrap_or(hearth::config::Duration::from_secs(30));
     c

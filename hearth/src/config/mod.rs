@@ -99,7 +99,9 @@ pub struct HttpConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DbConfig {
-    /// Most connections in the pool.
+    /// Most connections in the pool; 0 (the default) picks by engine: 10 on
+    /// SQLite, twice the cores (at least 4) on PostgreSQL. See
+    /// [`DbConfig::pool_size`].
     pub max_connections: u32,
     /// Time to wait for a pooled connection (including connecting) before failing.
     pub acquire_timeout: Duration,
@@ -162,11 +164,33 @@ impl Default for HttpConfig {
 impl Default for DbConfig {
     fn default() -> Self {
         Self {
-            max_connections: 10,
+            max_connections: 0,
             acquire_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
             busy_timeout: Duration::from_secs(5),
             migrate_on_serve: true,
+        }
+    }
+}
+
+impl DbConfig {
+    /// The pool size for `kind`: `max_connections`, or when that is 0 a
+    /// default for the engine. SQLite connections are cheap and reads run in
+    /// parallel, so 10. A PostgreSQL connection is a server process: more of
+    /// them than about twice the cores only queue on the CPU and stretch the
+    /// tail (measured in BENCHMARKS.md, "pool size"), so 2 × cores, at least 4.
+    pub fn pool_size(&self, kind: crate::DbKind) -> u32 {
+        if self.max_connections > 0 {
+            return self.max_connections;
+        }
+        match kind {
+            crate::DbKind::Sqlite => 10,
+            crate::DbKind::Postgres => {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                u32::try_from(cores.saturating_mul(2))
+                    .unwrap_or(u32::MAX)
+                    .max(4)
+            }
         }
     }
 }
@@ -295,12 +319,6 @@ impl Config {
             return Err(ConfigError::new(
                 "http.content_security_policy",
                 "must be printable ASCII on one line",
-            ));
-        }
-        if self.db.max_connections == 0 {
-            return Err(ConfigError::new(
-                "db.max_connections",
-                "must be greater than 0",
             ));
         }
         if let Err(e) = crate::telemetry::check_filter(&self.log) {
@@ -460,6 +478,18 @@ mod tests {
     fn default_database_is_sqlite_in_data_dir() {
         let cfg = Config::default();
         assert_eq!(cfg.database_url("pancake"), "sqlite://data/pancake.db");
+    }
+
+    #[test]
+    fn pool_size_is_set_or_picked_by_engine() {
+        let mut db = DbConfig::default();
+        assert_eq!(db.pool_size(crate::DbKind::Sqlite), 10);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let pg = db.pool_size(crate::DbKind::Postgres);
+        assert_eq!(pg as usize, (2 * cores).max(4));
+        db.max_connections = 3;
+        assert_eq!(db.pool_size(crate::DbKind::Postgres), 3);
+        assert_eq!(db.pool_size(crate::DbKind::Sqlite), 3);
     }
 
     #[test]

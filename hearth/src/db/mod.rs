@@ -213,7 +213,7 @@ impl Db {
                     })?;
                 }
                 let pool = SqlitePoolOptions::new()
-                    .max_connections(cfg.max_connections)
+                    .max_connections(cfg.pool_size(DbKind::Sqlite))
                     .acquire_timeout(cfg.acquire_timeout.get())
                     .connect_with(opts)
                     .await
@@ -237,7 +237,7 @@ impl Db {
                     .application_name("hearth")
                     .options([("statement_timeout", timeout_ms.as_str())]);
                 let pool = PgPoolOptions::new()
-                    .max_connections(cfg.max_connections)
+                    .max_connections(cfg.pool_size(DbKind::Postgres))
                     .acquire_timeout(cfg.acquire_timeout.get())
                     .connect_with(opts)
                     .await
