@@ -17,6 +17,7 @@
 //! | [`auth`] | accounts, sessions, passwords, CSRF, guards, rate limits and the `/api/auth/…` routes |
 //! | [`mail`] | mail through the job queue: SMTP via lettre, or an outbox in development |
 //! | [`realtime`] | pub/sub through the database on every node, and its delivery to browsers over SSE or long polling |
+//! | [`ops`] | the binary's own operations: online backup, checked restore, the restore drill |
 //! | [`cli`] | the command line every app binary gets |
 //! | [`telemetry`] | logs: readable in dev, JSON in prod |
 //! | [`testing`] | a fresh database per test on both engines, and the real app on a random port |
@@ -31,6 +32,7 @@ pub mod http;
 pub mod jobs;
 pub mod mail;
 pub mod module;
+pub mod ops;
 pub mod realtime;
 pub mod telemetry;
 pub mod testing;

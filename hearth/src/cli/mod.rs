@@ -1,10 +1,12 @@
 //! The command line every app binary gets: `serve`, `worker`, `migrate`,
-//! `jobs …`, `cron …`, `user …`, `mail test`, `config`, `version`.
+//! `jobs …`, `cron …`, `user …`, `mail test`, `backup`, `restore`, `config`,
+//! `version`.
 //!
 //! An app's `main` is one call: `hearth::cli::run(app())`. Exit codes: 0 on
 //! success, 1 on a runtime failure, 2 on bad usage or bad configuration.
 
 mod jobs;
+mod ops;
 mod users;
 
 use std::net::SocketAddr;
@@ -67,6 +69,13 @@ enum Command {
         #[arg(long)]
         status: bool,
     },
+    /// Write an online, consistent backup of the database and uploaded
+    /// files to one compressed archive with checksums; keeps the newest
+    /// `backup.keep` archives.
+    Backup(ops::BackupArgs),
+    /// Restore a backup archive over the live data (checked first; the
+    /// previous data is kept aside), or rehearse it with --verify.
+    Restore(ops::RestoreArgs),
     /// Print the effective configuration, with secrets masked.
     Config,
     /// Print the app's and hearth's versions.
@@ -138,11 +147,17 @@ fn run_parsed(app: App, cli: Cli) -> ExitCode {
             Command::User(cmd) => users::run_user(&app, config, cmd).await,
             Command::Mail(cmd) => users::run_mail(&app, config, cmd).await,
             Command::Migrate { status } => run_migrate(&app, &config, status).await,
+            Command::Backup(args) => ops::run_backup(&app, config, args).await,
+            Command::Restore(args) => ops::run_restore(&app, config, args).await,
             Command::Config | Command::Version => Ok(()),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<UsageError>() => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "command failed");
             eprintln!("error: {e:#}");
@@ -151,7 +166,15 @@ fn run_parsed(app: App, cli: Cli) -> ExitCode {
     }
 }
 
+/// A command used the wrong way (exit code 2, like a bad flag).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct UsageError(pub(crate) String);
+
 async fn serve(app: &App, config: Config, worker_only: bool) -> anyhow::Result<()> {
+    // Shared with other servers and workers on this data dir; a restore
+    // takes it exclusively, so neither starts while the other runs.
+    let _lock = crate::ops::lock_data_dir(&config.data_dir, false)?;
     let running = if worker_only {
         app.start_worker(config).await?
     } else {

@@ -66,6 +66,8 @@ pub struct Config {
     pub auth: crate::auth::AuthConfig,
     /// Outgoing mail.
     pub mail: crate::mail::MailConfig,
+    /// Backups: where, how many, when.
+    pub backup: crate::ops::BackupConfig,
 }
 
 /// HTTP limits and timeouts.
@@ -140,6 +142,7 @@ impl Default for Config {
             realtime: crate::realtime::RealtimeConfig::default(),
             auth: crate::auth::AuthConfig::default(),
             mail: crate::mail::MailConfig::default(),
+            backup: crate::ops::BackupConfig::default(),
         }
     }
 }
@@ -376,6 +379,7 @@ impl Config {
         }
         self.auth.validate()?;
         self.mail.validate(self.is_prod())?;
+        self.backup.validate()?;
         self.jobs.validate()
     }
 

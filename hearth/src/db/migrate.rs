@@ -204,6 +204,16 @@ fn compare(applied: Vec<AppliedMigration>, plan: &[Planned]) -> MigrationStatus 
     status
 }
 
+/// Compares migrations recorded elsewhere (a backup's manifest) with what
+/// this binary knows for `kind`, as [`status`] does for a live database.
+pub fn compare_recorded(
+    kind: DbKind,
+    modules: &[ModuleSpec],
+    recorded: Vec<AppliedMigration>,
+) -> MigrationStatus {
+    compare(recorded, &plan(kind, modules))
+}
+
 /// Reads where the database stands, without changing anything.
 pub async fn status(db: &Db, modules: &[ModuleSpec]) -> Result<MigrationStatus, sqlx::Error> {
     let exists: bool = match db {
