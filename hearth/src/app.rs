@@ -328,6 +328,7 @@ impl App {
         crate::jobs::register_own(&mut ctx);
         crate::mail::register_own(&mut ctx);
         crate::auth::mailing::register_own(&mut ctx);
+        crate::ops::backup::register_own(&mut ctx);
         // specs()[0] is hearth's own; modules follow in order.
         for (m, spec) in self.modules.iter().zip(&state.specs()[1..]) {
             ctx.set_module(spec.name());

@@ -65,7 +65,11 @@ pub(super) async fn run_backup(app: &App, config: Config, args: BackupArgs) -> a
     Ok(())
 }
 
-pub(super) async fn run_restore(app: &App, config: Config, args: RestoreArgs) -> anyhow::Result<()> {
+pub(super) async fn run_restore(
+    app: &App,
+    config: Config,
+    args: RestoreArgs,
+) -> anyhow::Result<()> {
     let specs = app.specs()?;
     let db = app.open_db(&config).await?;
     let target = Target {
@@ -89,7 +93,10 @@ pub(super) async fn run_restore(app: &App, config: Config, args: RestoreArgs) ->
             if report.migrations_applied.is_empty() {
                 "no migration was needed".to_owned()
             } else {
-                format!("this binary migrated the copy ({})", report.migrations_applied.join(", "))
+                format!(
+                    "this binary migrated the copy ({})",
+                    report.migrations_applied.join(", ")
+                )
             }
         );
         return Ok(());

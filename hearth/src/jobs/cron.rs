@@ -47,7 +47,7 @@ impl Missed {
 #[derive(Debug, Clone)]
 pub struct Schedule {
     pub(crate) name: &'static str,
-    pub(crate) expr: &'static str,
+    pub(crate) expr: std::borrow::Cow<'static, str>,
     pub(crate) job: &'static str,
     pub(crate) payload: Result<String, String>,
     pub(crate) missed: Missed,
@@ -59,13 +59,13 @@ impl Schedule {
     /// so it must not change; missed ticks are skipped unless told otherwise.
     pub fn new<P: Serialize>(
         name: &'static str,
-        expr: &'static str,
+        expr: impl Into<std::borrow::Cow<'static, str>>,
         job: JobName<P>,
         payload: &P,
     ) -> Self {
         Self {
             name,
-            expr,
+            expr: expr.into(),
             job: job.name(),
             payload: serde_json::to_string(payload).map_err(|e| e.to_string()),
             missed: Missed::Skip,
@@ -173,7 +173,7 @@ pub(crate) fn compile(s: Schedule) -> Result<Compiled, String> {
             s.name
         ));
     }
-    let cron = parse(s.expr).map_err(|e| {
+    let cron = parse(&s.expr).map_err(|e| {
         format!(
             "schedule `{}`: invalid cron expression `{}`: {e}",
             s.name, s.expr
@@ -200,7 +200,7 @@ pub(crate) async fn sync(db: &Db, schedules: &[Compiled]) -> Result<(), sqlx::Er
                  expr = excluded.expr, job = excluded.job, missed = excluded.missed, updated_at = excluded.updated_at",
         )
         .bind(c.schedule.name)
-        .bind(c.schedule.expr)
+        .bind(c.schedule.expr.as_ref())
         .bind(c.schedule.job)
         .bind(c.schedule.missed.as_str())
         .bind(next)

@@ -149,9 +149,14 @@ impl ArchiveWriter {
     }
 
     /// Adds the file at `src` as `name`.
-    pub fn add_file(&mut self, name: &str, src: &Path, progress: &Progress) -> Result<(), OpsError> {
-        let file =
-            File::open(src).map_err(|e| OpsError::io(format!("cannot read {}", src.display()), e))?;
+    pub fn add_file(
+        &mut self,
+        name: &str,
+        src: &Path,
+        progress: &Progress,
+    ) -> Result<(), OpsError> {
+        let file = File::open(src)
+            .map_err(|e| OpsError::io(format!("cannot read {}", src.display()), e))?;
         let size = file
             .metadata()
             .map_err(|e| OpsError::io(format!("cannot read {}", src.display()), e))?
@@ -188,7 +193,12 @@ impl ArchiveWriter {
 
     /// Adds every regular file under `dir` as `prefix/<relative path>`, in
     /// name order. Links and special files are skipped.
-    pub fn add_dir(&mut self, prefix: &str, dir: &Path, progress: &Progress) -> Result<(), OpsError> {
+    pub fn add_dir(
+        &mut self,
+        prefix: &str,
+        dir: &Path,
+        progress: &Progress,
+    ) -> Result<(), OpsError> {
         for (rel, path) in walk(dir)? {
             self.add_file(&format!("{prefix}/{rel}"), &path, progress)?;
         }
@@ -227,7 +237,10 @@ impl ArchiveWriter {
         let size = file.metadata().map_err(write_err)?.len();
         drop(file);
         std::fs::rename(&self.partial, &self.path).map_err(|e| {
-            OpsError::io(format!("cannot move the archive to {}", self.path.display()), e)
+            OpsError::io(
+                format!("cannot move the archive to {}", self.path.display()),
+                e,
+            )
         })?;
         if let Some(dir) = self.path.parent() {
             // The rename is only durable once the directory is synced.
@@ -368,7 +381,10 @@ pub fn extract(archive: &Path, dest: &Path, progress: &Progress) -> Result<Manif
         }
         out.flush()
             .map_err(|e| OpsError::io(format!("cannot write {}", target.display()), e))?;
-        if seen.insert(rel.clone(), (size, hex::encode(hash.finalize()))).is_some() {
+        if seen
+            .insert(rel.clone(), (size, hex::encode(hash.finalize())))
+            .is_some()
+        {
             return Err(damaged(format!("entry {rel} appears twice")));
         }
     }
@@ -427,8 +443,14 @@ mod tests {
 
     #[test]
     fn only_plain_relative_names_are_safe() {
-        assert_eq!(safe_relative(Path::new("files/a/b.txt")).as_deref(), Some("files/a/b.txt"));
-        assert_eq!(safe_relative(Path::new("./manifest.json")).as_deref(), Some("manifest.json"));
+        assert_eq!(
+            safe_relative(Path::new("files/a/b.txt")).as_deref(),
+            Some("files/a/b.txt")
+        );
+        assert_eq!(
+            safe_relative(Path::new("./manifest.json")).as_deref(),
+            Some("manifest.json")
+        );
         assert_eq!(safe_relative(Path::new("../etc/passwd")), None);
         assert_eq!(safe_relative(Path::new("files/../../x")), None);
         assert_eq!(safe_relative(Path::new("/etc/passwd")), None);

@@ -87,7 +87,12 @@ pub async fn backup(
         }
     };
     let files_dir = target.files_dir();
-    let total = file_size(&snapshot) + if files_dir.is_dir() { dir_size(&files_dir) } else { 0 };
+    let total = file_size(&snapshot)
+        + if files_dir.is_dir() {
+            dir_size(&files_dir)
+        } else {
+            0
+        };
     progress.set_total(total);
     progress.step("archive");
     let mut writer = ArchiveWriter::create(&path)?;
@@ -127,6 +132,37 @@ pub async fn backup(
     })
 }
 
+/// hearth's scheduled backup: the same as `backup` with no `--to`, run by a
+/// job worker when `backup.schedule` is set.
+pub const BACKUP: crate::jobs::JobName<()> = crate::jobs::JobName::new("hearth.backup")
+    .queue("hearth")
+    .max_attempts(3);
+
+/// Registers the backup job, and its schedule when `backup.schedule` is set.
+pub(crate) fn register_own(ctx: &mut crate::Context<'_>) {
+    ctx.job(BACKUP, |run: crate::jobs::JobRun<()>| async move {
+        let state = &run.state;
+        let target = Target {
+            app: state.name(),
+            version: state.version(),
+            config: state.config(),
+            db: state.db(),
+            specs: state.specs(),
+        };
+        let report = backup(&target, None, &Progress::hidden()).await?;
+        tracing::info!(path = %report.path.display(), size = report.size, "scheduled backup written");
+        Ok(())
+    });
+    if let Some(expr) = ctx.state().config().backup.schedule.clone() {
+        ctx.cron(crate::jobs::cron::Schedule::new(
+            "hearth.backup",
+            expr,
+            BACKUP,
+            &(),
+        ));
+    }
+}
+
 /// What the snapshot holds, read from the snapshot itself.
 pub(crate) struct Facts {
     pub(crate) taken_at: String,
@@ -145,7 +181,10 @@ async fn sqlite_snapshot(pool: &sqlx::SqlitePool, file: &Path) -> Result<(), Ops
             file.display()
         )));
     };
-    sqlx::query("VACUUM INTO ?1").bind(target).execute(pool).await?;
+    sqlx::query("VACUUM INTO ?1")
+        .bind(target)
+        .execute(pool)
+        .await?;
     Ok(())
 }
 
@@ -168,9 +207,12 @@ pub(crate) async fn sqlite_facts(file: &Path) -> Result<Facts, OpsError> {
     .await?;
     let mut counts = BTreeMap::new();
     for t in &tables {
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {}", quote_ident(t))))
-            .fetch_one(&mut conn)
-            .await?;
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {}",
+            quote_ident(t)
+        )))
+        .fetch_one(&mut conn)
+        .await?;
         counts.insert(t.clone(), n);
     }
     let migrations = if tables.iter().any(|t| t == "hearth_migration") {
@@ -210,9 +252,12 @@ pub(crate) async fn postgres_facts(conn: &mut sqlx::PgConnection) -> Result<Fact
     .await?;
     let mut counts = BTreeMap::new();
     for t in &tables {
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {}", quote_ident(t))))
-            .fetch_one(&mut *conn)
-            .await?;
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {}",
+            quote_ident(t)
+        )))
+        .fetch_one(&mut *conn)
+        .await?;
         counts.insert(t.clone(), n);
     }
     let migrations = if tables.iter().any(|t| t == "hearth_migration") {
@@ -281,7 +326,12 @@ fn dir_size(dir: &Path) -> u64 {
 
 /// Deletes this app's archives in `dir` beyond the newest `keep` (never
 /// `just_written`). Returns what it deleted.
-fn prune(dir: &Path, app: &str, keep: usize, just_written: &Path) -> Result<Vec<PathBuf>, OpsError> {
+fn prune(
+    dir: &Path,
+    app: &str,
+    keep: usize,
+    just_written: &Path,
+) -> Result<Vec<PathBuf>, OpsError> {
     if keep == 0 {
         return Ok(Vec::new());
     }

@@ -68,11 +68,12 @@ impl Target<'_> {
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
     /// A file could not be read or written.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         /// What was being done.
         what: String,
         /// The cause.
+        #[source]
         source: std::io::Error,
     },
     /// The archive is not intact.
@@ -91,7 +92,7 @@ pub enum OpsError {
     #[error("integrity check failed: {0}")]
     Integrity(String),
     /// A database query failed.
-    #[error("database error: {0}")]
+    #[error("database error")]
     Db(#[from] sqlx::Error),
     /// Anything else, explained.
     #[error("{0}")]

@@ -112,16 +112,21 @@ pub(super) async fn run(
     if let Some(p) = password {
         cmd.env("PGPASSWORD", p);
     }
-    let name = tool
-        .file_name()
-        .map_or_else(|| tool.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let name = tool.file_name().map_or_else(
+        || tool.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     let child = cmd
         .spawn()
         .map_err(|e| OpsError::Tool(format!("cannot start {name}: {e}")))?;
     let limit = target.config.backup.tool_timeout.get();
     let out = tokio::time::timeout(limit, child.wait_with_output())
         .await
-        .map_err(|_| OpsError::Failed(format!("{name} took longer than {limit:?} (backup.tool_timeout)")))?
+        .map_err(|_| {
+            OpsError::Failed(format!(
+                "{name} took longer than {limit:?} (backup.tool_timeout)"
+            ))
+        })?
         .map_err(|e| OpsError::Failed(format!("{name} failed: {e}")))?;
     if out.status.success() {
         return Ok(());

@@ -264,7 +264,8 @@ impl Prepared {
         let pg_restore = pgtools::checked_tool(target, "pg_restore").await?;
         target.db.close().await;
         let url = target.database_url();
-        let opts = sqlx::postgres::PgConnectOptions::from_str(&url)?.application_name("hearth-restore");
+        let opts =
+            sqlx::postgres::PgConnectOptions::from_str(&url)?.application_name("hearth-restore");
         let mut conn = sqlx::PgConnection::connect_with(&opts).await?;
         let others: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = 'hearth'",
@@ -288,9 +289,12 @@ impl Prepared {
         )))
         .execute(&mut *tx)
         .await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {}", quote_ident(&schema))))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE SCHEMA {}",
+            quote_ident(&schema)
+        )))
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         let dump = self.staging.path().join(POSTGRES_ENTRY);
         let args = restore_args(&dump);
@@ -298,9 +302,12 @@ impl Prepared {
             // pg_restore ran in one transaction, so the new schema is empty:
             // put the old one back.
             let mut tx = conn.begin().await?;
-            sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {} CASCADE", quote_ident(&schema))))
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA {} CASCADE",
+                quote_ident(&schema)
+            )))
+            .execute(&mut *tx)
+            .await?;
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "ALTER SCHEMA {} RENAME TO {}",
                 quote_ident(&aside),
@@ -362,9 +369,12 @@ fn copy_recursive(from: &Path, to: &Path) -> Result<(), OpsError> {
         }
         Ok(())
     } else {
-        std::fs::copy(from, to)
-            .map(|_| ())
-            .map_err(|e| OpsError::io(format!("cannot copy {} to {}", from.display(), to.display()), e))
+        std::fs::copy(from, to).map(|_| ()).map_err(|e| {
+            OpsError::io(
+                format!("cannot copy {} to {}", from.display(), to.display()),
+                e,
+            )
+        })
     }
 }
 
@@ -424,7 +434,10 @@ async fn drill(target: &Target<'_>, db: &Db, m: &Manifest) -> Result<VerifyRepor
     })
 }
 
-async fn verify_postgres(target: &Target<'_>, prepared: &Prepared) -> Result<VerifyReport, OpsError> {
+async fn verify_postgres(
+    target: &Target<'_>,
+    prepared: &Prepared,
+) -> Result<VerifyReport, OpsError> {
     let Db::Postgres(pool) = target.db else {
         return Err(OpsError::Failed("not a PostgreSQL database".into()));
     };
@@ -485,11 +498,26 @@ mod tests {
         let a: BTreeMap<String, i64> = [("t".to_owned(), 3), ("u".to_owned(), 0)].into();
         assert!(compare_counts(&a, &a).is_ok());
         let short: BTreeMap<String, i64> = [("t".to_owned(), 2), ("u".to_owned(), 0)].into();
-        assert!(compare_counts(&a, &short).unwrap_err().to_string().contains("t has 2 rows"));
+        assert!(
+            compare_counts(&a, &short)
+                .unwrap_err()
+                .to_string()
+                .contains("t has 2 rows")
+        );
         let missing: BTreeMap<String, i64> = [("t".to_owned(), 3)].into();
-        assert!(compare_counts(&a, &missing).unwrap_err().to_string().contains("u is missing"));
+        assert!(
+            compare_counts(&a, &missing)
+                .unwrap_err()
+                .to_string()
+                .contains("u is missing")
+        );
         let mut extra = a.clone();
         extra.insert("v".into(), 1);
-        assert!(compare_counts(&a, &extra).unwrap_err().to_string().contains("v is not"));
+        assert!(
+            compare_counts(&a, &extra)
+                .unwrap_err()
+                .to_string()
+                .contains("v is not")
+        );
     }
 }

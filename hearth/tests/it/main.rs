@@ -8,6 +8,7 @@ mod accounts;
 mod db;
 mod jobs;
 mod mail;
+mod ops;
 mod pipeline;
 mod probe;
 mod realtime;

@@ -60,6 +60,8 @@ fn every_command_has_help() {
         &["user", "enable"],
         &["mail"],
         &["mail", "test"],
+        &["backup"],
+        &["restore"],
     ];
     for sub in subs {
         let out = run(pancake(dir.path()).args(*sub).arg("--help"));
@@ -70,7 +72,8 @@ fn every_command_has_help() {
     let out = run(pancake(dir.path()).arg("--help"));
     let help = text(&out.stdout);
     for sub in [
-        "serve", "worker", "jobs", "cron", "user", "mail", "migrate", "config", "version",
+        "serve", "worker", "jobs", "cron", "user", "mail", "backup", "restore", "migrate",
+        "config", "version",
     ] {
         assert!(help.contains(sub), "{help}");
     }
@@ -177,6 +180,12 @@ fn bad_config_is_one_line_naming_the_key_and_exit_code_2() {
             &["`database_url`", "unsupported database URL scheme `mysql`"],
         ),
         ("", &[("HEARTH_ENV", "staging")], &[], &["`env`"]),
+        (
+            "[backup]\nschedule = \"every night\"\n",
+            &[],
+            &[],
+            &["`backup.schedule`", "not a cron expression"],
+        ),
         (
             "",
             &[("HEARTH_HTTP__REQUEST_TIMEOUT", "5w")],
@@ -347,7 +356,7 @@ pub(crate) async fn serve(db: &TestDb, env: &[(&str, &str)]) -> (Child, String) 
 }
 
 /// Runs `pancake ARGS` over `db` with `input` on stdin and extra `env`.
-fn run_with(db: &TestDb, args: &[&str], input: &str, env: &[(&str, &str)]) -> Output {
+pub(crate) fn run_with(db: &TestDb, args: &[&str], input: &str, env: &[(&str, &str)]) -> Output {
     use std::io::Write as _;
     let mut cmd = pancake(db.dir());
     cmd.args(args)

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod account;
+mod backup;
 mod browser;
 mod cli;
 mod live;

@@ -1,0 +1,88 @@
+//! Backups through the library and the job queue: a schedule in the config
+//! writes archives that pass the restore checks, retention keeps the newest,
+//! and uploaded files travel with the database.
+
+use std::time::Duration;
+
+use hearth::ops::archive::extract;
+use hearth::ops::progress::Progress;
+use hearth::ops::{Target, backup, restore};
+use hearth::testing::TestApp;
+
+use crate::probe::app;
+
+fn target(app: &TestApp) -> Target<'_> {
+    let s = app.state();
+    Target {
+        app: s.name(),
+        version: s.version(),
+        config: s.config(),
+        db: s.db(),
+        specs: s.specs(),
+    }
+}
+
+fn archives(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".backup.tar.gz"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+hearth::db_tests! {
+    async fn a_configured_schedule_writes_backups_that_verify(backend) {
+        let Some(app) = TestApp::spawn_with(&app(), backend, |c| {
+            c.backup.schedule = Some("* * * * * *".into());
+            c.jobs.poll_interval = hearth::config::Duration::from_millis(100);
+        }).await else { return };
+        let dir = target(&app).backup_dir();
+        let mut found = Vec::new();
+        for _ in 0..300 {
+            found = archives(&dir);
+            if !found.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(!found.is_empty(), "no scheduled backup appeared in {}", dir.display());
+        let unpacked = tempfile::tempdir().unwrap();
+        let manifest = extract(&dir.join(&found[0]), unpacked.path(), &Progress::hidden()).unwrap();
+        assert_eq!(manifest.app, app.state().name());
+        assert!(manifest.tables.contains_key("hearth_cron"));
+        assert!(manifest.levels().contains_key("hearth"));
+        let report = restore::verify(&target(&app), &dir.join(&found[0]), &Progress::hidden()).await.unwrap();
+        assert_eq!(report.tables_checked, manifest.tables.len());
+        assert!(report.migrations_applied.is_empty());
+    }
+
+    async fn retention_keeps_the_newest_and_files_travel_along(backend) {
+        let Some(app) = TestApp::spawn_with(&app(), backend, |c| c.backup.keep = 2).await else { return };
+        let t = target(&app);
+        let files = t.files_dir();
+        std::fs::create_dir_all(files.join("avatars")).unwrap();
+        std::fs::write(files.join("avatars/ana.png"), b"\x89PNG not really").unwrap();
+        std::fs::write(files.join("notes.txt"), "hello").unwrap();
+        let mut written = Vec::new();
+        for _ in 0..3 {
+            let r = backup::backup(&t, None, &Progress::hidden()).await.unwrap();
+            written.push(r.path.file_name().unwrap().to_string_lossy().into_owned());
+        }
+        assert_eq!(archives(&t.backup_dir()), written[1..].to_vec());
+        let unpacked = tempfile::tempdir().unwrap();
+        let manifest = extract(&t.backup_dir().join(&written[2]), unpacked.path(), &Progress::hidden()).unwrap();
+        let paths: Vec<&str> = manifest.entries.iter().map(|e| e.path.as_str()).collect();
+        assert!(paths.contains(&"files/avatars/ana.png") && paths.contains(&"files/notes.txt"), "{paths:?}");
+        assert_eq!(std::fs::read(unpacked.path().join("files/notes.txt")).unwrap(), b"hello");
+        // A file name given with --to is used as is, and not pruned.
+        let exact = app.db().dir().join("exact.tar.gz");
+        let r = backup::backup(&t, Some(&exact), &Progress::hidden()).await.unwrap();
+        assert_eq!(r.path, exact);
+        assert!(exact.is_file());
+    }
+}
