@@ -1,6 +1,6 @@
 //! The command line every app binary gets: `serve`, `worker`, `migrate`,
-//! `jobs …`, `cron …`, `user …`, `mail test`, `backup`, `restore`, `config`,
-//! `version`.
+//! `jobs …`, `cron …`, `user …`, `mail test`, `backup`, `restore`, `install`,
+//! `config`, `version`.
 //!
 //! An app's `main` is one call: `hearth::cli::run(app())`. Exit codes: 0 on
 //! success, 1 on a runtime failure, 2 on bad usage or bad configuration.
@@ -76,6 +76,9 @@ enum Command {
     /// Restore a backup archive over the live data (checked first; the
     /// previous data is kept aside), or rehearse it with --verify.
     Restore(ops::RestoreArgs),
+    /// Install the binary as hardened systemd services: a web unit, a
+    /// worker unit, an environment file, a system user and its data dir.
+    Install(ops::InstallArgs),
     /// Print the effective configuration, with secrets masked.
     Config,
     /// Print the app's and hearth's versions.
@@ -149,6 +152,7 @@ fn run_parsed(app: App, cli: Cli) -> ExitCode {
             Command::Migrate { status } => run_migrate(&app, &config, status).await,
             Command::Backup(args) => ops::run_backup(&app, config, args).await,
             Command::Restore(args) => ops::run_restore(&app, config, args).await,
+            Command::Install(args) => ops::run_install(&app, config, args).await,
             Command::Config | Command::Version => Ok(()),
         }
     });

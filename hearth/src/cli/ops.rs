@@ -1,6 +1,6 @@
-//! `backup` and `restore`: the operator's side of [`crate::ops`], with a
-//! progress bar on the terminal and a typed confirmation before live data is
-//! replaced.
+//! `backup`, `restore` and `install`: the operator's side of
+//! [`crate::ops`], with a progress bar on the terminal and a typed
+//! confirmation before live data is replaced.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -148,4 +148,103 @@ fn confirm(what: &str, app: &str) -> anyhow::Result<bool> {
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
     Ok(line.trim() == app)
+}
+
+/// `install` arguments.
+#[derive(Debug, Args)]
+pub(super) struct InstallArgs {
+    /// Write under this directory instead of / (packaging, tests). The system
+    /// user is only created on the real root.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    root: PathBuf,
+    /// Print the files instead of writing them; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// The binary the units start. [default: this executable]
+    #[arg(long, value_name = "PATH")]
+    bin: Option<PathBuf>,
+    /// The system user and group the services run as. [default: the app's name]
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+}
+
+pub(super) async fn run_install(
+    app: &App,
+    config: Config,
+    args: InstallArgs,
+) -> anyhow::Result<()> {
+    use crate::ops::install::{self, InstallPlan, Outcome};
+    let user = args.user.unwrap_or_else(|| app.name().to_owned());
+    let valid_user = user.len() <= 32
+        && user.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && user
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if !valid_user {
+        return Err(UsageError(format!(
+            "--user {user:?}: a system user name is lowercase letters, digits, _ and -, at most 32"
+        ))
+        .into());
+    }
+    let bin = match args.bin {
+        Some(b) if b.is_absolute() => b,
+        Some(b) => {
+            return Err(UsageError(format!("--bin {}: give an absolute path", b.display())).into());
+        }
+        None => std::env::current_exe()?,
+    };
+    let plan = InstallPlan {
+        app: app.name().to_owned(),
+        bin,
+        user,
+        addr: config.addr,
+    };
+    if args.dry_run {
+        for f in plan.files() {
+            println!(
+                "# {} (mode {:o}{})",
+                f.path.display(),
+                f.mode,
+                if f.keep_existing {
+                    ", kept if present"
+                } else {
+                    ""
+                }
+            );
+            println!("{}", f.content);
+        }
+        println!(
+            "# {} (directory, mode 750, owner {})",
+            plan.data_dir().display(),
+            plan.user
+        );
+        return Ok(());
+    }
+    let done = install::write(&plan, &args.root)?;
+    let mut changed = false;
+    for (path, outcome) in &done {
+        let word = match outcome {
+            Outcome::Written => {
+                changed = true;
+                "wrote    "
+            }
+            Outcome::Unchanged => "unchanged",
+            Outcome::Kept => "kept     ",
+        };
+        println!("{word} {}", install::under(&args.root, path).display());
+    }
+    if !changed {
+        println!("nothing to change: {} is installed", app.name());
+    }
+    if args.root == std::path::Path::new("/") {
+        for line in install::activate(&plan) {
+            println!("{line}");
+        }
+        println!(
+            "next: edit {}, then systemctl enable --now {1}.service {1}-worker.service",
+            plan.env_file().display(),
+            app.name()
+        );
+    }
+    Ok(())
 }

@@ -11,10 +11,13 @@
 //!   previous data aside; [`restore::verify`] is the drill: it restores into
 //!   a scratch place, checks integrity and row counts, migrates the copy and
 //!   throws it away.
+//! * [`install`] writes the systemd units, environment file, system user
+//!   and data directory that run the binary as a hardened service.
 
 pub mod archive;
 pub mod backup;
 mod config;
+pub mod install;
 mod pgtools;
 pub mod progress;
 pub mod restore;

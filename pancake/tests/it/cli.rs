@@ -62,6 +62,7 @@ fn every_command_has_help() {
         &["mail", "test"],
         &["backup"],
         &["restore"],
+        &["install"],
     ];
     for sub in subs {
         let out = run(pancake(dir.path()).args(*sub).arg("--help"));
@@ -72,8 +73,8 @@ fn every_command_has_help() {
     let out = run(pancake(dir.path()).arg("--help"));
     let help = text(&out.stdout);
     for sub in [
-        "serve", "worker", "jobs", "cron", "user", "mail", "backup", "restore", "migrate",
-        "config", "version",
+        "serve", "worker", "jobs", "cron", "user", "mail", "backup", "restore", "install",
+        "migrate", "config", "version",
     ] {
         assert!(help.contains(sub), "{help}");
     }

@@ -8,6 +8,7 @@ mod account;
 mod backup;
 mod browser;
 mod cli;
+mod install;
 mod live;
 mod site;
 mod workers;
