@@ -277,19 +277,39 @@ mod tests {
     async fn hashes_run_on_lowest_priority_threads() {
         let p = Passwords::new(&cheap());
         p.hash("correct horse").await.unwrap();
+        // Other tests in this process start hashing threads too; one caught
+        // between its start and its first statement (which lowers it) still
+        // shows nice 0, so look again until every one has been lowered.
+        let mut nice = Vec::new();
+        for _ in 0..200 {
+            nice = hash_thread_nice();
+            if !nice.is_empty() && nice.iter().all(|n| n == "19") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!nice.is_empty(), "no hashing thread found");
+        assert!(nice.iter().all(|n| n == "19"), "{nice:?}");
+    }
+
+    /// The nice value of every `hearth-hash` thread of this process.
+    #[cfg(target_os = "linux")]
+    fn hash_thread_nice() -> Vec<String> {
         let mut nice = Vec::new();
         for task in std::fs::read_dir("/proc/self/task").unwrap() {
             let dir = task.unwrap().path();
             let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
             if comm.trim().starts_with("hearth-hash") {
-                let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+                // A thread may exit between listing and reading.
+                let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
+                    continue;
+                };
                 // Fields after the `(comm)`: state is the 3rd field, nice the 19th.
                 let after = &stat[stat.rfind(')').unwrap() + 2..];
                 nice.push(after.split(' ').nth(16).unwrap().to_owned());
             }
         }
-        assert!(!nice.is_empty(), "no hashing thread found");
-        assert!(nice.iter().all(|n| n == "19"), "{nice:?}");
+        nice
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The command line every app binary gets: `serve`, `worker`, `migrate`,
-//! `jobs …`, `cron …`, `user …`, `mail test`, `backup`, `restore`, `install`,
-//! `config`, `version`.
+//! `jobs …`, `cron …`, `user …`, `mail test`, `setup`, `backup`, `restore`, `install`,
+//! `cleanup`, `config`, `version`.
 //!
 //! An app's `main` is one call: `hearth::cli::run(app())`. Exit codes: 0 on
 //! success, 1 on a runtime failure, 2 on bad usage or bad configuration.
@@ -69,6 +69,10 @@ enum Command {
         #[arg(long)]
         status: bool,
     },
+    /// Prepare this machine, idempotently: data dir, hearth.toml, secrets
+    /// with a fresh signing key, on PostgreSQL the app's own role and
+    /// database (--admin-url), migrations, the first admin.
+    Setup(ops::SetupArgs),
     /// Write an online, consistent backup of the database and uploaded
     /// files to one compressed archive with checksums; keeps the newest
     /// `backup.keep` archives.
@@ -79,6 +83,9 @@ enum Command {
     /// Install the binary as hardened systemd services: a web unit, a
     /// worker unit, an environment file, a system user and its data dir.
     Install(ops::InstallArgs),
+    /// Delete the app's database (on PostgreSQL also its role) and data dir,
+    /// backups included. Needs --i-understand-this-deletes-everything.
+    Cleanup(ops::CleanupArgs),
     /// Print the effective configuration, with secrets masked.
     Config,
     /// Print the app's and hearth's versions.
@@ -112,6 +119,8 @@ fn run_parsed(app: App, cli: Cli) -> ExitCode {
         addr: cli.addr,
         data_dir: cli.data_dir,
     };
+    // `setup` writes the config files, then loads them again.
+    let (config_path, setup_overrides) = (cli.config.clone(), overrides.clone());
     let config = match Config::load(cli.config.as_deref(), &overrides) {
         Ok(c) => c,
         Err(e) => {
@@ -150,9 +159,14 @@ fn run_parsed(app: App, cli: Cli) -> ExitCode {
             Command::User(cmd) => users::run_user(&app, config, cmd).await,
             Command::Mail(cmd) => users::run_mail(&app, config, cmd).await,
             Command::Migrate { status } => run_migrate(&app, &config, status).await,
+            Command::Setup(args) => {
+                drop(config);
+                ops::run_setup(&app, config_path, setup_overrides, args).await
+            }
             Command::Backup(args) => ops::run_backup(&app, config, args).await,
             Command::Restore(args) => ops::run_restore(&app, config, args).await,
             Command::Install(args) => ops::run_install(&app, config, args).await,
+            Command::Cleanup(args) => ops::run_cleanup(&app, config, args).await,
             Command::Config | Command::Version => Ok(()),
         }
     });

@@ -1,4 +1,4 @@
-//! `backup`, `restore` and `install`: the operator's side of
+//! `setup`, `backup`, `restore`, `install` and `cleanup`: the operator's side of
 //! [`crate::ops`], with a progress bar on the terminal and a typed
 //! confirmation before live data is replaced.
 
@@ -246,5 +246,204 @@ pub(super) async fn run_install(
             app.name()
         );
     }
+    Ok(())
+}
+
+/// `cleanup` arguments.
+#[derive(Debug, Args)]
+pub(super) struct CleanupArgs {
+    /// Required: confirms that everything listed is deleted for good,
+    /// backups in the data dir included.
+    #[arg(long)]
+    i_understand_this_deletes_everything: bool,
+    /// PostgreSQL: a connection allowed to drop the app's database and role
+    /// (e.g. postgres://postgres@127.0.0.1/postgres).
+    #[arg(long, value_name = "URL", env = "HEARTH_ADMIN_DATABASE_URL")]
+    admin_url: Option<String>,
+}
+
+pub(super) async fn run_cleanup(
+    app: &App,
+    config: Config,
+    args: CleanupArgs,
+) -> anyhow::Result<()> {
+    let doomed = ops::cleanup::plan(app.name(), &config)?;
+    if !args.i_understand_this_deletes_everything {
+        let list: Vec<String> = doomed.iter().map(ToString::to_string).collect();
+        return Err(UsageError(format!(
+            "cleanup deletes for good: {}; pass --i-understand-this-deletes-everything to go on",
+            if list.is_empty() {
+                "nothing (nothing is there)".to_owned()
+            } else {
+                list.join(", ")
+            }
+        ))
+        .into());
+    }
+    let removed = ops::cleanup::cleanup(app.name(), &config, args.admin_url.as_deref()).await?;
+    for d in &removed {
+        println!("removed {d}");
+    }
+    if removed.is_empty() {
+        println!("nothing to remove");
+    }
+    Ok(())
+}
+
+/// `setup` arguments.
+#[derive(Debug, Args)]
+pub(super) struct SetupArgs {
+    /// PostgreSQL: an admin connection used once to create the app's own
+    /// role (no superuser, no CREATEDB) and database; the app's URL, with a
+    /// fresh password, goes to hearth.secrets.toml.
+    #[arg(long, value_name = "URL", env = "HEARTH_ADMIN_DATABASE_URL")]
+    admin_url: Option<String>,
+    /// PostgreSQL: the name of the role and database to create.
+    /// [default: the app's name]
+    #[arg(long, value_name = "NAME")]
+    db_name: Option<String>,
+    /// The first admin's address; the password is asked for on a terminal
+    /// or read as one line of stdin.
+    #[arg(long, value_name = "EMAIL")]
+    admin_email: Option<String>,
+}
+
+pub(super) async fn run_setup(
+    app: &App,
+    config_path: Option<PathBuf>,
+    overrides: crate::config::Overrides,
+    args: SetupArgs,
+) -> anyhow::Result<()> {
+    use crate::ops::setup::{self, Provisioned};
+    let db_name = args
+        .db_name
+        .clone()
+        .unwrap_or_else(|| app.name().to_owned());
+    let valid = db_name.len() <= 63
+        && db_name.starts_with(|c: char| c.is_ascii_lowercase())
+        && db_name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !valid {
+        return Err(UsageError(format!(
+            "--db-name {db_name:?}: use lowercase letters, digits and _, starting with a letter"
+        ))
+        .into());
+    }
+    let mut changes = Vec::new();
+    let file = config_path
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("hearth.toml"));
+    if setup::ensure_config_file(&file, app.name())? {
+        changes.push(format!("wrote {}", file.display()));
+    }
+    let mut new_url = None;
+    if let Some(admin) = &args.admin_url
+        && let Provisioned::Created { url } = setup::provision_postgres(admin, &db_name).await?
+    {
+        changes.push(format!(
+            "created the PostgreSQL role and database {db_name} (login, no superuser, no CREATEDB; database closed to other roles)"
+        ));
+        new_url = Some(url);
+    }
+    let secrets = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| std::path::Path::new("."))
+        .join(crate::config::SECRETS_FILE);
+    let added = setup::ensure_secrets(&secrets, new_url.as_deref())?;
+    if !added.is_empty() {
+        changes.push(format!(
+            "wrote {} to {} (mode 0600)",
+            added.join(" and "),
+            secrets.display()
+        ));
+    }
+    // From here on the new files count.
+    let config = Config::load(Some(&file), &overrides).map_err(|e| UsageError(e.to_string()))?;
+    if args.admin_url.is_some() && config.database_url.is_none() {
+        anyhow::bail!(
+            "the role {db_name} exists but no database_url is configured: put its URL in {} or DATABASE_URL",
+            secrets.display()
+        );
+    }
+    if setup::ensure_data_dir(&config.data_dir)? {
+        changes.push(format!("created {}", config.data_dir.display()));
+    }
+    let specs = app.specs()?;
+    let db = app.open_db(&config).await?;
+    let report = crate::db::migrate::migrate(&db, &specs).await;
+    db.close().await;
+    let report = report?;
+    if !report.applied.is_empty() {
+        changes.push(format!("applied {} migration(s)", report.applied.len()));
+    }
+    let state = super::jobs::open(app, config).await?;
+    let result = first_admin(&state, args.admin_email, &mut changes).await;
+    state.db().close().await;
+    result?;
+    if changes.is_empty() {
+        println!("nothing to change: {} is set up", app.name());
+    } else {
+        for c in &changes {
+            println!("{c}");
+        }
+    }
+    Ok(())
+}
+
+/// Creates the first admin when there is none.
+async fn first_admin(
+    state: &crate::AppState,
+    email: Option<String>,
+    changes: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let auth = state.auth();
+    let mut after = 0;
+    loop {
+        let page = auth.users().list(after, 500).await?;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        if let Some(admin) = page.iter().find(|u| auth.is_admin(u)) {
+            if email.is_some() {
+                println!(
+                    "an admin exists already ({}); --admin-email is ignored",
+                    admin.email
+                );
+            }
+            return Ok(());
+        }
+    }
+    let email = match email {
+        Some(e) => e,
+        None if std::io::stdin().is_terminal() => {
+            eprint!("Email of the first admin (empty to skip): ");
+            std::io::stderr().flush()?;
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line)?;
+            let line = line.trim().to_owned();
+            if line.is_empty() {
+                return Ok(());
+            }
+            line
+        }
+        None => {
+            println!(
+                "no admin account yet: run `{0} setup --admin-email EMAIL` or `{0} user create EMAIL --admin --verified`",
+                state.name()
+            );
+            return Ok(());
+        }
+    };
+    super::users::user_command(
+        state,
+        super::users::UserCommand::Create {
+            email,
+            admin: true,
+            verified: true,
+        },
+    )
+    .await?;
+    changes.push("created the first admin".into());
     Ok(())
 }

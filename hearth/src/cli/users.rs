@@ -130,7 +130,7 @@ pub(crate) async fn run_user(app: &App, config: Config, cmd: UserCommand) -> any
     result
 }
 
-async fn user_command(state: &AppState, cmd: UserCommand) -> anyhow::Result<()> {
+pub(super) async fn user_command(state: &AppState, cmd: UserCommand) -> anyhow::Result<()> {
     let auth = state.auth();
     let users = auth.users();
     match cmd {

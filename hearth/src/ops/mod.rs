@@ -11,16 +11,21 @@
 //!   previous data aside; [`restore::verify`] is the drill: it restores into
 //!   a scratch place, checks integrity and row counts, migrates the copy and
 //!   throws it away.
+//! * [`setup`] prepares a fresh machine: data dir, config and secrets
+//!   files, on PostgreSQL the app's own role and database.
+//! * [`cleanup`] removes the app's database (and role) and data dir.
 //! * [`install`] writes the systemd units, environment file, system user
 //!   and data directory that run the binary as a hardened service.
 
 pub mod archive;
 pub mod backup;
+pub mod cleanup;
 mod config;
 pub mod install;
 mod pgtools;
 pub mod progress;
 pub mod restore;
+pub mod setup;
 
 use std::path::{Path, PathBuf};
 

@@ -60,9 +60,11 @@ fn every_command_has_help() {
         &["user", "enable"],
         &["mail"],
         &["mail", "test"],
+        &["setup"],
         &["backup"],
         &["restore"],
         &["install"],
+        &["cleanup"],
     ];
     for sub in subs {
         let out = run(pancake(dir.path()).args(*sub).arg("--help"));
@@ -73,7 +75,7 @@ fn every_command_has_help() {
     let out = run(pancake(dir.path()).arg("--help"));
     let help = text(&out.stdout);
     for sub in [
-        "serve", "worker", "jobs", "cron", "user", "mail", "backup", "restore", "install",
+        "serve", "worker", "jobs", "cron", "user", "mail", "setup", "backup", "restore", "install",
         "migrate", "config", "version",
     ] {
         assert!(help.contains(sub), "{help}");

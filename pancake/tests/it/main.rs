@@ -7,9 +7,11 @@
 mod account;
 mod backup;
 mod browser;
+mod cleanup;
 mod cli;
 mod install;
 mod live;
+mod setup;
 mod site;
 mod workers;
 
