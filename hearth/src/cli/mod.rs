@@ -1,6 +1,6 @@
 //! The command line every app binary gets: `serve`, `worker`, `migrate`,
-//! `jobs …`, `cron …`, `user …`, `mail test`, `setup`, `backup`, `restore`, `install`,
-//! `cleanup`, `config`, `version`.
+//! `jobs …`, `cron …`, `user …`, `mail test`, `setup`, `doctor`, `backup`,
+//! `restore`, `install`, `cleanup`, `config`, `version`.
 //!
 //! An app's `main` is one call: `hearth::cli::run(app())`. Exit codes: 0 on
 //! success, 1 on a runtime failure, 2 on bad usage or bad configuration.
@@ -73,6 +73,10 @@ enum Command {
     /// with a fresh signing key, on PostgreSQL the app's own role and
     /// database (--admin-url), migrations, the first admin.
     Setup(ops::SetupArgs),
+    /// Check everything the app depends on, step by step: config, disk,
+    /// database, migrations, queue, cron, workers, TLS, SMTP, the running
+    /// server, the clock. Exits 1 when a check fails.
+    Doctor(ops::DoctorArgs),
     /// Write an online, consistent backup of the database and uploaded
     /// files to one compressed archive with checksums; keeps the newest
     /// `backup.keep` archives.
@@ -163,6 +167,7 @@ fn run_parsed(app: App, cli: Cli) -> ExitCode {
                 drop(config);
                 ops::run_setup(&app, config_path, setup_overrides, args).await
             }
+            Command::Doctor(args) => ops::run_doctor(&app, config, args).await,
             Command::Backup(args) => ops::run_backup(&app, config, args).await,
             Command::Restore(args) => ops::run_restore(&app, config, args).await,
             Command::Install(args) => ops::run_install(&app, config, args).await,

@@ -1,4 +1,4 @@
-//! `setup`, `backup`, `restore`, `install` and `cleanup`: the operator's side of
+//! `setup`, `doctor`, `backup`, `restore`, `install` and `cleanup`: the operator's side of
 //! [`crate::ops`], with a progress bar on the terminal and a typed
 //! confirmation before live data is replaced.
 
@@ -445,5 +445,46 @@ async fn first_admin(
     )
     .await?;
     changes.push("created the first admin".into());
+    Ok(())
+}
+
+/// `doctor` arguments.
+#[derive(Debug, Args)]
+pub(super) struct DoctorArgs {
+    /// Print the report as JSON (an array of {name, status, value, hint}).
+    #[arg(long)]
+    json: bool,
+}
+
+pub(super) async fn run_doctor(app: &App, config: Config, args: DoctorArgs) -> anyhow::Result<()> {
+    use crate::ops::doctor::{self, Status};
+    let report = doctor::run(app, &config).await;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report.checks)?);
+    } else {
+        for c in &report.checks {
+            println!("{:<5} {:<21} {}", c.status.label(), c.name, c.value);
+            if let Some(h) = &c.hint {
+                println!("{:<5} {:<21} -> {h}", "", "");
+            }
+        }
+        let count = |s: Status| report.checks.iter().filter(|c| c.status == s).count();
+        println!(
+            "{} ok, {} warning(s), {} failure(s), {} skipped",
+            count(Status::Ok),
+            count(Status::Warn),
+            count(Status::Fail),
+            count(Status::Skip)
+        );
+    }
+    if report.failed() {
+        let failed: Vec<&str> = report
+            .checks
+            .iter()
+            .filter(|c| c.status == Status::Fail)
+            .map(|c| c.name)
+            .collect();
+        anyhow::bail!("doctor found failures: {}", failed.join(", "));
+    }
     Ok(())
 }

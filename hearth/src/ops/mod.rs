@@ -11,6 +11,8 @@
 //!   previous data aside; [`restore::verify`] is the drill: it restores into
 //!   a scratch place, checks integrity and row counts, migrates the copy and
 //!   throws it away.
+//! * [`doctor`] checks everything the app depends on, each with a measured
+//!   value and a hint.
 //! * [`setup`] prepares a fresh machine: data dir, config and secrets
 //!   files, on PostgreSQL the app's own role and database.
 //! * [`cleanup`] removes the app's database (and role) and data dir.
@@ -19,8 +21,10 @@
 
 pub mod archive;
 pub mod backup;
+mod cert;
 pub mod cleanup;
 mod config;
+pub mod doctor;
 pub mod install;
 mod pgtools;
 pub mod progress;

@@ -86,3 +86,43 @@ hearth::db_tests! {
         assert!(exact.is_file());
     }
 }
+
+/// A self-signed certificate for localhost that expires on `y-m-d`, as PEM.
+fn cert_expiring(y: i32, m: u8, d: u8) -> String {
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.not_after = rcgen::date_time_ymd(y, m, d);
+    let key = rcgen::KeyPair::generate().unwrap();
+    params.self_signed(&key).unwrap().pem()
+}
+
+#[tokio::test]
+async fn doctor_warns_before_the_certificate_expires_and_fails_after() {
+    use chrono::Datelike;
+    use hearth::ops::doctor::{self, Status};
+    let Some(db) = hearth::testing::TestDb::create(hearth::testing::Backend::Sqlite).await else {
+        return;
+    };
+    let mut config = TestApp::config(&db);
+    let soon = chrono::Utc::now() + chrono::Duration::days(5);
+    let later = chrono::Utc::now() + chrono::Duration::days(400);
+    let cases = [
+        (
+            cert_expiring(soon.year(), soon.month() as u8, soon.day() as u8),
+            Status::Warn,
+        ),
+        (
+            cert_expiring(later.year(), later.month() as u8, later.day() as u8),
+            Status::Ok,
+        ),
+        (cert_expiring(2020, 1, 1), Status::Fail),
+        ("not a certificate".to_owned(), Status::Fail),
+    ];
+    for (i, (pem, want)) in cases.into_iter().enumerate() {
+        let path = db.dir().join(format!("cert{i}.pem"));
+        std::fs::write(&path, pem).unwrap();
+        config.tls.cert = Some(path);
+        let report = doctor::run(&app(), &config).await;
+        let tls = report.get("tls").unwrap();
+        assert_eq!(tls.status, want, "case {i}: {tls:?}");
+    }
+}

@@ -61,6 +61,7 @@ fn every_command_has_help() {
         &["mail"],
         &["mail", "test"],
         &["setup"],
+        &["doctor"],
         &["backup"],
         &["restore"],
         &["install"],
@@ -75,8 +76,8 @@ fn every_command_has_help() {
     let out = run(pancake(dir.path()).arg("--help"));
     let help = text(&out.stdout);
     for sub in [
-        "serve", "worker", "jobs", "cron", "user", "mail", "setup", "backup", "restore", "install",
-        "migrate", "config", "version",
+        "serve", "worker", "jobs", "cron", "user", "mail", "setup", "doctor", "backup", "restore",
+        "install", "migrate", "config", "version",
     ] {
         assert!(help.contains(sub), "{help}");
     }

@@ -9,6 +9,7 @@ mod backup;
 mod browser;
 mod cleanup;
 mod cli;
+mod doctor;
 mod install;
 mod live;
 mod setup;
