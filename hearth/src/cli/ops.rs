@@ -39,13 +39,7 @@ pub(super) struct RestoreArgs {
 pub(super) async fn run_backup(app: &App, config: Config, args: BackupArgs) -> anyhow::Result<()> {
     let specs = app.specs()?;
     let db = app.open_db(&config).await?;
-    let target = Target {
-        app: app.name(),
-        version: app.version(),
-        config: &config,
-        db: &db,
-        specs: &specs,
-    };
+    let target = Target::new(app, &config, &db, &specs);
     let progress = Progress::bytes("backup", 0);
     let report = ops::backup::backup(&target, args.to.as_deref(), &progress).await;
     progress.done();
@@ -72,13 +66,7 @@ pub(super) async fn run_restore(
 ) -> anyhow::Result<()> {
     let specs = app.specs()?;
     let db = app.open_db(&config).await?;
-    let target = Target {
-        app: app.name(),
-        version: app.version(),
-        config: &config,
-        db: &db,
-        specs: &specs,
-    };
+    let target = Target::new(app, &config, &db, &specs);
     let progress = Progress::bytes(if args.verify { "verify" } else { "restore" }, 0);
     if args.verify {
         let report = ops::restore::verify(&target, &args.path, &progress).await;

@@ -141,14 +141,7 @@ pub const BACKUP: crate::jobs::JobName<()> = crate::jobs::JobName::new("hearth.b
 /// Registers the backup job, and its schedule when `backup.schedule` is set.
 pub(crate) fn register_own(ctx: &mut crate::Context<'_>) {
     ctx.job(BACKUP, |run: crate::jobs::JobRun<()>| async move {
-        let state = &run.state;
-        let target = Target {
-            app: state.name(),
-            version: state.version(),
-            config: state.config(),
-            db: state.db(),
-            specs: state.specs(),
-        };
+        let target = Target::of(&run.state);
         let report = backup(&target, None, &Progress::hidden()).await?;
         tracing::info!(path = %report.path.display(), size = report.size, "scheduled backup written");
         Ok(())

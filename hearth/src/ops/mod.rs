@@ -55,7 +55,29 @@ pub struct Target<'a> {
     pub specs: &'a [ModuleSpec],
 }
 
-impl Target<'_> {
+impl<'a> Target<'a> {
+    /// The target of a running (or built) app.
+    pub fn of(state: &'a crate::AppState) -> Self {
+        Self {
+            app: state.name(),
+            version: state.version(),
+            config: state.config(),
+            db: state.db(),
+            specs: state.specs(),
+        }
+    }
+
+    /// The target of `app` with what a command opened for it.
+    pub fn new(app: &crate::App, config: &'a Config, db: &'a Db, specs: &'a [ModuleSpec]) -> Self {
+        Self {
+            app: app.name(),
+            version: app.version(),
+            config,
+            db,
+            specs,
+        }
+    }
+
     /// The database URL in use.
     pub fn database_url(&self) -> String {
         self.config.database_url(self.app)

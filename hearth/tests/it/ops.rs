@@ -12,14 +12,7 @@ use hearth::testing::TestApp;
 use crate::probe::app;
 
 fn target(app: &TestApp) -> Target<'_> {
-    let s = app.state();
-    Target {
-        app: s.name(),
-        version: s.version(),
-        config: s.config(),
-        db: s.db(),
-        specs: s.specs(),
-    }
+    Target::of(app.state())
 }
 
 fn archives(dir: &std::path::Path) -> Vec<String> {

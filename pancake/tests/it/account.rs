@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use hearth::testing::{Backend, SmtpSink, TestApp};
+use hearth::testing::{SmtpSink, TestApp};
 use reqwest::StatusCode;
 
 /// A cookie-keeping client that posts forms the way a browser does: with
@@ -135,15 +135,6 @@ fn encode(s: &str) -> String {
 
 const PASSWORD: &str = "a long enough passphrase";
 
-async fn spawn(backend: Backend, sink: &SmtpSink, admins: &[&str]) -> Option<TestApp> {
-    TestApp::spawn_with(&pancake::app(), backend, |c| {
-        sink.configure(c);
-        c.jobs.poll_interval = hearth::config::Duration::from_millis(100);
-        c.auth.admins = admins.iter().map(|s| (*s).to_owned()).collect();
-    })
-    .await
-}
-
 /// Signs up through the form, confirms the address through the mailed link
 /// and signs in.
 async fn join(app: &TestApp, sink: &SmtpSink, email: &str) -> Browser {
@@ -185,7 +176,7 @@ async fn join(app: &TestApp, sink: &SmtpSink, email: &str) -> Browser {
 hearth::db_tests! {
     async fn a_visitor_joins_and_uses_the_site_with_forms_only(backend) {
         let sink = SmtpSink::start().await;
-        let Some(app) = spawn(backend, &sink, &[]).await else { return };
+        let Some(app) = crate::spawn_site(backend, &sink, &[]).await else { return };
         let mut b = join(&app, &sink, "ana@example.com").await;
         let p = b.get("/account").await;
         assert_eq!(p.status, StatusCode::OK);
@@ -223,7 +214,7 @@ hearth::db_tests! {
 
     async fn form_errors_are_shown_in_the_form_escaped(backend) {
         let sink = SmtpSink::start().await;
-        let Some(app) = spawn(backend, &sink, &[]).await else { return };
+        let Some(app) = crate::spawn_site(backend, &sink, &[]).await else { return };
         let _ = join(&app, &sink, "ana@example.com").await;
         let mut b = Browser::new(&app);
         let p = b.fill("/auth/login", "/auth/login", &[("email", "ana@example.com"), ("password", "wrong wrong wrong")]).await;
@@ -255,7 +246,7 @@ hearth::db_tests! {
 
     async fn a_forgotten_password_is_reset_with_forms(backend) {
         let sink = SmtpSink::start().await;
-        let Some(app) = spawn(backend, &sink, &[]).await else { return };
+        let Some(app) = crate::spawn_site(backend, &sink, &[]).await else { return };
         let mut signed_in = join(&app, &sink, "ana@example.com").await;
         let mut b = Browser::new(&app);
         let p = b.fill("/auth/recover", "/auth/recover", &[("email", "ana@example.com")]).await;
@@ -276,7 +267,7 @@ hearth::db_tests! {
 
     async fn the_password_is_changed_and_the_account_deleted_from_my_account(backend) {
         let sink = SmtpSink::start().await;
-        let Some(app) = spawn(backend, &sink, &[]).await else { return };
+        let Some(app) = crate::spawn_site(backend, &sink, &[]).await else { return };
         let mut b = join(&app, &sink, "ana@example.com").await;
         let p = b.fill("/auth/change-password", "/auth/change-password", &[("password", PASSWORD), ("new_password", "another long passphrase")]).await;
         assert_eq!((p.status, p.location.as_deref()), (StatusCode::SEE_OTHER, Some("/account?changed=1")), "{}", p.text);
@@ -294,7 +285,7 @@ hearth::db_tests! {
 
     async fn admins_post_notices_from_the_admin_page(backend) {
         let sink = SmtpSink::start().await;
-        let Some(app) = spawn(backend, &sink, &["boss@example.com"]).await else { return };
+        let Some(app) = crate::spawn_site(backend, &sink, &["boss@example.com"]).await else { return };
         let mut boss = join(&app, &sink, "boss@example.com").await;
         let p = boss.get("/admin").await;
         assert_eq!(p.status, StatusCode::OK);

@@ -18,7 +18,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use hearth::testing::{Backend, SmtpSink, TestApp};
+use hearth::testing::{SmtpSink, TestApp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PASSWORD: &str = "a long enough passphrase";
@@ -200,15 +200,6 @@ impl Drop for Chrome {
     }
 }
 
-async fn spawn(backend: Backend, sink: &SmtpSink, admins: &[&str]) -> Option<TestApp> {
-    TestApp::spawn_with(&pancake::app(), backend, |c| {
-        sink.configure(c);
-        c.jobs.poll_interval = hearth::config::Duration::from_millis(100);
-        c.auth.admins = admins.iter().map(|s| (*s).to_owned()).collect();
-    })
-    .await
-}
-
 /// Signs up, follows the mailed link and signs in, all through the pages.
 async fn join(chrome: &Chrome, app: &TestApp, sink: &SmtpSink, email: &str) {
     let base = app.base_url();
@@ -244,7 +235,7 @@ hearth::db_tests! {
     async fn a_browser_joins_signs_in_and_out_without_any_script(backend) {
         let Some(chrome) = Chrome::start().await else { return };
         let sink = SmtpSink::start().await;
-        let Some(app) = spawn(backend, &sink, &[]).await else { return };
+        let Some(app) = crate::spawn_site(backend, &sink, &[]).await else { return };
         join(&chrome, &app, &sink, "ana@example.com").await;
         let text = chrome.main_text().await;
         assert!(text.contains("pancake has 1 member(s)"), "{text}");
@@ -274,7 +265,7 @@ hearth::db_tests! {
     async fn a_hostile_notice_stays_text_live_and_on_reload(backend) {
         let Some(chrome) = Chrome::start().await else { return };
         let sink = SmtpSink::start().await;
-        let Some(app) = spawn(backend, &sink, &["root@example.com"]).await else { return };
+        let Some(app) = crate::spawn_site(backend, &sink, &["root@example.com"]).await else { return };
         join(&chrome, &app, &sink, "root@example.com").await;
         let base = app.base_url();
         // The home page stays open in one tab; its script adds notices as
@@ -323,7 +314,7 @@ hearth::db_tests! {
     async fn a_foreign_page_cannot_post_with_the_visitors_cookie(backend) {
         let Some(chrome) = Chrome::start().await else { return };
         let sink = SmtpSink::start().await;
-        let Some(app) = spawn(backend, &sink, &[]).await else { return };
+        let Some(app) = crate::spawn_site(backend, &sink, &[]).await else { return };
         join(&chrome, &app, &sink, "ana@example.com").await;
         // Another port on the same host is another origin but the same
         // site, so SameSite=Lax still sends the cookie: only the CSRF token

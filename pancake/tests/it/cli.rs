@@ -361,10 +361,18 @@ pub(crate) async fn serve(db: &TestDb, env: &[(&str, &str)]) -> (Child, String) 
 
 /// Runs `pancake ARGS` over `db` with `input` on stdin and extra `env`.
 pub(crate) fn run_with(db: &TestDb, args: &[&str], input: &str, env: &[(&str, &str)]) -> Output {
+    let url = db.url().to_owned();
+    let mut all = vec![("DATABASE_URL", url.as_str())];
+    all.extend_from_slice(env);
+    run_in(db.dir(), args, input, &all)
+}
+
+/// Runs `pancake ARGS` in `dir` with `input` on stdin and `env` (nothing
+/// else inherited: the database comes from `env` or the files in `dir`).
+pub(crate) fn run_in(dir: &Path, args: &[&str], input: &str, env: &[(&str, &str)]) -> Output {
     use std::io::Write as _;
-    let mut cmd = pancake(db.dir());
+    let mut cmd = pancake(dir);
     cmd.args(args)
-        .env("DATABASE_URL", db.url())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -24,3 +24,18 @@ pub fn client() -> reqwest::Client {
         .build()
         .expect("client")
 }
+
+/// pancake on `backend`, mailing through `sink`, with `admins` as admins and
+/// a fast job poll so mailed links arrive quickly.
+pub async fn spawn_site(
+    backend: hearth::testing::Backend,
+    sink: &hearth::testing::SmtpSink,
+    admins: &[&str],
+) -> Option<hearth::testing::TestApp> {
+    hearth::testing::TestApp::spawn_with(&pancake::app(), backend, |c| {
+        sink.configure(c);
+        c.jobs.poll_interval = hearth::config::Duration::from_millis(100);
+        c.auth.admins = admins.iter().map(|s| (*s).to_owned()).collect();
+    })
+    .await
+}

@@ -3,11 +3,10 @@
 //! database, the schema and the first admin; the second changes nothing.
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Output, Stdio};
 
 use hearth::testing::{Backend, TestDb};
 
-use crate::cli::{pancake, text};
+use crate::cli::{run_in, text};
 
 fn admin_url() -> String {
     std::env::var("HEARTH_TEST_POSTGRES_URL")
@@ -16,24 +15,10 @@ fn admin_url() -> String {
         .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-/// `pancake ARGS` in `dir` with `input` on stdin and no DATABASE_URL: the
-/// database comes from the files `setup` writes.
-fn run_in(dir: &std::path::Path, args: &[&str], input: &str) -> Output {
-    use std::io::Write as _;
-    let mut child = pancake(dir)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+/// `pancake ARGS` in `dir` with no DATABASE_URL: the database comes from
+/// the files `setup` writes.
+fn run_here(dir: &std::path::Path, args: &[&str], input: &str) -> std::process::Output {
+    run_in(dir, args, input, &[])
 }
 
 hearth::db_tests! {
@@ -51,7 +36,7 @@ hearth::db_tests! {
         if backend == Backend::Postgres {
             args.extend(["--admin-url", &admin, "--db-name", &name]);
         }
-        let first = run_in(dir, &args, "a long enough passphrase\n");
+        let first = run_here(dir, &args, "a long enough passphrase\n");
         assert!(first.status.success(), "{}{}", text(&first.stdout), text(&first.stderr));
         let said = text(&first.stdout);
         for needle in ["wrote hearth.toml", "secret_key", "migration(s)", "created the first admin"] {
@@ -68,17 +53,17 @@ hearth::db_tests! {
             assert!(secrets.contains(&format!("database_url = \"postgres://{name}:")), "{secrets}");
         }
 
-        let second = run_in(dir, &args, "a long enough passphrase\n");
+        let second = run_here(dir, &args, "a long enough passphrase\n");
         assert!(second.status.success(), "{}", text(&second.stderr));
         let said = text(&second.stdout);
         assert!(said.contains("nothing to change"), "{said}");
         assert!(said.contains("an admin exists already"), "{said}");
         assert_eq!(std::fs::read_to_string(&secrets_path).unwrap(), secrets, "secrets are not regenerated");
 
-        let list = run_in(dir, &["user", "list"], "");
+        let list = run_here(dir, &["user", "list"], "");
         assert!(list.status.success(), "{}", text(&list.stderr));
         assert!(text(&list.stdout).contains("root@example.com"));
-        let status = run_in(dir, &["migrate", "--status"], "");
+        let status = run_here(dir, &["migrate", "--status"], "");
         assert!(!text(&status.stdout).contains("pending"), "{}", text(&status.stdout));
 
         if backend == Backend::Postgres {
@@ -89,14 +74,14 @@ hearth::db_tests! {
             ).bind(&name).fetch_one(&mut a).await.unwrap();
             assert_eq!((superuser, createdb, createrole), (false, false, false));
             // And cleanup takes it all away again.
-            let out = run_in(dir, &["cleanup", "--i-understand-this-deletes-everything", "--admin-url", &admin], "");
+            let out = run_here(dir, &["cleanup", "--i-understand-this-deletes-everything", "--admin-url", &admin], "");
             assert!(out.status.success(), "{}", text(&out.stderr));
             let left: i64 = hearth::sqlx::query_scalar("SELECT count(*) FROM pg_roles WHERE rolname = $1")
                 .bind(&name).fetch_one(&mut a).await.unwrap();
             assert_eq!(left, 0);
         }
         // Bad names are usage errors.
-        let out = run_in(dir, &["setup", "--db-name", "Robert'); DROP"], "");
+        let out = run_here(dir, &["setup", "--db-name", "Robert'); DROP"], "");
         assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     }
 }
