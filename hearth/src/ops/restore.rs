@@ -242,20 +242,41 @@ impl Prepared {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "database.sqlite".into());
-        for suffix in ["", "-wal", "-shm"] {
-            let from = PathBuf::from(format!("{}{suffix}", live.display()));
-            if from.exists() {
-                move_path(&from, &aside.join(format!("{file_name}{suffix}")))?;
-            }
-        }
         let files = target.files_dir();
-        if files.exists() {
-            move_path(&files, &aside.join(FILES_PREFIX))?;
-        }
-        move_path(&self.staging.path().join(SQLITE_ENTRY), &live)?;
-        let staged_files = self.staging.path().join(FILES_PREFIX);
-        if staged_files.exists() {
-            move_path(&staged_files, &files)?;
+        // Every move done so far, so that a failure halfway puts the live
+        // data back where it was.
+        let mut moved: Vec<(PathBuf, PathBuf)> = Vec::new();
+        let result = (|| {
+            for suffix in ["", "-wal", "-shm"] {
+                let from = PathBuf::from(format!("{}{suffix}", live.display()));
+                if from.exists() {
+                    let to = aside.join(format!("{file_name}{suffix}"));
+                    move_path(&from, &to)?;
+                    moved.push((from, to));
+                }
+            }
+            if files.exists() {
+                let to = aside.join(FILES_PREFIX);
+                move_path(&files, &to)?;
+                moved.push((files.clone(), to));
+            }
+            let staged_db = self.staging.path().join(SQLITE_ENTRY);
+            move_path(&staged_db, &live)?;
+            moved.push((staged_db, live.clone()));
+            let staged_files = self.staging.path().join(FILES_PREFIX);
+            if staged_files.exists() {
+                move_path(&staged_files, &files)?;
+                moved.push((staged_files, files.clone()));
+            }
+            Ok::<_, OpsError>(())
+        })();
+        if let Err(e) = result {
+            for (from, to) in moved.iter().rev() {
+                if let Err(back) = move_path(to, from) {
+                    tracing::error!(from = %to.display(), to = %from.display(), error = %back, "cannot move data back after a failed restore");
+                }
+            }
+            return Err(e);
         }
         Ok(aside.display().to_string())
     }
