@@ -23,6 +23,7 @@ use crate::jobs::{Jobs, Workers};
 use crate::mail::Mailer;
 use crate::module::{Context, Module, ModuleSpec, ResetHook, SpecError};
 use crate::realtime::{PubSub, listener};
+use crate::telemetry::{EventKind, Metrics, Notifier};
 
 /// hearth's own module: the tables of the job queue, cron, pub/sub, tokens and accounts.
 pub(crate) const HEARTH_SPEC: ModuleSpec =
@@ -111,6 +112,8 @@ struct Inner {
     tokens: Tokens,
     auth: Auth,
     mailer: Mailer,
+    metrics: Metrics,
+    notifier: Notifier,
     login_page: Option<&'static str>,
 }
 
@@ -163,6 +166,16 @@ impl AppState {
     /// The mailer (send through the queue with [`crate::mail::enqueue`]).
     pub fn mailer(&self) -> &Mailer {
         &self.0.mailer
+    }
+
+    /// The app's metrics (`/metrics`, statsd).
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    /// The operator notification funnel.
+    pub fn notifier(&self) -> &Notifier {
+        &self.0.notifier
     }
 
     /// The sign-in page set with [`App::login_page`].
@@ -310,6 +323,8 @@ impl App {
             module: "mail".into(),
             problem: e.to_string(),
         })?;
+        let metrics = Metrics::new(&config, self.name);
+        let notifier = Notifier::new(&config, self.name);
         let state = AppState(Arc::new(Inner {
             name: self.name,
             version: self.version,
@@ -321,6 +336,8 @@ impl App {
             tokens,
             auth,
             mailer,
+            metrics,
+            notifier,
             login_page: self.login_page,
         }));
         let mut ctx = Context::new(&state);
@@ -348,11 +365,13 @@ impl App {
                 problem,
             })?;
         let resets = std::mem::take(&mut ctx.resets);
+        let checks = std::mem::take(&mut ctx.checks);
         let router = http::pipeline(&state, ctx);
         Ok(Built {
             state,
             router,
             resets,
+            checks,
         })
     }
 
@@ -402,6 +421,11 @@ impl App {
             version = self.version,
             database = built.state.db().kind().as_str(),
             "worker running"
+        );
+        built.state.notifier().send(
+            EventKind::ServerStarted,
+            "worker",
+            format!("{} {} worker started", self.name, self.version),
         );
         Ok(Running {
             local_addr: None,
@@ -458,6 +482,11 @@ impl App {
             database = built.state.db().kind().as_str(),
             "serving"
         );
+        built.state.notifier().send(
+            EventKind::ServerStarted,
+            "server",
+            format!("{} {} serving on {local_addr}", self.name, self.version),
+        );
         Ok(Running {
             local_addr: Some(local_addr),
             built,
@@ -476,6 +505,8 @@ pub struct Built {
     pub router: http::Pipeline,
     /// Each module's reset hook, in registration order.
     pub resets: Vec<(&'static str, ResetHook)>,
+    /// The checks modules added to `self-test`: module, name, check.
+    pub checks: Vec<(&'static str, &'static str, crate::module::SelfCheck)>,
 }
 
 /// What runs beside the HTTP server: the LISTEN connection (PostgreSQL) or
@@ -483,6 +514,7 @@ pub struct Built {
 struct Background {
     workers: Option<Workers>,
     listener: Option<(JoinHandle<()>, CancellationToken)>,
+    sampler: (JoinHandle<()>, CancellationToken),
 }
 
 impl Background {
@@ -513,10 +545,24 @@ impl Background {
         };
         // hearth's own jobs are always registered, so there is always a queue to work.
         let workers = run_workers.then(|| Workers::start(state.clone()));
-        Self { workers, listener }
+        state
+            .notifier()
+            .start(state.db().clone(), state.jobs().clone());
+        let stop = CancellationToken::new();
+        let sampler = (
+            tokio::spawn(crate::telemetry::sampler(state.clone(), stop.clone())),
+            stop,
+        );
+        Self {
+            workers,
+            listener,
+            sampler,
+        }
     }
 
     async fn shutdown(self) {
+        self.sampler.1.cancel();
+        let _ = self.sampler.0.await;
         if let Some(w) = self.workers {
             w.shutdown().await;
         }
@@ -553,6 +599,11 @@ impl Running {
         &self.built.state
     }
 
+    /// The checks modules added to `self-test`: module, name, check.
+    pub fn self_checks(&self) -> &[(&'static str, &'static str, crate::module::SelfCheck)] {
+        &self.built.checks
+    }
+
     /// Runs every module's reset hook, returning data to a clean state.
     pub async fn reset(&self) -> anyhow::Result<()> {
         for (module, hook) in &self.built.resets {
@@ -578,6 +629,20 @@ impl Running {
             tracing::error!(error = %e, "server task failed");
         }
         self.background.shutdown().await;
+        let state = &self.built.state;
+        let what = if self.local_addr.is_some() {
+            "server"
+        } else {
+            "worker"
+        };
+        state.notifier().send(
+            EventKind::ServerStopped,
+            what,
+            format!("{} {} {what} stopped", state.name(), state.version()),
+        );
+        // The last notifications may need the database (mail): before it closes.
+        let webhook = state.config().notify.webhook_timeout.get();
+        state.notifier().close(webhook * 3).await;
         self.built.state.jobs().close().await;
         self.built.state.db().close().await;
     }

@@ -221,6 +221,8 @@ impl Auth {
             expires_at = slid;
         }
         let admin = self.is_admin(&user);
+        // The request's later log lines (and its access line) name the user.
+        crate::http::front_set_current_user(user.id);
         Ok(Loaded::Valid(Session {
             id,
             secret: crate::auth::tokens::secret_from(secret),

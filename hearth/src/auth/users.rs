@@ -182,6 +182,16 @@ impl Users {
         Ok(rows.into_iter().map(User::from_row).collect())
     }
 
+    /// Emails of the accounts flagged admin in the database and not
+    /// disabled (the config's `auth.admins` are not included).
+    pub async fn admin_emails(&self) -> Result<Vec<String>, sqlx::Error> {
+        with_db!(&self.db, pool => sqlx::query_scalar(
+            "SELECT email FROM hearth_user WHERE admin <> 0 AND disabled_at IS NULL ORDER BY id"
+        )
+        .fetch_all(pool)
+        .await)
+    }
+
     /// How many accounts there are.
     pub async fn count(&self) -> Result<i64, sqlx::Error> {
         with_db!(&self.db, pool => sqlx::query_scalar("SELECT count(*) FROM hearth_user")

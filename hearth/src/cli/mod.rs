@@ -1,5 +1,5 @@
 //! The command line every app binary gets: `serve`, `worker`, `migrate`,
-//! `jobs …`, `cron …`, `user …`, `mail test`, `setup`, `doctor`, `backup`,
+//! `jobs …`, `cron …`, `user …`, `mail test`, `setup`, `doctor`, `self-test`, `backup`,
 //! `restore`, `install`, `cleanup`, `config`, `version`.
 //!
 //! An app's `main` is one call: `hearth::cli::run(app())`. Exit codes: 0 on
@@ -77,6 +77,10 @@ enum Command {
     /// database, migrations, queue, cron, workers, TLS, SMTP, the running
     /// server, the clock. Exits 1 when a check fails.
     Doctor(ops::DoctorArgs),
+    /// Start this binary on a scratch database (never the live one) and
+    /// check it end to end over HTTP: hearth's checks, then the app's own.
+    /// Exits 1 when a check fails.
+    SelfTest(ops::SelfTestArgs),
     /// Write an online, consistent backup of the database and uploaded
     /// files to one compressed archive with checksums; keeps the newest
     /// `backup.keep` archives.
@@ -168,6 +172,7 @@ fn run_parsed(app: App, cli: Cli) -> ExitCode {
                 ops::run_setup(&app, config_path, setup_overrides, args).await
             }
             Command::Doctor(args) => ops::run_doctor(&app, config, args).await,
+            Command::SelfTest(args) => ops::run_self_test(&app, config, args).await,
             Command::Backup(args) => ops::run_backup(&app, config, args).await,
             Command::Restore(args) => ops::run_restore(&app, config, args).await,
             Command::Install(args) => ops::run_install(&app, config, args).await,

@@ -43,6 +43,9 @@ pub(super) async fn run_backup(app: &App, config: Config, args: BackupArgs) -> a
     let progress = Progress::bytes("backup", 0);
     let report = ops::backup::backup(&target, args.to.as_deref(), &progress).await;
     progress.done();
+    if let Err(e) = &report {
+        notify_backup_failed(app, &config, &db, e).await;
+    }
     db.close().await;
     let report = report?;
     let rows: i64 = report.manifest.tables.values().sum();
@@ -59,6 +62,25 @@ pub(super) async fn run_backup(app: &App, config: Config, args: BackupArgs) -> a
     Ok(())
 }
 
+/// Sends `backup_failed` through the app's funnel (log, webhook, mail to the
+/// admins as configured) and waits for it to go out.
+async fn notify_backup_failed(app: &App, config: &Config, db: &crate::Db, e: &ops::OpsError) {
+    let Ok(built) = app.build(config.clone(), db.clone()) else {
+        return;
+    };
+    let state = built.state;
+    let notifier = state.notifier();
+    notifier.start(state.db().clone(), state.jobs().clone());
+    notifier.send(
+        crate::telemetry::EventKind::BackupFailed,
+        "backup",
+        format!("`backup` failed: {e}"),
+    );
+    notifier
+        .close(config.notify.webhook_timeout.get() * 2)
+        .await;
+}
+
 pub(super) async fn run_restore(
     app: &App,
     config: Config,
@@ -69,7 +91,7 @@ pub(super) async fn run_restore(
     let target = Target::new(app, &config, &db, &specs);
     let progress = Progress::bytes(if args.verify { "verify" } else { "restore" }, 0);
     if args.verify {
-        let report = ops::restore::verify(&target, &args.path, &progress).await;
+        let report = ops::restore::verify(&target, &args.path, &progress, Some(app)).await;
         progress.done();
         db.close().await;
         let report = report?;
@@ -87,6 +109,9 @@ pub(super) async fn run_restore(
                 )
             }
         );
+        if let Some(st) = &report.self_test {
+            print_self_test(st);
+        }
         return Ok(());
     }
     let prepared = match ops::restore::prepare(&target, &args.path, &progress).await {
@@ -434,6 +459,56 @@ async fn first_admin(
     .await?;
     changes.push("created the first admin".into());
     Ok(())
+}
+
+/// `self-test` arguments.
+#[derive(Debug, Args)]
+pub(super) struct SelfTestArgs {
+    /// On PostgreSQL, create the scratch database through this URL (a role
+    /// with CREATEDB) instead of the app's own connection.
+    #[arg(long, value_name = "URL")]
+    admin_url: Option<String>,
+    /// Print the report as JSON ({database, checks: [{name, ok, detail, ms}]}).
+    #[arg(long)]
+    json: bool,
+}
+
+pub(super) async fn run_self_test(
+    app: &App,
+    config: Config,
+    args: SelfTestArgs,
+) -> anyhow::Result<()> {
+    if let Some(url) = &args.admin_url
+        && !url.starts_with("postgres://")
+        && !url.starts_with("postgresql://")
+    {
+        return Err(UsageError(format!(
+            "--admin-url must be a postgres:// URL, not `{}`",
+            crate::config::Secret::new(url.clone()).masked()
+        ))
+        .into());
+    }
+    let report = ops::selftest::run(app, &config, args.admin_url.as_deref()).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_self_test(&report);
+    }
+    let failed: Vec<&str> = report.failures().iter().map(|c| c.name.as_str()).collect();
+    if !failed.is_empty() {
+        anyhow::bail!("self-test failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+fn print_self_test(report: &ops::selftest::Report) {
+    println!("self-test on a scratch {} database", report.database);
+    for c in &report.checks {
+        let label = if c.ok { "ok" } else { "FAIL" };
+        println!("{label:<5} {:<28} {} ({} ms)", c.name, c.detail, c.ms);
+    }
+    let failed = report.failures().len();
+    println!("{} passed, {failed} failed", report.checks.len() - failed);
 }
 
 /// `doctor` arguments.

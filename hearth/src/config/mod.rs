@@ -68,6 +68,10 @@ pub struct Config {
     pub mail: crate::mail::MailConfig,
     /// Backups: where, how many, when.
     pub backup: crate::ops::BackupConfig,
+    /// Metrics: `/metrics` and statsd.
+    pub metrics: crate::telemetry::MetricsConfig,
+    /// Operator notifications: mail to admins, a webhook.
+    pub notify: crate::telemetry::NotifyConfig,
 }
 
 /// HTTP limits and timeouts.
@@ -143,6 +147,8 @@ impl Default for Config {
             auth: crate::auth::AuthConfig::default(),
             mail: crate::mail::MailConfig::default(),
             backup: crate::ops::BackupConfig::default(),
+            metrics: crate::telemetry::MetricsConfig::default(),
+            notify: crate::telemetry::NotifyConfig::default(),
         }
     }
 }
@@ -380,6 +386,8 @@ impl Config {
         self.auth.validate()?;
         self.mail.validate(self.is_prod())?;
         self.backup.validate()?;
+        self.metrics.validate()?;
+        self.notify.validate()?;
         self.jobs.validate()
     }
 

@@ -17,6 +17,7 @@
 //! - **ETags.** Successful JSON responses get a weak ETag computed from the body;
 //!   any response with an ETag is answered with 304 when `If-None-Match` matches.
 
+use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -37,9 +38,11 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 
 use super::limits::Limits;
+use super::route_tag::RouteTag;
 use super::security::SecurityHeaders;
 use crate::error::{ErrorBody, render_json};
 use crate::telemetry::access::{self, AccessLine};
+use crate::telemetry::{EventKind, Metrics, Notifier};
 
 /// The id of the current request; also sent back as `X-Request-Id`.
 ///
@@ -66,7 +69,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestId {
         // Outside hearth's pipeline (a router called directly) there is no id.
         Ok(RequestId(
             CURRENT
-                .try_with(HeaderValue::clone)
+                .try_with(|c| c.id.clone())
                 .unwrap_or_else(|_| HeaderValue::from_static("")),
         ))
     }
@@ -81,16 +84,27 @@ pub(crate) struct FrontLayer {
     etag_limit: u64,
     limits: Limits,
     security: Arc<SecurityHeaders>,
+    metrics: Metrics,
+    notifier: Notifier,
 }
 
 impl FrontLayer {
     /// `etag_limit`: JSON bodies larger than this get no ETag (they would have
     /// to be buffered whole to hash them). `limits` are checked for every request.
-    pub(crate) fn new(etag_limit: u64, limits: Limits, security: SecurityHeaders) -> Self {
+    /// `metrics` records every request; `notifier` hears of panics and 5xx.
+    pub(crate) fn new(
+        etag_limit: u64,
+        limits: Limits,
+        security: SecurityHeaders,
+        metrics: Metrics,
+        notifier: Notifier,
+    ) -> Self {
         Self {
             etag_limit,
             limits,
             security: Arc::new(security),
+            metrics,
+            notifier,
         }
     }
 }
@@ -103,6 +117,8 @@ impl Layer<Router> for FrontLayer {
             etag_limit: self.etag_limit,
             limits: self.limits.clone(),
             security: self.security.clone(),
+            metrics: self.metrics.clone(),
+            notifier: self.notifier.clone(),
         }
     }
 }
@@ -118,6 +134,8 @@ pub(crate) struct Front {
     etag_limit: u64,
     limits: Limits,
     security: Arc<SecurityHeaders>,
+    metrics: Metrics,
+    notifier: Notifier,
 }
 
 /// What `Front` remembers from the request to finish the response.
@@ -165,8 +183,13 @@ impl Service<Request> for Front {
         // A debug-level span: at `info` it costs nothing, and hearth's own error
         // lines carry the id through `current_request_id` instead.
         let span = tracing::debug_span!("request", request_id = seen.id.to_str().unwrap_or(""));
-        let current = seen.id.clone();
+        let current = Current {
+            id: seen.id.clone(),
+            user: Cell::new(None),
+        };
         let security = self.security.clone();
+        let metrics = self.metrics.clone();
+        let notifier = self.notifier.clone();
         let admitted = self.limits.admit(&mut req, start);
         // The inner service is called here, not inside the future: a router is
         // always ready, so it needs no clone driven to readiness, and the boxed
@@ -182,9 +205,10 @@ impl Service<Request> for Front {
         Box::pin(
             CURRENT
                 .scope(current, async move {
-                    let res = match routed {
+                    let panicked = |panic| panic_response(panic, &notifier, uri.path());
+                    let mut res = match routed {
                         Err(refused) => refused.into_response(),
-                        Ok((_, Err(panic))) => panic_response(panic),
+                        Ok((_, Err(panic))) => panicked(panic),
                         Ok((admitted, Ok(routed))) => {
                             let handled = async {
                                 match routed.await {
@@ -194,19 +218,49 @@ impl Service<Request> for Front {
                             };
                             match AssertUnwindSafe(admitted.run(handled)).catch_unwind().await {
                                 Ok(res) => res,
-                                Err(panic) => panic_response(panic),
+                                Err(panic) => panicked(panic),
                             }
                         }
                     };
+                    let route = res.extensions_mut().remove::<RouteTag>();
                     let mut res = finish(res, &seen).await;
                     security.apply(res.headers_mut());
+                    let status = res.status().as_u16();
+                    let duration = start.elapsed();
+                    let user_id = current_user_id();
                     access::log(&AccessLine {
                         method: seen.method.as_str(),
                         path: uri.path(),
-                        status: res.status().as_u16(),
-                        duration: start.elapsed(),
+                        status,
+                        duration,
                         request_id: seen.id.to_str().unwrap_or(""),
+                        user_id,
                     });
+                    let route = route.map(|t| t.0);
+                    metrics.http(&seen.method, route.as_ref(), status, duration);
+                    if status >= 500 {
+                        // By route pattern, so an outage is one subject, not
+                        // one per URL. A panic leaves no pattern: its path
+                        // then (panics are few); other untagged 5xx come from
+                        // the limits, which are about the server, not a path.
+                        let subject = match &route {
+                            Some(r) => format!("{} {}", seen.method, r.as_str()),
+                            None if res.extensions().get::<Panicked>().is_some() => {
+                                format!("{} {}", seen.method, uri.path())
+                            }
+                            None => format!("{} (limits)", seen.method),
+                        };
+                        notifier.send(
+                            EventKind::ServerError,
+                            subject,
+                            format!(
+                                "{status} for {} {} (request {})",
+                                seen.method,
+                                uri.path(),
+                                seen.id.to_str().unwrap_or("")
+                            ),
+                        );
+                    }
                     Ok(res)
                 })
                 .instrument(span),
@@ -214,16 +268,53 @@ impl Service<Request> for Front {
     }
 }
 
-tokio::task_local! {
-    static CURRENT: HeaderValue;
+/// What every log line inside a request carries.
+struct Current {
+    id: HeaderValue,
+    // Set when the request's session turns out to be signed in.
+    user: Cell<Option<i64>>,
 }
 
-/// The id of the request being handled on this task, if any. hearth's own log
-/// lines include it; handlers can add it to theirs.
+tokio::task_local! {
+    static CURRENT: Current;
+}
+
+/// The id of the request being handled on this task, if any. Every log line
+/// written while handling it carries it.
 pub fn current_request_id() -> Option<String> {
     CURRENT
-        .try_with(|id| id.to_str().unwrap_or("").to_owned())
+        .try_with(|c| c.id.to_str().unwrap_or("").to_owned())
         .ok()
+}
+
+/// The current request's id and signed-in user, if on a request's task
+/// (for the log formatter; the id is a shared buffer, not a copy).
+pub(crate) fn current() -> Option<(HeaderValue, Option<i64>)> {
+    CURRENT.try_with(|c| (c.id.clone(), c.user.get())).ok()
+}
+
+/// The id of the signed-in user the current request came from, once its
+/// session has been loaded.
+pub fn current_user_id() -> Option<i64> {
+    CURRENT.try_with(|c| c.user.get()).ok().flatten()
+}
+
+/// Runs `f` as if inside a request with this id and user (for tests of
+/// what log lines carry).
+#[cfg(test)]
+pub(crate) fn in_request<R>(id: &'static str, user: Option<i64>, f: impl FnOnce() -> R) -> R {
+    CURRENT.sync_scope(
+        Current {
+            id: HeaderValue::from_static(id),
+            user: Cell::new(user),
+        },
+        f,
+    )
+}
+
+/// Records the signed-in user of the current request, for its log lines.
+pub(crate) fn set_current_user(id: i64) {
+    let _ = CURRENT.try_with(|c| c.user.set(Some(id)));
 }
 
 async fn finish(mut res: Response, seen: &Seen) -> Response {
@@ -409,8 +500,13 @@ pub(crate) fn weak_etag(bytes: &[u8]) -> HeaderValue {
     HeaderValue::from_bytes(&out[..n]).unwrap_or_else(|_| HeaderValue::from_static("W/\"0\""))
 }
 
-/// Logs a handler's panic and answers 500 without any of its details.
-fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+/// Logs a handler's panic, tells the operator, and answers 500 without any
+/// of its details.
+fn panic_response(
+    panic: Box<dyn std::any::Any + Send + 'static>,
+    notifier: &Notifier,
+    path: &str,
+) -> Response {
     let detail = panic
         .downcast_ref::<String>()
         .map(String::as_str)
@@ -421,13 +517,27 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
         request_id = current_request_id().unwrap_or_default(),
         "handler panicked"
     );
-    crate::error::Error::new(
+    notifier.send(
+        EventKind::Panic,
+        path.to_owned(),
+        format!(
+            "a handler panicked serving {path} (request {}): {detail}",
+            current_request_id().unwrap_or_default()
+        ),
+    );
+    let mut res = crate::error::Error::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal",
         "internal server error",
     )
-    .into_response()
+    .into_response();
+    res.extensions_mut().insert(Panicked);
+    res
 }
+
+/// Marks the 500 that stands for a panic.
+#[derive(Clone, Copy)]
+struct Panicked;
 
 /// Weak comparison (RFC 9110 §13.1.2): `W/` prefixes are ignored; `*` matches.
 fn etag_matches(if_none_match: &HeaderValue, etag: &HeaderValue) -> bool {

@@ -5,7 +5,8 @@
 //! (`front`) → static files
 //! → public routes → auth routes → gatekeeper → CSRF → signed-in routes
 //! (and the verified and group guards before theirs) → admin gatekeeper →
-//! admin routes, with `/healthz` and `/readyz` among the public routes and a
+//! admin routes, with `/healthz`, `/readyz` and `/metrics` (which checks its
+//! own caller) among the public routes and a
 //! JSON/HTML 404 for everything else. The guards are in `auth::guard`.
 //!
 //! Compression sits outside `front` so that ETags are computed on the
@@ -16,6 +17,7 @@ mod front;
 mod health;
 mod json;
 mod limits;
+mod route_tag;
 mod security;
 pub mod server;
 mod static_files;
@@ -29,7 +31,10 @@ use crate::auth::guard;
 use crate::error::Error;
 use crate::module::Context;
 
-pub use front::{RequestId, current_request_id, prefers_html};
+#[cfg(test)]
+pub(crate) use front::in_request as front_in_request;
+pub use front::{RequestId, current_request_id, current_user_id, prefers_html};
+pub(crate) use front::{current as front_current, set_current_user as front_set_current_user};
 pub use json::Json;
 pub use security::DEFAULT_CSP;
 
@@ -73,6 +78,12 @@ pub(crate) fn pipeline(state: &AppState, ctx: Context<'_>) -> Pipeline {
         .route("/healthz", axum::routing::get(health::healthz))
         .route("/readyz", axum::routing::get(health::readyz))
         .merge(ctx.public);
+    if state.metrics().enabled() {
+        app = app.route(
+            "/metrics",
+            axum::routing::get(crate::telemetry::metrics::endpoint),
+        );
+    }
     if !ctx.assets.is_empty() {
         app = app.merge(static_files::router(&ctx.assets, http.static_max_age.get()));
     }
@@ -107,6 +118,10 @@ pub(crate) fn pipeline(state: &AppState, ctx: Context<'_>) -> Pipeline {
                 .route_layer(gate()),
         );
     }
+    if state.metrics().enabled() {
+        // Before the fallback, so unknown paths stay untagged (`unmatched`).
+        app = app.layer(route_tag::RouteTagLayer(state.metrics().clone()));
+    }
     let router = app.fallback(not_found).with_state(state.clone());
     // The stack wraps the router once. (`Router::layer` would wrap every route
     // separately and clone each layer's boxed inner service per request.)
@@ -120,6 +135,8 @@ pub(crate) fn pipeline(state: &AppState, ctx: Context<'_>) -> Pipeline {
                 http.body_limit,
             ),
             security::SecurityHeaders::from_config(state.config()),
+            state.metrics().clone(),
+            state.notifier().clone(),
         ))
         .service(router);
     Pipeline(stack)

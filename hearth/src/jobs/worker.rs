@@ -227,7 +227,7 @@ async fn queue_loop(shared: Arc<Shared>, queue: &'static str) {
             let Some(job) = ready.pop_front() else { break };
             let shared2 = shared.clone();
             shared.running.spawn(async move {
-                run_job(&shared2, job).await;
+                run_job(&shared2, queue, job).await;
                 drop(permit);
             });
         }
@@ -306,9 +306,15 @@ enum Ended {
     Interrupted,
 }
 
-async fn run_job(shared: &Shared, job: Claimed) {
+async fn run_job(shared: &Shared, queue: &'static str, job: Claimed) {
     let registry = shared.jobs.registry();
     let attempt = u32::try_from(job.attempts).unwrap_or(u32::MAX);
+    // Due → started: for a retry, from the time its backoff ended.
+    let delay = now_ms().saturating_sub(job.run_at).max(0);
+    shared.state.metrics().job_started(
+        queue,
+        Duration::from_millis(u64::try_from(delay).unwrap_or(0)),
+    );
     let ended = match registry.get(&job.name) {
         None => Ended::Failed {
             error: format!(
@@ -395,8 +401,11 @@ async fn run_job(shared: &Shared, job: Claimed) {
             } else {
                 Next::Retry(now + millis(backoff(shared.jobs.config(), attempt)))
             };
-            if matches!(next, Next::Dead) {
+            let dead = matches!(next, Next::Dead);
+            shared.state.metrics().job_failed(queue, &job.name, dead);
+            if dead {
                 tracing::error!(job = job.id, name = %job.name, attempt, error = %error, "job is dead");
+                notify_dead(shared, &job, &error);
             } else {
                 tracing::warn!(job = job.id, name = %job.name, attempt, error = %error, "job failed; will retry");
             }
@@ -417,6 +426,35 @@ async fn run_job(shared: &Shared, job: Claimed) {
     .await
     {
         tracing::warn!(job = job.id, error = %e, "could not record the failure; the lease will expire and the job will be rescued");
+    }
+}
+
+/// Tells the operator: a job fired by a cron schedule is a failed cron run,
+/// any other a dead job.
+fn notify_dead(shared: &Shared, job: &Claimed, error: &str) {
+    let schedules = shared.jobs.schedules();
+    let cron = schedules.iter().find(|c| c.schedule.job == job.name);
+    let error = truncate(error, 500);
+    match cron {
+        Some(c) => shared.state.notifier().send(
+            crate::telemetry::EventKind::CronFailed,
+            c.schedule.name(),
+            format!(
+                "the `{}` run of schedule `{}` (job {}) failed after {} attempt(s): {error}",
+                job.name,
+                c.schedule.name(),
+                job.id,
+                job.attempts
+            ),
+        ),
+        None => shared.state.notifier().send(
+            crate::telemetry::EventKind::JobDead,
+            job.name.clone(),
+            format!(
+                "job {} (`{}`) is dead after {} attempt(s): {error}",
+                job.id, job.name, job.attempts
+            ),
+        ),
     }
 }
 

@@ -132,6 +132,10 @@ pub type ResetFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 /// A hook that returns a module's data to a clean state, for tests.
 pub type ResetHook = Arc<dyn Fn(Db) -> ResetFuture + Send + Sync>;
 
+/// A check a module adds to `self-test`: it gets the app running on a
+/// scratch database and answers `Ok` or why not.
+pub type SelfCheck = Arc<dyn Fn(crate::ops::selftest::SelfTest) -> ResetFuture + Send + Sync>;
+
 /// A file compiled into the binary and served under `/static/`.
 #[derive(Debug, Clone, Copy)]
 pub struct Asset {
@@ -150,6 +154,7 @@ pub struct Context<'a> {
     pub(crate) groups: Vec<(Arc<str>, Router<AppState>)>,
     pub(crate) admin: Router<AppState>,
     pub(crate) resets: Vec<(&'static str, ResetHook)>,
+    pub(crate) checks: Vec<(&'static str, &'static str, SelfCheck)>,
     pub(crate) assets: Vec<Asset>,
     pub(crate) jobs: Registry,
     pub(crate) schedules: Vec<cron::Compiled>,
@@ -167,6 +172,7 @@ impl<'a> Context<'a> {
             groups: Vec::new(),
             admin: Router::new(),
             resets: Vec::new(),
+            checks: Vec::new(),
             assets: Vec::new(),
             jobs: Registry::default(),
             schedules: Vec::new(),
@@ -266,6 +272,18 @@ impl<'a> Context<'a> {
     {
         let hook: ResetHook = Arc::new(move |db| Box::pin(hook(db)));
         self.resets.push((self.module, hook));
+    }
+
+    /// Adds a check to `self-test` (and so to `restore --verify`). It runs
+    /// against the app serving on loopback over a scratch database, after
+    /// hearth's own checks, and is reported as `<module>: <name>`.
+    pub fn self_check<F, Fut>(&mut self, name: &'static str, check: F)
+    where
+        F: Fn(crate::ops::selftest::SelfTest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let check: SelfCheck = Arc::new(move |t| Box::pin(check(t)));
+        self.checks.push((self.module, name, check));
     }
 }
 

@@ -142,7 +142,17 @@ pub const BACKUP: crate::jobs::JobName<()> = crate::jobs::JobName::new("hearth.b
 pub(crate) fn register_own(ctx: &mut crate::Context<'_>) {
     ctx.job(BACKUP, |run: crate::jobs::JobRun<()>| async move {
         let target = Target::of(&run.state);
-        let report = backup(&target, None, &Progress::hidden()).await?;
+        let report = match backup(&target, None, &Progress::hidden()).await {
+            Ok(r) => r,
+            Err(e) => {
+                run.state.notifier().send(
+                    crate::telemetry::EventKind::BackupFailed,
+                    "scheduled",
+                    format!("the scheduled backup failed (attempt {}): {e}", run.attempt),
+                );
+                return Err(e.into());
+            }
+        };
         tracing::info!(path = %report.path.display(), size = report.size, "scheduled backup written");
         Ok(())
     });

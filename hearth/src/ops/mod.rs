@@ -29,6 +29,7 @@ pub mod install;
 mod pgtools;
 pub mod progress;
 pub mod restore;
+pub mod selftest;
 pub mod setup;
 
 use std::path::{Path, PathBuf};

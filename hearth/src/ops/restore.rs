@@ -51,6 +51,8 @@ pub struct VerifyReport {
     pub tables_checked: usize,
     /// Migrations this binary would apply after restoring it.
     pub migrations_applied: Vec<String>,
+    /// The self-test run on the restored copy, when an app was given.
+    pub self_test: Option<super::selftest::Report>,
 }
 
 /// Where the SQLite database file of `target` is.
@@ -402,12 +404,14 @@ fn copy_recursive(from: &Path, to: &Path) -> Result<(), OpsError> {
 /// The restore drill: unpacks and checks `archive`, restores it into a
 /// scratch database (a copy of the file on SQLite, a new database on
 /// PostgreSQL), checks integrity and row counts there, applies this
-/// binary's pending migrations to the copy, and removes it. Nothing live is
+/// binary's pending migrations to the copy, with `app` runs `self-test` on
+/// it (the app started over the copy), and removes it. Nothing live is
 /// touched. On PostgreSQL the role needs the right to create databases.
 pub async fn verify(
     target: &Target<'_>,
     archive: &Path,
     progress: &Progress,
+    app: Option<&crate::App>,
 ) -> Result<VerifyReport, OpsError> {
     let prepared = prepare(target, archive, progress).await?;
     progress.step("verify");
@@ -420,11 +424,39 @@ pub async fn verify(
                 .map_err(|e| OpsError::Failed(format!("cannot open the restored copy: {e}")))?;
             let r = drill(target, &db, &prepared.manifest).await;
             db.close().await;
-            r?
+            let mut r = r?;
+            if let Some(app) = app {
+                progress.step("self-test");
+                let data = prepared.staging.path().join("self-test-data");
+                r.self_test = Some(self_test(app, target, &url, &data).await?);
+            }
+            r
         }
-        DbKind::Postgres => verify_postgres(target, &prepared).await?,
+        DbKind::Postgres => verify_postgres(target, &prepared, app).await?,
     };
     progress.done();
+    Ok(report)
+}
+
+/// Runs `self-test` over the restored copy at `url`; a failed check fails the drill.
+async fn self_test(
+    app: &crate::App,
+    target: &Target<'_>,
+    url: &str,
+    data: &Path,
+) -> Result<super::selftest::Report, OpsError> {
+    let report = super::selftest::run_on(app, target.config, url, data).await?;
+    let failed: Vec<String> = report
+        .failures()
+        .iter()
+        .map(|c| format!("{} ({})", c.name, c.detail))
+        .collect();
+    if !failed.is_empty() {
+        return Err(OpsError::Integrity(format!(
+            "self-test failed on the restored copy: {}",
+            failed.join("; ")
+        )));
+    }
     Ok(report)
 }
 
@@ -452,12 +484,14 @@ async fn drill(target: &Target<'_>, db: &Db, m: &Manifest) -> Result<VerifyRepor
         manifest: m.clone(),
         tables_checked: m.tables.len(),
         migrations_applied: report.applied,
+        self_test: None,
     })
 }
 
 async fn verify_postgres(
     target: &Target<'_>,
     prepared: &Prepared,
+    app: Option<&crate::App>,
 ) -> Result<VerifyReport, OpsError> {
     let Db::Postgres(pool) = target.db else {
         return Err(OpsError::Failed("not a PostgreSQL database".into()));
@@ -495,7 +529,12 @@ async fn verify_postgres(
             Err(e) => Err(e),
         };
         db.close().await;
-        r
+        let mut r = r?;
+        if let Some(app) = app {
+            let data = prepared.staging.path().join("self-test-data");
+            r.self_test = Some(self_test(app, target, &url, &data).await?);
+        }
+        Ok(r)
     }
     .await;
     let dropped = sqlx::query(sqlx::AssertSqlSafe(format!(

@@ -43,6 +43,8 @@ pub(crate) struct AccessLine<'a> {
     pub(crate) status: u16,
     pub(crate) duration: Duration,
     pub(crate) request_id: &'a str,
+    /// The signed-in user, when the request had a session.
+    pub(crate) user_id: Option<i64>,
 }
 
 /// Writes one access line, if the `hearth::access` target is enabled.
@@ -56,6 +58,7 @@ pub(crate) fn log(line: &AccessLine<'_>) {
             status = line.status,
             duration_us = micros,
             request_id = line.request_id,
+            user_id = line.user_id,
             "request"
         );
         return;
@@ -81,6 +84,10 @@ pub(crate) fn log(line: &AccessLine<'_>) {
             push_digits(out, micros, 1);
             out.extend_from_slice(b",\"request_id\":");
             push_json_str(out, line.request_id);
+            if let Some(user) = line.user_id {
+                out.extend_from_slice(b",\"user_id\":");
+                push_i64(out, user);
+            }
             out.extend_from_slice(b"}\n");
         } else {
             push_rfc3339(out, now);
@@ -94,9 +101,20 @@ pub(crate) fn log(line: &AccessLine<'_>) {
             push_digits(out, micros, 1);
             out.extend_from_slice(b" request_id=");
             out.extend_from_slice(line.request_id.as_bytes());
+            if let Some(user) = line.user_id {
+                out.extend_from_slice(b" user_id=");
+                push_i64(out, user);
+            }
             out.push(b'\n');
         }
     });
+}
+
+fn push_i64(out: &mut Vec<u8>, n: i64) {
+    if n < 0 {
+        out.push(b'-');
+    }
+    push_digits(out, n.unsigned_abs(), 1);
 }
 
 /// A JSON string. Bytes of multi-byte characters are all >= 0x80 and pass

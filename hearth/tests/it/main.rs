@@ -13,4 +13,5 @@ mod pipeline;
 mod probe;
 mod realtime;
 mod server;
+mod telemetry;
 mod tokens;

@@ -49,7 +49,11 @@ hearth::db_tests! {
         assert_eq!(manifest.app, app.state().name());
         assert!(manifest.tables.contains_key("hearth_cron"));
         assert!(manifest.levels().contains_key("hearth"));
-        let report = restore::verify(&target(&app), &dir.join(&found[0]), &Progress::hidden()).await.unwrap();
+        let report = restore::verify(&target(&app), &dir.join(&found[0]), &Progress::hidden(), Some(&crate::probe::app())).await.unwrap();
+        // The drill started the app over the restored copy and ran self-test there.
+        let st = report.self_test.as_ref().unwrap();
+        assert!(st.failures().is_empty(), "{st:?}");
+        assert!(st.checks.iter().any(|c| c.name == "probe: items round trip"), "{st:?}");
         assert_eq!(report.tables_checked, manifest.tables.len());
         assert!(report.migrations_applied.is_empty());
     }
@@ -117,5 +121,48 @@ async fn doctor_warns_before_the_certificate_expires_and_fails_after() {
         let report = doctor::run(&app(), &config).await;
         let tls = report.get("tls").unwrap();
         assert_eq!(tls.status, want, "case {i}: {tls:?}");
+    }
+}
+
+hearth::db_tests! {
+    async fn self_test_runs_every_check_on_a_scratch_database_only(backend) {
+        let Some(app) = TestApp::spawn(&crate::probe::app(), backend).await else { return };
+        let live = app.state().db().clone();
+        let users = || async {
+            hearth::with_db!(&live, pool => hearth::sqlx::query_scalar::<_, i64>("SELECT count(*) FROM hearth_user").fetch_one(pool).await).unwrap()
+        };
+        let report = hearth::ops::selftest::run(&crate::probe::app(), app.state().config(), None).await.unwrap();
+        assert!(report.failures().is_empty(), "{report:#?}");
+        let names: Vec<&str> = report.checks.iter().map(|c| c.name.as_str()).collect();
+        for want in ["hearth: migrations", "hearth: health", "hearth: errors", "hearth: limits",
+            "hearth: security headers", "hearth: accounts", "hearth: jobs", "hearth: pub/sub",
+            "hearth: metrics", "probe: items round trip"] {
+            assert!(names.contains(&want), "{want} missing from {names:?}");
+        }
+        assert_eq!(report.database, app.state().db().kind().as_str());
+        // The account it made and the item it stored went to the scratch database.
+        assert_eq!(users().await, 0);
+        let items = hearth::with_db!(&live, pool => hearth::sqlx::query_scalar::<_, i64>("SELECT count(*) FROM probe_item").fetch_one(pool).await).unwrap();
+        assert_eq!(items, 0);
+        if let hearth::Db::Postgres(pool) = &live {
+            let left: i64 = hearth::sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname LIKE 'hearth_selftest_%'")
+                .fetch_one(pool).await.unwrap();
+            assert_eq!(left, 0, "a scratch database was left behind");
+        }
+        app.stop().await;
+    }
+
+    async fn a_failing_app_check_fails_the_self_test(backend) {
+        let broken = hearth::App::new("probe", "0.0.1").module(crate::probe::Probe {
+            broken_check: true,
+            ..Default::default()
+        });
+        let Some(app) = TestApp::spawn(&broken, backend).await else { return };
+        let report = hearth::ops::selftest::run(&broken, app.state().config(), None).await.unwrap();
+        let failed: Vec<&str> = report.failures().iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(failed, ["probe: always fails"], "{report:#?}");
+        let f = report.checks.iter().find(|c| !c.ok).unwrap();
+        assert!(f.detail.contains("broken on purpose"), "{}", f.detail);
+        app.stop().await;
     }
 }

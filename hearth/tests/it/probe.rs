@@ -23,11 +23,18 @@ pub const POSTGRES: &[Migration] = &[Migration::new(
     include_str!("../migrations/postgres_0001.sql"),
 )];
 
-/// The probe module; `arrived` counts requests that reached `/probe/slow`.
+/// The probe module; `arrived` counts requests that reached `/probe/slow`;
+/// with `tick`, the schedule `probe.tick` runs `hearth.ping` every second.
 #[derive(Default)]
 pub struct Probe {
     pub arrived: Arc<AtomicUsize>,
+    pub tick: bool,
+    /// Registers a self-test check that always fails.
+    pub broken_check: bool,
 }
+
+/// A job that always fails for good: it goes straight to the dead queue.
+pub const FAIL: hearth::jobs::JobName<()> = hearth::jobs::JobName::new("probe.fail");
 
 impl Module for Probe {
     fn spec(&self) -> ModuleSpec {
@@ -88,6 +95,31 @@ impl Module for Probe {
         );
         ctx.admin(Router::new().route("/probe/admin", get(|| async { "admin" })));
         ctx.asset("probe.txt", b"probe asset\n");
+        ctx.job(FAIL, |_run: JobRun<()>| async move {
+            Err(Permanent("probe.fail always fails".into()).into())
+        });
+        ctx.self_check("items round trip", |t| async move {
+            let item = serde_json::json!({"name": "self-test", "weight": 3});
+            t.post_json("/probe/items", &item).await?.expect(200)?;
+            let all = t.get("/probe/items").await?.expect(200)?.json()?;
+            if !all.to_string().contains("self-test") {
+                anyhow::bail!("the item is not listed: {all}");
+            }
+            Ok(())
+        });
+        if self.broken_check {
+            ctx.self_check("always fails", |_t| async move {
+                anyhow::bail!("this check is broken on purpose")
+            });
+        }
+        if self.tick {
+            ctx.cron(hearth::jobs::cron::Schedule::new(
+                "probe.tick",
+                "* * * * * *",
+                hearth::jobs::PING,
+                &hearth::jobs::Ping::default(),
+            ));
+        }
         ctx.on_reset(|db| async move {
             with_db!(&db, pool => sqlx::query("DELETE FROM probe_item").execute(pool).await.map(|_| ()))?;
             Ok(())
@@ -101,7 +133,10 @@ pub fn app() -> App {
 
 /// The probe app, sharing its arrival counter with the test.
 pub fn app_with(arrived: Arc<AtomicUsize>) -> App {
-    App::new("probe", "0.0.1").module(Probe { arrived })
+    App::new("probe", "0.0.1").module(Probe {
+        arrived,
+        ..Probe::default()
+    })
 }
 
 async fn panic_now() -> &'static str {

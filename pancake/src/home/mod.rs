@@ -68,5 +68,19 @@ impl Module for Home {
         ctx.asset("pancake.css", include_bytes!("../../static/pancake.css"));
         ctx.asset("live.js", include_bytes!("../../static/live.js"));
         ctx.on_reset(|db| async move { store::clear(&db).await.map_err(Into::into) });
+        ctx.self_check("home page and assets are served", |t| async move {
+            let home = t.get("/").await?;
+            home.expect(200)?;
+            if !home
+                .header("content-type")
+                .unwrap_or("")
+                .starts_with("text/html")
+            {
+                hearth::anyhow::bail!("the home page is not HTML");
+            }
+            t.get("/static/pancake.css").await?.expect(200)?;
+            t.get("/static/live.js").await?.expect(200)?;
+            Ok(())
+        });
     }
 }

@@ -97,6 +97,10 @@ hearth::db_tests! {
         let out = run_with(&tdb, &["restore", "--verify", archive.to_str().unwrap()], "", &[]);
         ok(&out);
         assert!(text(&out.stdout).starts_with("ok: "), "{}", text(&out.stdout));
+        // The drill ran self-test on the restored copy.
+        assert!(text(&out.stdout).contains("\nself-test on a scratch "), "{}", text(&out.stdout));
+        assert!(text(&out.stdout).contains("status: status API reads the database"), "{}", text(&out.stdout));
+        assert!(text(&out.stdout).contains(" passed, 0 failed"), "{}", text(&out.stdout));
         let out = run_with(&tdb, &["restore", "--yes", archive.to_str().unwrap()], "", &[]);
         ok(&out);
         assert!(text(&out.stdout).contains("the previous data is in"), "{}", text(&out.stdout));

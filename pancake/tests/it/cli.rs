@@ -62,6 +62,7 @@ fn every_command_has_help() {
         &["mail", "test"],
         &["setup"],
         &["doctor"],
+        &["self-test"],
         &["backup"],
         &["restore"],
         &["install"],
@@ -76,8 +77,21 @@ fn every_command_has_help() {
     let out = run(pancake(dir.path()).arg("--help"));
     let help = text(&out.stdout);
     for sub in [
-        "serve", "worker", "jobs", "cron", "user", "mail", "setup", "doctor", "backup", "restore",
-        "install", "migrate", "config", "version",
+        "serve",
+        "worker",
+        "jobs",
+        "cron",
+        "user",
+        "mail",
+        "setup",
+        "doctor",
+        "self-test",
+        "backup",
+        "restore",
+        "install",
+        "migrate",
+        "config",
+        "version",
     ] {
         assert!(help.contains(sub), "{help}");
     }
@@ -503,6 +517,36 @@ hearth::db_tests! {
         let (child, base) = serve(&db, &[("HEARTH_ENV", "prod"), ("HEARTH_MAIL__SMTP__HOST", "localhost")]).await;
         let res = client().get(format!("{base}/api/hello?token=secret")).header("x-request-id", "probe-77").send().await.unwrap();
         assert_eq!(res.status(), StatusCode::OK);
+        // Sign up and in over the API: lines inside a request carry its id,
+        // and once the session is known, the user's id.
+        let http = client();
+        let mut cookies: Vec<String> = Vec::new();
+        let mut csrf = String::new();
+        for (method, path, id) in [
+            ("GET", "/api/auth/csrf", "probe-csrf"),
+            ("POST", "/api/auth/signup", "probe-signup"),
+            ("POST", "/api/auth/login", "probe-login"),
+            ("GET", "/api/auth/me", "probe-me"),
+        ] {
+            let url = format!("{base}{path}");
+            let req = if method == "GET" { http.get(url) } else {
+                http.post(url).json(&serde_json::json!({"email": "ana@example.com", "password": "a long enough passphrase"}))
+            };
+            let res = req.header("x-request-id", id).header("origin", &base)
+                .header("x-csrf-token", &csrf).header("cookie", cookies.join("; "))
+                .send().await.unwrap();
+            assert!(res.status().is_success(), "{path}: {}", res.status());
+            for v in res.headers().get_all("set-cookie") {
+                let pair = v.to_str().unwrap().split(';').next().unwrap().to_owned();
+                let name = pair.split('=').next().unwrap().to_owned();
+                cookies.retain(|c| !c.starts_with(&format!("{name}=")));
+                cookies.push(pair);
+            }
+            let body: serde_json::Value = res.json().await.unwrap();
+            if let Some(t) = body["csrf_token"].as_str() {
+                csrf = t.to_owned();
+            }
+        }
         let out = tokio::task::spawn_blocking(move || sigterm_and_wait(child)).await.unwrap();
         let log = text(&out.stderr);
         let lines: Vec<serde_json::Value> = log
@@ -520,5 +564,15 @@ hearth::db_tests! {
         assert!(access["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{access}");
         assert_eq!(access["level"], "INFO");
         assert!(!log.contains("token=secret"), "query strings are not logged: {log}");
+        let created = lines.iter().find(|l| l["message"] == "account created")
+            .unwrap_or_else(|| panic!("no `account created` line: {log}"));
+        assert_eq!(created["request_id"], "probe-signup", "{created}");
+        let me = lines.iter()
+            .find(|l| l["target"] == "hearth::access" && l["request_id"] == "probe-me")
+            .unwrap_or_else(|| panic!("no access line for /api/auth/me: {log}"));
+        assert!(me["user_id"].as_i64().is_some_and(|u| u > 0), "{me}");
+        let anonymous = lines.iter()
+            .find(|l| l["target"] == "hearth::access" && l["request_id"] == "probe-77").unwrap();
+        assert!(anonymous.get("user_id").is_none(), "{anonymous}");
     }
 }

@@ -51,6 +51,33 @@ async fn sql(tdb: &TestDb, statement: &str) {
 }
 
 hearth::db_tests! {
+    async fn self_test_passes_from_the_binary_and_leaves_live_data_alone(backend) {
+        let Some(tdb) = TestDb::create(backend).await else { return };
+        assert!(run_with(&tdb, &["migrate"], "", &[]).status.success());
+        let out = run_with(&tdb, &["self-test"], "", &[]);
+        let printed = text(&out.stdout);
+        assert!(out.status.success(), "{printed}{}", text(&out.stderr));
+        for line in ["hearth: accounts", "hearth: jobs", "hearth: metrics",
+            "status: status API reads the database", "home: home page and assets are served"] {
+            assert!(printed.lines().any(|l| l.starts_with("ok") && l.contains(line)), "{line}: {printed}");
+        }
+        assert!(printed.contains(" passed, 0 failed"), "{printed}");
+        let out = run_with(&tdb, &["self-test", "--json"], "", &[]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["database"], if tdb.url().starts_with("postgres") { "postgres" } else { "sqlite" });
+        assert!(report["checks"].as_array().unwrap().iter().all(|c| c["ok"] == true), "{report:#}");
+        // Nothing it did reached the live database.
+        let db = Db::connect(tdb.url(), &DbConfig::default()).await.unwrap();
+        let users: i64 = with_db!(&db, pool => sqlx::query_scalar("SELECT count(*) FROM hearth_user").fetch_one(pool).await).unwrap();
+        assert_eq!(users, 0);
+        db.close().await;
+        // A bad argument is a usage error.
+        let out = run_with(&tdb, &["self-test", "--admin-url", "mysql://x"], "", &[]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("--admin-url must be a postgres:// URL"), "{}", text(&out.stderr));
+    }
+
     async fn doctor_is_all_clear_on_a_healthy_install(backend) {
         let Some(tdb) = TestDb::create(backend).await else { return };
         assert!(run_with(&tdb, &["migrate"], "", &[]).status.success());

@@ -1,0 +1,679 @@
+//! Metrics: what the app measures, exposed for Prometheus at `/metrics` and,
+//! when configured, sent to statsd over UDP.
+//!
+//! Each app state owns its own registry (no process-wide recorder), so two
+//! apps in one process (as in the tests) keep separate figures. Counters and
+//! histograms are updated where things happen (the pipeline's outer layer,
+//! the job workers); gauges that live in the database (queue depth, cron) or
+//! the OS (memory, CPU) are sampled when `/metrics` is read and every
+//! `metrics.sample_interval` for statsd.
+//!
+//! Series (all prefixed `hearth_`):
+//! - `http_requests_total` and `http_request_duration_seconds` by method,
+//!   route (the matched route pattern, `unmatched` for 404s, so paths cannot
+//!   blow up the label set) and status;
+//! - `db_pool_connections{state=in_use|idle}`, `db_pool_max_connections`,
+//!   `db_pool_acquire_seconds` (a connection taken from the pool at each
+//!   sample: how long a query waits for a connection at that moment);
+//! - `jobs{queue,state=pending|due|active|dead}`, `jobs_oldest_due_seconds`,
+//!   `job_start_delay_seconds` (due → started), `job_failures_total`,
+//!   `jobs_dead_lettered_total`;
+//! - `cron_last_success_timestamp_seconds{schedule}`;
+//! - `process_resident_memory_bytes`, `process_cpu_seconds_total`,
+//!   `process_start_time_seconds`.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cadence::prelude::*;
+use cadence::{QueuingMetricSink, StatsdClient, UdpMetricSink};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::app::AppState;
+use crate::config::Config;
+use crate::db::Db;
+
+/// A route pattern as a label value, shared rather than copied per request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub(crate) struct Route(Arc<str>);
+
+impl EncodeLabelValue for Route {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(&self.0)
+    }
+}
+
+impl Route {
+    /// The pattern.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    method: &'static str,
+    route: Route,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabel {
+    queue: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueState {
+    queue: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabels {
+    queue: String,
+    job: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScheduleLabel {
+    schedule: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// Request latencies: 1 ms to about 16 s.
+fn latency_buckets() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.001, 2.0, 15,
+    ))
+}
+
+/// Job start delays: 10 ms to about 45 min.
+fn delay_buckets() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.01, 3.0, 13,
+    ))
+}
+
+/// The app's metrics; cheap to clone. Disabled (`metrics.enabled = false`),
+/// every call does nothing.
+#[derive(Clone, Default)]
+pub struct Metrics(Option<Arc<Inner>>);
+
+struct Inner {
+    registry: Registry,
+    routes: RwLock<HashSet<Arc<str>>>,
+    http_requests: Family<HttpLabels, Counter>,
+    http_duration: HistogramFamily<HttpLabels>,
+    pool_connections: Family<StateLabel, Gauge>,
+    pool_max: Gauge,
+    pool_acquire: Histogram,
+    jobs: Family<QueueState, Gauge>,
+    oldest_due: Family<QueueLabel, FloatGauge>,
+    job_delay: HistogramFamily<QueueLabel>,
+    job_failures: Family<JobLabels, Counter>,
+    job_dead: Family<JobLabels, Counter>,
+    cron_success: Family<ScheduleLabel, FloatGauge>,
+    rss: Gauge,
+    cpu: Counter<f64, AtomicU64>,
+    cpu_seen: Mutex<f64>,
+    statsd: Option<StatsdClient>,
+}
+
+/// Distinct route labels kept; past this (which only a router built at run
+/// time could reach) new ones are counted as `other`.
+const MAX_ROUTES: usize = 1000;
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("enabled", &self.0.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// A registry with every series, or a disabled one. A statsd address that
+    /// cannot be used is logged and skipped: metrics must never stop the app.
+    pub(crate) fn new(config: &Config, app: &str) -> Self {
+        if !config.metrics.enabled {
+            return Self(None);
+        }
+        let mut reg = Registry::with_prefix("hearth");
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        reg.register(
+            "http_requests",
+            "HTTP requests by method, route pattern and status",
+            http_requests.clone(),
+        );
+        let http_duration: HistogramFamily<HttpLabels> =
+            Family::new_with_constructor(latency_buckets);
+        reg.register_with_unit(
+            "http_request_duration",
+            "Time from the request's arrival to its response",
+            Unit::Seconds,
+            http_duration.clone(),
+        );
+        let pool_connections = Family::<StateLabel, Gauge>::default();
+        reg.register(
+            "db_pool_connections",
+            "Database connections open in the pool, in use or idle",
+            pool_connections.clone(),
+        );
+        let pool_max = Gauge::default();
+        reg.register(
+            "db_pool_max_connections",
+            "The pool's size limit",
+            pool_max.clone(),
+        );
+        let pool_acquire = Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.0001, 4.0, 10),
+        );
+        reg.register_with_unit(
+            "db_pool_acquire",
+            "Wait for a pooled connection, measured at each sample",
+            Unit::Seconds,
+            pool_acquire.clone(),
+        );
+        let jobs = Family::<QueueState, Gauge>::default();
+        reg.register(
+            "jobs",
+            "Jobs by queue and state (pending, due, active, dead)",
+            jobs.clone(),
+        );
+        let oldest_due = Family::<QueueLabel, FloatGauge>::default();
+        reg.register_with_unit(
+            "jobs_oldest_due",
+            "How long the oldest due job has waited",
+            Unit::Seconds,
+            oldest_due.clone(),
+        );
+        let job_delay: HistogramFamily<QueueLabel> = Family::new_with_constructor(delay_buckets);
+        reg.register_with_unit(
+            "job_start_delay",
+            "Time from a job being due (enqueued, or its run time) to a worker starting it",
+            Unit::Seconds,
+            job_delay.clone(),
+        );
+        let job_failures = Family::<JobLabels, Counter>::default();
+        reg.register("job_failures", "Failed job attempts", job_failures.clone());
+        let job_dead = Family::<JobLabels, Counter>::default();
+        reg.register(
+            "jobs_dead_lettered",
+            "Jobs moved to the dead queue",
+            job_dead.clone(),
+        );
+        let cron_success = Family::<ScheduleLabel, FloatGauge>::default();
+        reg.register(
+            "cron_last_success_timestamp_seconds",
+            "When the tick whose job last succeeded fired, unix seconds",
+            cron_success.clone(),
+        );
+        let rss = Gauge::default();
+        reg.register_with_unit(
+            "process_resident_memory",
+            "Resident memory of this process",
+            Unit::Bytes,
+            rss.clone(),
+        );
+        let cpu = Counter::<f64, AtomicU64>::default();
+        reg.register_with_unit(
+            "process_cpu",
+            "CPU time used by this process, user and system",
+            Unit::Seconds,
+            cpu.clone(),
+        );
+        let start = FloatGauge::default();
+        start.set(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64(),
+        );
+        reg.register(
+            "process_start_time_seconds",
+            "When this process started serving, unix seconds",
+            start,
+        );
+        Self(Some(Arc::new(Inner {
+            registry: reg,
+            routes: RwLock::new(HashSet::new()),
+            http_requests,
+            http_duration,
+            pool_connections,
+            pool_max,
+            pool_acquire,
+            jobs,
+            oldest_due,
+            job_delay,
+            job_failures,
+            job_dead,
+            cron_success,
+            rss,
+            cpu,
+            cpu_seen: Mutex::new(0.0),
+            statsd: statsd_client(config, app),
+        })))
+    }
+
+    /// Whether anything is measured.
+    pub fn enabled(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// The shared label for a route pattern.
+    pub(crate) fn route(&self, pattern: &str) -> Option<Route> {
+        let inner = self.0.as_ref()?;
+        {
+            let known = inner.routes.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(r) = known.get(pattern) {
+                return Some(Route(r.clone()));
+            }
+        }
+        let mut known = inner.routes.write().unwrap_or_else(PoisonError::into_inner);
+        if known.len() >= MAX_ROUTES {
+            return Some(Route(Arc::from("other")));
+        }
+        let r: Arc<str> = Arc::from(pattern);
+        known.insert(r.clone());
+        Some(Route(r))
+    }
+
+    /// One finished request.
+    pub(crate) fn http(
+        &self,
+        method: &axum::http::Method,
+        route: Option<&Route>,
+        status: u16,
+        took: Duration,
+    ) {
+        let Some(inner) = &self.0 else { return };
+        let labels = HttpLabels {
+            method: method_label(method),
+            route: route
+                .cloned()
+                .unwrap_or_else(|| Route(Arc::from("unmatched"))),
+            status,
+        };
+        inner.http_requests.get_or_create(&labels).inc();
+        inner
+            .http_duration
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+        if let Some(s) = &inner.statsd {
+            // Only with statsd on: the Prometheus path allocates nothing here.
+            let status = status.to_string();
+            let status = status.as_str();
+            let route = &*labels.route.0;
+            let _ = s
+                .count_with_tags("http.requests", 1)
+                .with_tag("method", labels.method)
+                .with_tag("route", route)
+                .with_tag("status", status)
+                .try_send();
+            let _ = s
+                .time_with_tags("http.request", took)
+                .with_tag("method", labels.method)
+                .with_tag("route", route)
+                .with_tag("status", status)
+                .try_send();
+        }
+    }
+
+    /// A worker started a job `delay` after it was due.
+    pub(crate) fn job_started(&self, queue: &str, delay: Duration) {
+        let Some(inner) = &self.0 else { return };
+        inner
+            .job_delay
+            .get_or_create(&QueueLabel {
+                queue: queue.to_owned(),
+            })
+            .observe(delay.as_secs_f64());
+        if let Some(s) = &inner.statsd {
+            let _ = s
+                .time_with_tags("jobs.start_delay", delay)
+                .with_tag("queue", queue)
+                .try_send();
+        }
+    }
+
+    /// A job attempt failed; `dead` when it will not be tried again.
+    pub(crate) fn job_failed(&self, queue: &str, job: &str, dead: bool) {
+        let Some(inner) = &self.0 else { return };
+        let labels = JobLabels {
+            queue: queue.to_owned(),
+            job: job.to_owned(),
+        };
+        inner.job_failures.get_or_create(&labels).inc();
+        if dead {
+            inner.job_dead.get_or_create(&labels).inc();
+        }
+        if let Some(s) = &inner.statsd {
+            let _ = s
+                .count_with_tags("jobs.failures", 1)
+                .with_tag("queue", queue)
+                .with_tag("job", job)
+                .try_send();
+            if dead {
+                let _ = s
+                    .count_with_tags("jobs.dead", 1)
+                    .with_tag("queue", queue)
+                    .with_tag("job", job)
+                    .try_send();
+            }
+        }
+    }
+
+    /// Reads the gauges that live in the database and the OS. Returns
+    /// whether the database answered; each part is bounded by `limit`.
+    pub(crate) async fn sample(&self, state: &AppState, limit: Duration) -> bool {
+        let Some(inner) = &self.0 else {
+            return true;
+        };
+        let db_ok = inner.sample_pool(state.db(), limit).await;
+        if db_ok {
+            inner.sample_jobs(state, limit).await;
+        }
+        inner.sample_process();
+        db_ok
+    }
+
+    /// The text exposition (OpenMetrics) of every series.
+    pub(crate) fn render(&self) -> Option<String> {
+        let inner = self.0.as_ref()?;
+        let mut out = String::with_capacity(16 * 1024);
+        prometheus_client::encoding::text::encode(&mut out, &inner.registry).ok()?;
+        Some(out)
+    }
+}
+
+impl Inner {
+    async fn sample_pool(&self, db: &Db, limit: Duration) -> bool {
+        let (size, idle, max) = match db {
+            Db::Sqlite(p, _) => (p.size(), p.num_idle(), p.options().get_max_connections()),
+            Db::Postgres(p) => (p.size(), p.num_idle(), p.options().get_max_connections()),
+        };
+        let idle = u32::try_from(idle).unwrap_or(u32::MAX).min(size);
+        let in_use = i64::from(size - idle);
+        self.pool_connections
+            .get_or_create(&StateLabel { state: "in_use" })
+            .set(in_use);
+        self.pool_connections
+            .get_or_create(&StateLabel { state: "idle" })
+            .set(i64::from(idle));
+        self.pool_max.set(i64::from(max));
+        // Taking a connection (and giving it straight back) is what every
+        // query does first; its wait is the pool's queueing at this moment.
+        let started = Instant::now();
+        let ok = tokio::time::timeout(limit, db.ping())
+            .await
+            .is_ok_and(|r| r.is_ok());
+        let waited = started.elapsed();
+        self.pool_acquire.observe(waited.as_secs_f64());
+        if let Some(s) = &self.statsd {
+            let _ = s.gauge("db.pool.in_use", in_use as f64);
+            let _ = s.gauge("db.pool.idle", f64::from(idle));
+            let _ = s.time("db.pool.acquire", waited);
+        }
+        ok
+    }
+
+    async fn sample_jobs(&self, state: &AppState, limit: Duration) {
+        if let Ok(Ok(stats)) = tokio::time::timeout(limit, state.jobs().stats()).await {
+            for q in stats {
+                for (st, n) in [
+                    ("pending", q.pending),
+                    ("due", q.due),
+                    ("active", q.active),
+                    ("dead", q.dead),
+                ] {
+                    self.jobs
+                        .get_or_create(&QueueState {
+                            queue: q.queue.clone(),
+                            state: st,
+                        })
+                        .set(n);
+                    if let Some(s) = &self.statsd {
+                        let _ = s
+                            .gauge_with_tags(&format!("jobs.{st}"), n as f64)
+                            .with_tag("queue", &q.queue)
+                            .try_send();
+                    }
+                }
+                let oldest = q.oldest_due_ms as f64 / 1000.0;
+                self.oldest_due
+                    .get_or_create(&QueueLabel {
+                        queue: q.queue.clone(),
+                    })
+                    .set(oldest);
+                if let Some(s) = &self.statsd {
+                    let _ = s
+                        .gauge_with_tags("jobs.oldest_due_seconds", oldest)
+                        .with_tag("queue", &q.queue)
+                        .try_send();
+                }
+            }
+        }
+        if let Ok(Ok(crons)) = tokio::time::timeout(limit, state.jobs().cron_list()).await {
+            for c in crons {
+                // Only a tick whose job finished well says when it last worked;
+                // while one is pending the gauge keeps the previous success.
+                if let (Some("done"), Some(fired)) = (c.last_result.as_deref(), c.last_fired_at) {
+                    let at = fired as f64 / 1000.0;
+                    self.cron_success
+                        .get_or_create(&ScheduleLabel {
+                            schedule: c.name.clone(),
+                        })
+                        .set(at);
+                    if let Some(s) = &self.statsd {
+                        let _ = s
+                            .gauge_with_tags("cron.last_success", at)
+                            .with_tag("schedule", &c.name)
+                            .try_send();
+                    }
+                }
+            }
+        }
+    }
+
+    fn sample_process(&self) {
+        let Some(p) = process_usage() else { return };
+        self.rss.set(i64::try_from(p.rss_bytes).unwrap_or(i64::MAX));
+        let mut seen = self.cpu_seen.lock().unwrap_or_else(PoisonError::into_inner);
+        if p.cpu_seconds > *seen {
+            self.cpu.inc_by(p.cpu_seconds - *seen);
+            *seen = p.cpu_seconds;
+        }
+        if let Some(s) = &self.statsd {
+            let _ = s.gauge("process.rss_bytes", p.rss_bytes as f64);
+            let _ = s.gauge("process.cpu_seconds", p.cpu_seconds);
+        }
+    }
+}
+
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// `GET /metrics`: the text exposition, for a signed-in admin or a caller
+/// with `Authorization: Bearer <metrics.token>`. Gauges are sampled first
+/// (bounded by two seconds per part), so a scrape sees the current queue.
+pub(crate) async fn endpoint(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> crate::Result<axum::response::Response> {
+    use axum::http::header;
+    use axum::response::IntoResponse as _;
+    allowed(&state, &headers).await?;
+    state.metrics().sample(&state, Duration::from_secs(2)).await;
+    let body = state
+        .metrics()
+        .render()
+        .ok_or_else(|| crate::Error::not_found("metrics are off"))?;
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+async fn allowed(state: &AppState, headers: &axum::http::HeaderMap) -> crate::Result<()> {
+    use subtle::ConstantTimeEq as _;
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if let Some(given) = bearer {
+        let ok = state
+            .config()
+            .metrics
+            .token
+            .as_ref()
+            .is_some_and(|t| bool::from(t.expose().as_bytes().ct_eq(given.trim().as_bytes())));
+        return if ok {
+            Ok(())
+        } else {
+            Err(crate::Error::unauthorized("the metrics token is not valid"))
+        };
+    }
+    match state.auth().load(headers).await? {
+        crate::auth::Loaded::Valid(s) if s.user.is_some() && s.admin => Ok(()),
+        crate::auth::Loaded::Valid(s) if s.user.is_some() => {
+            Err(crate::Error::forbidden("administrators only"))
+        }
+        _ => Err(crate::Error::unauthorized(
+            "sign in as an admin, or send the metrics token as a bearer token",
+        )),
+    }
+}
+
+/// Builds the statsd client: a non-blocking UDP socket behind a bounded
+/// queue drained by cadence's own thread, so a request never waits on a send
+/// and a dead statsd server costs dropped metrics, nothing more.
+fn statsd_client(config: &Config, app: &str) -> Option<StatsdClient> {
+    let addr = config.metrics.statsd.as_deref()?;
+    let prefix = config.metrics.statsd_prefix.as_deref().unwrap_or(app);
+    let socket = match std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.set_nonblocking(true).map(|()| s))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "statsd: cannot open a UDP socket; statsd is off");
+            return None;
+        }
+    };
+    let sink = match UdpMetricSink::from(addr, socket) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(addr, error = %e, "statsd: cannot resolve the address; statsd is off");
+            return None;
+        }
+    };
+    let queued = QueuingMetricSink::with_capacity(sink, 10_000);
+    Some(
+        StatsdClient::builder(prefix, queued)
+            .with_error_handler(|e| tracing::debug!(error = %e, "statsd send failed"))
+            .build(),
+    )
+}
+
+/// What the OS says about this process.
+struct ProcessUsage {
+    rss_bytes: u64,
+    cpu_seconds: f64,
+}
+
+/// Reads `/proc/self` (Linux). Elsewhere there is nothing to read and the
+/// process series stay at zero.
+fn process_usage() -> Option<ProcessUsage> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces: count fields after its ')'.
+    let after = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after.split_whitespace();
+    // Fields 3.. follow; utime and stime are fields 14 and 15.
+    let utime: f64 = fields.nth(11)?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    // /proc reports in USER_HZ, which Linux fixes at 100 for user space on
+    // every architecture it runs on (sysconf(_SC_CLK_TCK)).
+    Some(ProcessUsage {
+        rss_bytes: rss_kb * 1024,
+        cpu_seconds: (utime + stime) / 100.0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_usage_reads_proc() {
+        let p = process_usage().unwrap();
+        assert!(p.rss_bytes > 1024 * 1024, "{}", p.rss_bytes);
+        assert!(p.cpu_seconds >= 0.0);
+    }
+
+    #[test]
+    fn route_labels_are_shared_and_bounded() {
+        let m = Metrics::new(&Config::default(), "t");
+        let a = m.route("/a/{id}").unwrap();
+        let b = m.route("/a/{id}").unwrap();
+        assert!(Arc::ptr_eq(&a.0, &b.0));
+        for i in 0..MAX_ROUTES + 5 {
+            m.route(&format!("/r{i}"));
+        }
+        assert_eq!(&*m.route("/new").unwrap().0, "other");
+        assert!(
+            Metrics::new(
+                &Config {
+                    metrics: crate::telemetry::MetricsConfig {
+                        enabled: false,
+                        ..Default::default()
+                    },
+                    ..Config::default()
+                },
+                "t"
+            )
+            .route("/a")
+            .is_none()
+        );
+    }
+}
