@@ -122,6 +122,39 @@ hearth::db_tests! {
         app.stop().await;
     }
 
+    async fn statsd_gets_requests_and_gauges_over_udp(backend) {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap().to_string();
+        let Some(app) = spawn(backend, |c| {
+            c.metrics.statsd = Some(addr);
+            c.metrics.statsd_prefix = Some("pc".into());
+            c.metrics.sample_interval = hearth::config::Duration::from_secs(1);
+        }).await else { return };
+        let http = crate::probe::client();
+        assert_eq!(http.get(app.url("/probe/items")).send().await.unwrap().status(), StatusCode::OK);
+        let mut seen = String::new();
+        let mut buf = vec![0_u8; 65_536];
+        let wanted = [
+            "pc.http.requests:1|c|#method:GET,route:/probe/items,status:200",
+            "pc.http.request:",
+            "pc.db.pool.in_use:",
+            "pc.process.rss_bytes:",
+        ];
+        for _ in 0..200 {
+            if wanted.iter().all(|w| seen.contains(w)) {
+                break;
+            }
+            if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), socket.recv(&mut buf)).await {
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+                seen.push('\n');
+            }
+        }
+        for w in wanted {
+            assert!(seen.contains(w), "no `{w}` in:\n{seen}");
+        }
+        app.stop().await;
+    }
+
     async fn a_burst_of_5xx_is_notified_once_and_the_hourly_limit_holds(backend) {
         let hook = Hook::start().await;
         let Some(app) = spawn(backend, |c| {
