@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Measures hearth's full pipeline against a bare axum server, with wrk.
+# Measures hearth's full pipeline against a bare axum server, with wrk, and
+# hearth with its metrics turned off.
 #
 #   bench/run.sh [DURATION_SECONDS] [CONNECTIONS] [ROUNDS]
 #
@@ -53,9 +54,10 @@ start_bare() {
   wait_up http://127.0.0.1:18081/api/hello
 }
 
-start_pancake() {
-  # Full pipeline on embedded SQLite, access log on (written to /dev/null).
-  taskset -c "$SERVER_CORE" target/release/pancake serve --addr 127.0.0.1:18080 --data-dir "$DATA" 2>/dev/null &
+start_pancake() { # [ENV=VALUE ...]
+  # Full pipeline on embedded SQLite, access log on (written to /dev/null),
+  # metrics on unless the arguments turn them off.
+  env "$@" taskset -c "$SERVER_CORE" target/release/pancake serve --addr 127.0.0.1:18080 --data-dir "$DATA" 2>/dev/null &
   SERVER=$!
   PIDS+=("$SERVER")
   wait_up http://127.0.0.1:18080/readyz
@@ -83,6 +85,10 @@ for round in $(seq 1 "$ROUNDS"); do
   hearth=$LAST_RPS
   measure hearth_status_sqlite http://127.0.0.1:18080/api/status "$round"
   stop_server
+  # What the per-request metrics (a counter and a histogram by route) cost.
+  start_pancake HEARTH_METRICS__ENABLED=false
+  measure hearth_hello_no_metrics http://127.0.0.1:18080/api/hello "$round"
+  stop_server
   ratio=$(awk -v h="$hearth" -v b="$bare" 'BEGIN { printf "%.3f", h / b }')
   echo "  hearth/bare on GET /api/hello: $ratio"
   printf '{"name":"ratio_hearth_over_bare_hello","round":%s,"value":%s}\n' "$round" "$ratio" >>"$RESULTS/results.jsonl"
@@ -94,7 +100,7 @@ med_of() { # name
 }
 echo
 echo "medians over $ROUNDS rounds:"
-for n in bare_axum_hello hearth_hello hearth_status_sqlite; do
+for n in bare_axum_hello hearth_hello hearth_status_sqlite hearth_hello_no_metrics; do
   printf '  %-22s %12.0f req/s\n' "$n" "$(med_of "$n")"
 done
 echo "  hearth/bare ratio on GET /api/hello: $(median "${RATIOS[@]}") (median of per-round ratios; goal >= 0.9)"

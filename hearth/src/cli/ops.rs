@@ -87,7 +87,19 @@ pub(super) async fn run_restore(
     args: RestoreArgs,
 ) -> anyhow::Result<()> {
     let specs = app.specs()?;
-    let db = app.open_db(&config).await?;
+    let db = match app.open_db(&config).await {
+        Ok(db) => db,
+        // A SQLite file too damaged to open is the usual reason to restore.
+        // Restoring needs only the engine from it (the file is moved aside
+        // by path), so stand in an empty in-memory database for it.
+        Err(e) if config.database_url(app.name()).starts_with("sqlite:") => {
+            eprintln!(
+                "warning: the live database cannot be opened ({e}); a restore moves it aside as it is"
+            );
+            crate::Db::connect("sqlite::memory:", &config.db).await?
+        }
+        Err(e) => return Err(e.into()),
+    };
     let target = Target::new(app, &config, &db, &specs);
     let progress = Progress::bytes(if args.verify { "verify" } else { "restore" }, 0);
     if args.verify {

@@ -226,3 +226,60 @@ fn forged(tdb: &TestDb, archive: &Path, app: &str, newer_module: Option<&str>) -
     w.finish(manifest).unwrap();
     out
 }
+
+/// The usual reason to restore: the live SQLite file is damaged beyond
+/// opening. The restore still works and sets the damaged file aside as it is.
+#[tokio::test]
+async fn a_database_too_damaged_to_open_is_restored_over() {
+    let tdb = TestDb::create(hearth::testing::Backend::Sqlite)
+        .await
+        .unwrap();
+    ok(&run_with(&tdb, &["migrate"], "", &[]));
+    let out = run_with(&tdb, &["backup"], "", &[]);
+    ok(&out);
+    let archive = written(&out);
+    let file = PathBuf::from(tdb.url().trim_start_matches("sqlite://"));
+    let garbage = b"this is not a database file, it was overwritten by accident ".repeat(200);
+    std::fs::write(&file, &garbage).unwrap();
+    for side in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{side}", file.display()));
+    }
+    // The damage is real: the app cannot open it.
+    let out = run_with(&tdb, &["migrate", "--status"], "", &[]);
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+
+    let out = run_with(
+        &tdb,
+        &["restore", "--yes", archive.to_str().unwrap()],
+        "",
+        &[],
+    );
+    ok(&out);
+    assert!(
+        text(&out.stderr).contains("cannot be opened"),
+        "{}",
+        text(&out.stderr)
+    );
+    let status = run_with(&tdb, &["migrate", "--status"], "", &[]);
+    ok(&status);
+    // The damaged file is kept, byte for byte, where the restore said.
+    let printed = text(&out.stdout);
+    let dir = printed
+        .split("the previous data is in ")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .unwrap_or_else(|| panic!("{printed}"))
+        .trim();
+    // Printed as the data dir was given (relative to where pancake ran).
+    let aside: Vec<PathBuf> = std::fs::read_dir(tdb.dir().join(dir))
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .flatten()
+        .map(|f| f.path())
+        .collect();
+    assert!(
+        aside
+            .iter()
+            .any(|p| std::fs::read(p).is_ok_and(|b| b == garbage)),
+        "{aside:?}"
+    );
+}
