@@ -510,7 +510,8 @@ pub struct Built {
 }
 
 /// What runs beside the HTTP server: the LISTEN connection (PostgreSQL) or
-/// the message-table follower (SQLite), and the job workers.
+/// the message-table follower (SQLite), the job workers, the notification
+/// funnel's task and the metrics sampler (which also watches the database).
 struct Background {
     workers: Option<Workers>,
     listener: Option<(JoinHandle<()>, CancellationToken)>,

@@ -2,12 +2,16 @@
 //! the server's memory per stream.
 //!
 //! ```text
-//! sse_clients ADDR PATH COUNT [SOURCES] [HOLD_SECONDS]
+//! sse_clients ADDR PATH COUNT [SOURCES] [HOLD_SECONDS] [http1|h2]
 //! ```
 //!
-//! Connections are spread over SOURCES loopback addresses (127.0.0.2, …) so
-//! that COUNT can exceed one address's ephemeral ports. Prints how many
-//! streams answered `200 OK`, then holds them for HOLD_SECONDS.
+//! With `http1` (the default) each stream is a connection of its own, and
+//! connections are spread over SOURCES loopback addresses (127.0.0.2, …) so
+//! that COUNT can exceed one address's ephemeral ports. With `h2` the streams
+//! are multiplexed over HTTP/2 connections without TLS (prior knowledge), at
+//! most 200 per connection (the server allows 256), as a browser on HTTPS
+//! does. Prints how many streams answered `200 OK`, then holds them for
+//! HOLD_SECONDS.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -56,6 +60,10 @@ async fn main() {
     let count: usize = args[3].parse().unwrap_or(1000);
     let sources: u8 = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(4).max(1);
     let hold: u64 = args.get(5).and_then(|s| s.parse().ok()).unwrap_or(30);
+    if args.get(6).is_some_and(|p| p == "h2") {
+        h2(addr, &path, count, hold).await;
+        return;
+    }
     let mut streams = Vec::with_capacity(count);
     let mut failed = 0usize;
     let mut first_error = None;
@@ -77,4 +85,57 @@ async fn main() {
     );
     tokio::time::sleep(Duration::from_secs(hold)).await;
     drop(streams);
+}
+
+/// Streams per HTTP/2 connection; the server's limit is 256.
+const PER_CONNECTION: usize = 200;
+
+async fn h2(addr: SocketAddr, path: &str, count: usize, hold: u64) {
+    // reqwest is built without a crypto provider (none is used over h2c).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let url = format!("http://{addr}{path}");
+    let mut held = Vec::with_capacity(count);
+    // Each client is a connection of its own; kept for as long as the streams.
+    let mut clients = Vec::new();
+    let mut failed = 0usize;
+    let mut first_error = None;
+    for i in 0..count {
+        if i % PER_CONNECTION == 0 {
+            match reqwest::Client::builder().http2_prior_knowledge().build() {
+                Ok(c) => clients.push(c),
+                Err(e) => {
+                    eprintln!("cannot build a client: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        let Some(client) = clients.last() else { break };
+        // The server answers an SSE request's head at once, so one at a time is quick.
+        match client
+            .get(&url)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+        {
+            Ok(res) if res.status() == 200 => held.push(res),
+            Ok(res) => {
+                failed += 1;
+                first_error.get_or_insert(format!("status {}", res.status()));
+            }
+            Err(e) => {
+                failed += 1;
+                first_error.get_or_insert(e.to_string());
+            }
+        }
+    }
+    println!(
+        "{{\"open\":{},\"failed\":{},\"connections\":{},\"first_error\":{:?}}}",
+        held.len(),
+        failed,
+        clients.len(),
+        first_error.unwrap_or_default()
+    );
+    tokio::time::sleep(Duration::from_secs(hold)).await;
+    drop(held);
+    drop(clients);
 }

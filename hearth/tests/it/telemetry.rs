@@ -299,3 +299,56 @@ impl Hook {
         self.got.lock().unwrap().clone()
     }
 }
+
+/// The database going away is noticed by the sampler and notified. On
+/// PostgreSQL only: a SQLite file cannot be taken away from the connections
+/// that have it open.
+#[tokio::test]
+async fn an_unreachable_database_is_notified() {
+    let hook = Hook::start().await;
+    let Some(app) = spawn(Backend::Postgres, |c| {
+        c.notify.webhook = Some(hearth::config::Secret::new(hook.url.clone()));
+        c.metrics.sample_interval = hearth::config::Duration::from_secs(1);
+        c.db.acquire_timeout = hearth::config::Duration::from_secs(2);
+    })
+    .await
+    else {
+        return;
+    };
+    let name = app.db().url().rsplit('/').next().unwrap().to_owned();
+    let admin_url = std::env::var("HEARTH_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let admin = hearth::sqlx::PgPool::connect(&admin_url).await.unwrap();
+    let sql = |s: String| hearth::sqlx::query(hearth::sqlx::AssertSqlSafe(s));
+    sql(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    sql(format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+    ))
+    .execute(&admin)
+    .await
+    .unwrap();
+    let mut found = None;
+    for _ in 0..600 {
+        found = hook
+            .bodies()
+            .into_iter()
+            .find(|b| b["kind"] == "database_unreachable");
+        if found.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sql(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let found = found.expect("no database_unreachable notification");
+    assert_eq!(found["subject"], "postgres");
+    app.stop().await;
+}
