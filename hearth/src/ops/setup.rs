@@ -49,7 +49,16 @@ pub fn ensure_config_file(path: &Path, app: &str) -> Result<bool, OpsError> {
          \n\
          [backup]\n\
          keep = 7\n\
-         # schedule = \"30 3 * * *\"\n"
+         # schedule = \"30 3 * * *\"\n\
+         \n\
+         [metrics]\n\
+         # statsd = \"127.0.0.1:8125\"\n\
+         # token: a bearer token for /metrics, in hearth.secrets.toml under [metrics]\n\
+         \n\
+         [notify]\n\
+         # mail_admins = true\n\
+         # webhook: a URL that receives each notification as a JSON POST, in\n\
+         # hearth.secrets.toml under [notify] when it carries a token\n"
     );
     std::fs::write(path, text)
         .map_err(|e| OpsError::io(format!("cannot write {}", path.display()), e))?;
