@@ -344,10 +344,18 @@ async fn run_job(shared: &Shared, queue: &'static str, job: Claimed) {
                         permanent: e.downcast_ref::<Permanent>().is_some(),
                         error: format!("{e:#}"),
                     },
-                    Err(panic) => Ended::Failed {
-                        error: format!("panicked: {}", panic_message(panic.as_ref())),
-                        permanent: false,
-                    },
+                    Err(panic) => {
+                        let message = panic_message(panic.as_ref());
+                        shared.state.notifier().send(
+                            crate::telemetry::EventKind::Panic,
+                            format!("job {}", job.name),
+                            format!("job {} (`{}`) panicked on attempt {attempt}: {message}", job.id, job.name),
+                        );
+                        Ended::Failed {
+                            error: format!("panicked: {message}"),
+                            permanent: false,
+                        }
+                    }
                 },
                 () = tokio::time::sleep(timeout) => Ended::Failed {
                     error: format!("timed out after {} ms", job.timeout_ms),

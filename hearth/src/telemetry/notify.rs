@@ -44,7 +44,7 @@ pub enum EventKind {
     ServerStarted,
     /// The server stopped.
     ServerStopped,
-    /// A request handler panicked.
+    /// A request handler or a job panicked.
     Panic,
     /// A response with a 5xx status.
     ServerError,

@@ -36,6 +36,10 @@ pub struct Probe {
 /// A job that always fails for good: it goes straight to the dead queue.
 pub const FAIL: hearth::jobs::JobName<()> = hearth::jobs::JobName::new("probe.fail");
 
+/// A job that panics, once (one attempt).
+pub const PANIC: hearth::jobs::JobName<()> =
+    hearth::jobs::JobName::new("probe.panic").max_attempts(1);
+
 impl Module for Probe {
     fn spec(&self) -> ModuleSpec {
         ModuleSpec::new("probe").migrations(SQLITE, POSTGRES)
@@ -95,6 +99,12 @@ impl Module for Probe {
         );
         ctx.admin(Router::new().route("/probe/admin", get(|| async { "admin" })));
         ctx.asset("probe.txt", b"probe asset\n");
+        ctx.job(PANIC, |_run: JobRun<()>| async move {
+            if std::hint::black_box(true) {
+                panic!("probe.panic panics");
+            }
+            Ok(())
+        });
         ctx.job(FAIL, |_run: JobRun<()>| async move {
             Err(Permanent("probe.fail always fails".into()).into())
         });

@@ -209,7 +209,19 @@ hearth::db_tests! {
         }).await else { return };
         let mut tx = app.state().db().begin().await.unwrap();
         app.state().jobs().enqueue(&mut tx, FAIL.job(&())).await.unwrap();
+        app.state().jobs().enqueue(&mut tx, crate::probe::PANIC.job(&())).await.unwrap();
         tx.commit().await.unwrap();
+        let mut panicked = None;
+        for _ in 0..300 {
+            panicked = hook.bodies().into_iter().find(|b| b["kind"] == "panic");
+            if panicked.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let panicked = panicked.expect("no panic notification for the job");
+        assert_eq!(panicked["subject"], "job probe.panic");
+        assert!(panicked["message"].as_str().unwrap().contains("probe.panic panics"), "{panicked}");
         let mut dead = None;
         for _ in 0..300 {
             dead = hook.bodies().into_iter().find(|b| b["kind"] == "job_dead");
