@@ -93,6 +93,42 @@ pub(super) fn with_database(url: &str, db: &str) -> String {
     format!("{scheme}://{authority}/{db}{query}")
 }
 
+/// Creates a scratch database `<prefix>_<time>` through `pool` and returns
+/// its name. `what` names the purpose in the error (the drill, self-test).
+pub(super) async fn create_scratch(
+    pool: &sqlx::PgPool,
+    prefix: &str,
+    what: &str,
+) -> Result<String, OpsError> {
+    let name = format!("{prefix}_{}", super::stamp().replace('-', "_"));
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE {}",
+        super::backup::quote_ident(&name)
+    )))
+    .execute(pool)
+    .await
+    .map_err(|e| {
+        OpsError::Failed(format!(
+            "cannot create the scratch database {name} for {what} ({e}); the role needs CREATEDB, or use an admin connection"
+        ))
+    })?;
+    Ok(name)
+}
+
+/// Drops a scratch database made by [`create_scratch`], closing whatever
+/// still uses it; a failure is only logged (there is nothing left to undo).
+pub(super) async fn drop_scratch(pool: &sqlx::PgPool, name: &str) {
+    let dropped = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+        super::backup::quote_ident(name)
+    )))
+    .execute(pool)
+    .await;
+    if let Err(e) = dropped {
+        tracing::warn!(database = %name, error = %e, "cannot drop a scratch database");
+    }
+}
+
 /// Runs `tool` with `args` against `url`, within `backup.tool_timeout`.
 /// Fails with the tool's own error output.
 pub(super) async fn run(

@@ -497,15 +497,7 @@ async fn verify_postgres(
         return Err(OpsError::Failed("not a PostgreSQL database".into()));
     };
     let pg_restore = pgtools::checked_tool(target, "pg_restore").await?;
-    let scratch = format!("hearth_verify_{}", stamp().replace('-', "_"));
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {}", quote_ident(&scratch))))
-        .execute(pool)
-        .await
-        .map_err(|e| {
-            OpsError::Failed(format!(
-                "cannot create the scratch database {scratch} for the drill ({e}); the role needs CREATEDB, or run it with an admin DATABASE_URL"
-            ))
-        })?;
+    let scratch = pgtools::create_scratch(pool, "hearth_verify", "the drill").await?;
     let url = pgtools::with_database(&target.database_url(), &scratch);
     let result = async {
         let dump = prepared.staging.path().join(POSTGRES_ENTRY);
@@ -537,15 +529,7 @@ async fn verify_postgres(
         Ok(r)
     }
     .await;
-    let dropped = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-        quote_ident(&scratch)
-    )))
-    .execute(pool)
-    .await;
-    if let Err(e) = dropped {
-        tracing::warn!(database = %scratch, error = %e, "cannot drop the drill's scratch database");
-    }
+    pgtools::drop_scratch(pool, &scratch).await;
     result
 }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{OpsError, pgtools, stamp};
+use super::{OpsError, pgtools};
 use crate::app::{App, AppState, Running};
 use crate::config::{Config, Secret};
 use crate::db::{Db, migrate};
@@ -172,24 +172,21 @@ pub async fn run(app: &App, config: &Config, admin_url: Option<&str>) -> Result<
             "--admin-url must be a postgres:// URL".into(),
         ));
     };
-    let name = format!("hearth_selftest_{}", stamp().replace('-', "_"));
-    let quoted = super::backup::quote_ident(&name);
-    let created = sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {quoted}")))
-        .execute(pool)
-        .await;
-    if let Err(e) = created {
-        admin.close().await;
-        return Err(OpsError::Failed(format!(
-            "cannot create the scratch database {name} ({e}); give the role CREATEDB, or pass --admin-url"
-        )));
-    }
+    let name = match pgtools::create_scratch(pool, "hearth_selftest", "self-test").await {
+        Ok(name) => name,
+        Err(e) => {
+            admin.close().await;
+            return Err(e);
+        }
+    };
     // The app connects as itself when the admin URL only made the database.
     let scratch = pgtools::with_database(&url, &name);
     if admin_url.is_some() {
         let owner = current_user(&url).await;
         if let Some(owner) = owner {
             let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "ALTER DATABASE {quoted} OWNER TO {}",
+                "ALTER DATABASE {} OWNER TO {}",
+                super::backup::quote_ident(&name),
                 super::backup::quote_ident(&owner)
             )))
             .execute(pool)
@@ -197,14 +194,7 @@ pub async fn run(app: &App, config: &Config, admin_url: Option<&str>) -> Result<
         }
     }
     let report = run_on(app, config, &scratch, &work.path().join("data")).await;
-    let dropped = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"
-    )))
-    .execute(pool)
-    .await;
-    if let Err(e) = dropped {
-        tracing::warn!(database = %name, error = %e, "cannot drop the self-test's scratch database");
-    }
+    pgtools::drop_scratch(pool, &name).await;
     admin.close().await;
     report
 }
