@@ -23,7 +23,7 @@ mod config;
 pub mod cron;
 mod registry;
 mod store;
-mod worker;
+pub(crate) mod worker;
 
 use std::collections::BTreeSet;
 use std::marker::PhantomData;

@@ -86,14 +86,18 @@ pub(crate) struct Workers {
     completer: JoinHandle<()>,
 }
 
-/// This process's worker id: host, pid and a random suffix, so that two
-/// runs of one process never share leases.
-fn worker_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+/// This machine's host name (Linux), for worker ids and notifications.
+pub(crate) fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".into());
+}
+
+/// This process's worker id: host, pid and a random suffix, so that two
+/// runs of one process never share leases.
+fn worker_id() -> String {
+    let host = hostname().unwrap_or_else(|| "host".into());
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     format!("{host}:{}:{}", std::process::id(), &suffix[..8])
 }
