@@ -117,6 +117,9 @@ pub struct Metrics(Option<Arc<Inner>>);
 struct Inner {
     registry: Registry,
     routes: RwLock<HashSet<Arc<str>>>,
+    // Made once: labels used on the request path must not allocate.
+    unmatched: Route,
+    other: Route,
     http_requests: Family<HttpLabels, Counter>,
     http_duration: HistogramFamily<HttpLabels>,
     pool_connections: Family<StateLabel, Gauge>,
@@ -252,6 +255,8 @@ impl Metrics {
         Self(Some(Arc::new(Inner {
             registry: reg,
             routes: RwLock::new(HashSet::new()),
+            unmatched: Route(Arc::from("unmatched")),
+            other: Route(Arc::from("other")),
             http_requests,
             http_duration,
             pool_connections,
@@ -286,7 +291,7 @@ impl Metrics {
         }
         let mut known = inner.routes.write().unwrap_or_else(PoisonError::into_inner);
         if known.len() >= MAX_ROUTES {
-            return Some(Route(Arc::from("other")));
+            return Some(inner.other.clone());
         }
         let r: Arc<str> = Arc::from(pattern);
         known.insert(r.clone());
@@ -304,9 +309,7 @@ impl Metrics {
         let Some(inner) = &self.0 else { return };
         let labels = HttpLabels {
             method: method_label(method),
-            route: route
-                .cloned()
-                .unwrap_or_else(|| Route(Arc::from("unmatched"))),
+            route: route.unwrap_or(&inner.unmatched).clone(),
             status,
         };
         inner.http_requests.get_or_create(&labels).inc();
@@ -318,19 +321,13 @@ impl Metrics {
             // Only with statsd on: the Prometheus path allocates nothing here.
             let status = status.to_string();
             let status = status.as_str();
-            let route = &*labels.route.0;
-            let _ = s
-                .count_with_tags("http.requests", 1)
-                .with_tag("method", labels.method)
-                .with_tag("route", route)
-                .with_tag("status", status)
-                .try_send();
-            let _ = s
-                .time_with_tags("http.request", took)
-                .with_tag("method", labels.method)
-                .with_tag("route", route)
-                .with_tag("status", status)
-                .try_send();
+            let tags = [
+                ("method", labels.method),
+                ("route", labels.route.as_str()),
+                ("status", status),
+            ];
+            let _ = tagged(s.count_with_tags("http.requests", 1), &tags).try_send();
+            let _ = tagged(s.time_with_tags("http.request", took), &tags).try_send();
         }
     }
 
@@ -363,17 +360,10 @@ impl Metrics {
             inner.job_dead.get_or_create(&labels).inc();
         }
         if let Some(s) = &inner.statsd {
-            let _ = s
-                .count_with_tags("jobs.failures", 1)
-                .with_tag("queue", queue)
-                .with_tag("job", job)
-                .try_send();
+            let tags = [("queue", queue), ("job", job)];
+            let _ = tagged(s.count_with_tags("jobs.failures", 1), &tags).try_send();
             if dead {
-                let _ = s
-                    .count_with_tags("jobs.dead", 1)
-                    .with_tag("queue", queue)
-                    .with_tag("job", job)
-                    .try_send();
+                let _ = tagged(s.count_with_tags("jobs.dead", 1), &tags).try_send();
             }
         }
     }
@@ -416,13 +406,23 @@ impl Inner {
             .get_or_create(&StateLabel { state: "idle" })
             .set(i64::from(idle));
         self.pool_max.set(i64::from(max));
-        // Taking a connection (and giving it straight back) is what every
-        // query does first; its wait is the pool's queueing at this moment.
+        // Taking a connection is what every query does first; its wait is
+        // the pool's queueing at this moment. A round trip on it then says
+        // whether the database answers.
         let started = Instant::now();
-        let ok = tokio::time::timeout(limit, db.ping())
-            .await
-            .is_ok_and(|r| r.is_ok());
-        let waited = started.elapsed();
+        let probe = async {
+            crate::with_db!(db, pool => {
+                let mut c = pool.acquire().await?;
+                let waited = started.elapsed();
+                sqlx::query("SELECT 1").execute(&mut *c).await?;
+                Ok::<_, sqlx::Error>(waited)
+            })
+        };
+        let (ok, waited) = match tokio::time::timeout(limit, probe).await {
+            Ok(Ok(waited)) => (true, waited),
+            // No connection, or one that does not answer: the whole wait counts.
+            _ => (false, started.elapsed()),
+        };
         self.pool_acquire.observe(waited.as_secs_f64());
         if let Some(s) = &self.statsd {
             let _ = s.gauge("db.pool.in_use", in_use as f64);
@@ -575,6 +575,17 @@ async fn allowed(state: &AppState, headers: &axum::http::HeaderMap) -> crate::Re
             "sign in as an admin, or send the metrics token as a bearer token",
         )),
     }
+}
+
+/// A statsd metric with its tags.
+fn tagged<'m, 'c, T>(
+    builder: cadence::MetricBuilder<'m, 'c, T>,
+    tags: &[(&'m str, &'m str)],
+) -> cadence::MetricBuilder<'m, 'c, T>
+where
+    T: cadence::Metric + From<String>,
+{
+    tags.iter().fold(builder, |b, (k, v)| b.with_tag(k, v))
 }
 
 /// Builds the statsd client: a non-blocking UDP socket behind a bounded
