@@ -58,7 +58,7 @@ impl Reply {
     }
 
     /// Fails unless the status is `want`.
-    pub fn expect(&self, want: u16) -> anyhow::Result<&Self> {
+    pub fn ensure(&self, want: u16) -> anyhow::Result<&Self> {
         if self.status != want {
             anyhow::bail!("expected {want}, got {}: {}", self.status, clip(&self.body));
         }
@@ -242,7 +242,7 @@ pub async fn run_on(
     c.backup.schedule = None;
     c.notify = crate::telemetry::NotifyConfig::default();
     c.metrics.statsd = None;
-    let token = random_token()?;
+    let token = super::setup::random_hex()?;
     c.metrics.token = Some(Secret::new(token.clone()));
     std::fs::create_dir_all(data_dir)
         .map_err(|e| OpsError::Failed(format!("cannot create {}: {e}", data_dir.display())))?;
@@ -254,12 +254,6 @@ pub async fn run_on(
     let report = checks(&running, &token).await;
     running.shutdown().await;
     report
-}
-
-fn random_token() -> Result<String, OpsError> {
-    let mut b = [0_u8; 24];
-    getrandom::fill(&mut b).map_err(|e| OpsError::Failed(format!("no randomness: {e}")))?;
-    Ok(hex::encode(b))
 }
 
 async fn checks(running: &Running, token: &str) -> Result<Report, OpsError> {
@@ -339,9 +333,9 @@ async fn migrations(t: &SelfTest) -> anyhow::Result<String> {
 }
 
 async fn health(t: &SelfTest) -> anyhow::Result<String> {
-    t.get("/healthz").await?.expect(200)?;
+    t.get("/healthz").await?.ensure(200)?;
     let ready = t.get("/readyz").await?;
-    ready.expect(200)?;
+    ready.ensure(200)?;
     let v = ready.json()?;
     if v["status"] != "ready" {
         anyhow::bail!("/readyz says {v}");
@@ -354,7 +348,7 @@ async fn health(t: &SelfTest) -> anyhow::Result<String> {
 
 async fn errors(t: &SelfTest) -> anyhow::Result<String> {
     let r = t.get("/hearth-self-test/no-such-page").await?;
-    r.expect(404)?;
+    r.ensure(404)?;
     let v = r.json()?;
     if v["error"]["code"] != "not_found" {
         anyhow::bail!("a 404 body has no `not_found` code: {v}");
@@ -373,7 +367,7 @@ async fn errors(t: &SelfTest) -> anyhow::Result<String> {
                 .header("accept", "text/html"),
         )
         .await?;
-    html.expect(404)?;
+    html.ensure(404)?;
     if !html
         .header("content-type")
         .unwrap_or("")
@@ -390,17 +384,17 @@ async fn limits(t: &SelfTest) -> anyhow::Result<String> {
     let mut jar = Jar::default();
     jar.send(t, t.http.get(t.url("/api/auth/csrf")), false)
         .await?
-        .expect(200)?;
+        .ensure(200)?;
     let login = t.url("/api/auth/login");
     let post = |ct: &'static str, body: &'static [u8]| {
         t.http.post(&login).header("content-type", ct).body(body)
     };
     jar.send(t, post("application/json", b"{\"email\":"), true)
         .await?
-        .expect(400)?;
+        .ensure(400)?;
     jar.send(t, post("text/plain", b"hello"), true)
         .await?
-        .expect(415)?;
+        .ensure(415)?;
     // A body over the limit is refused from its declared length, before it
     // is read: say the length and send nothing (a client still writing the
     // body when the 413 comes may see its connection closed instead).
@@ -514,23 +508,26 @@ impl Jar {
 }
 
 async fn accounts(t: &SelfTest) -> anyhow::Result<String> {
-    let email = format!("self-test-{}@example.com", &random_token()?[..12]);
-    let password = random_token()?;
+    let email = format!(
+        "self-test-{}@example.com",
+        &super::setup::random_hex()?[..12]
+    );
+    let password = super::setup::random_hex()?;
     let mut jar = Jar::default();
     jar.send(t, t.http.get(t.url("/api/auth/csrf")), false)
         .await?
-        .expect(200)?;
+        .ensure(200)?;
     let creds = json!({ "email": email, "password": password });
     jar.send(t, t.http.post(t.url("/api/auth/signup")).json(&creds), true)
         .await?
-        .expect(202)?;
+        .ensure(202)?;
     jar.send(t, t.http.post(t.url("/api/auth/login")).json(&creds), true)
         .await?
-        .expect(200)?;
+        .ensure(200)?;
     let me = jar
         .send(t, t.http.get(t.url("/api/auth/me")), false)
         .await?;
-    me.expect(200)?;
+    me.ensure(200)?;
     if me.json()?["user"]["email"] != email.as_str() {
         anyhow::bail!(
             "/api/auth/me does not name the new account: {}",
@@ -539,14 +536,14 @@ async fn accounts(t: &SelfTest) -> anyhow::Result<String> {
     }
     // Without its CSRF token a signed-in session cannot act.
     let logout = || t.http.post(t.url("/api/auth/logout")).json(&json!({}));
-    jar.send(t, logout(), false).await?.expect(403)?;
+    jar.send(t, logout(), false).await?.ensure(403)?;
     let out = jar.send(t, logout(), true).await?;
     if !(200..300).contains(&out.status) {
         anyhow::bail!("logout answered {}: {}", out.status, clip(&out.body));
     }
     jar.send(t, t.http.get(t.url("/api/auth/me")), false)
         .await?
-        .expect(401)?;
+        .ensure(401)?;
     // The sign-up mail goes through the queue to the outbox.
     let outbox = t.state.config().data_dir.join("outbox");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -609,7 +606,7 @@ async fn jobs(t: &SelfTest) -> anyhow::Result<String> {
 async fn pubsub(t: &SelfTest) -> anyhow::Result<String> {
     let channel = "hearth.self-test";
     let mut sub = t.state.pubsub().subscribe(channel, None);
-    let nonce = random_token()?;
+    let nonce = super::setup::random_hex()?;
     let id = t
         .state
         .pubsub()
@@ -626,11 +623,11 @@ async fn pubsub(t: &SelfTest) -> anyhow::Result<String> {
 }
 
 async fn metrics(t: &SelfTest, token: &str) -> anyhow::Result<String> {
-    t.get("/metrics").await?.expect(401)?;
+    t.get("/metrics").await?.ensure(401)?;
     let r = t
         .send(t.http.get(t.url("/metrics")).bearer_auth(token))
         .await?;
-    r.expect(200)?;
+    r.ensure(200)?;
     for series in ["hearth_http_requests_total", "hearth_db_pool_connections"] {
         if !r.body.contains(series) {
             anyhow::bail!("`{series}` is missing");

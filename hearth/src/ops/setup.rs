@@ -12,7 +12,8 @@ use super::archive::create_private;
 use super::backup::quote_ident;
 
 /// 32 random bytes as 64 lowercase hex digits.
-fn random_hex() -> Result<String, OpsError> {
+/// 32 random bytes from the OS as hex: secrets, passwords, tokens.
+pub(crate) fn random_hex() -> Result<String, OpsError> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)
         .map_err(|e| OpsError::Failed(format!("no randomness from the OS: {e}")))?;

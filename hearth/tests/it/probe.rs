@@ -110,8 +110,8 @@ impl Module for Probe {
         });
         ctx.self_check("items round trip", |t| async move {
             let item = serde_json::json!({"name": "self-test", "weight": 3});
-            t.post_json("/probe/items", &item).await?.expect(200)?;
-            let all = t.get("/probe/items").await?.expect(200)?.json()?;
+            t.post_json("/probe/items", &item).await?.ensure(200)?;
+            let all = t.get("/probe/items").await?.ensure(200)?.json()?;
             if !all.to_string().contains("self-test") {
                 anyhow::bail!("the item is not listed: {all}");
             }

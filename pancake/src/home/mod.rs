@@ -70,7 +70,7 @@ impl Module for Home {
         ctx.on_reset(|db| async move { store::clear(&db).await.map_err(Into::into) });
         ctx.self_check("home page and assets are served", |t| async move {
             let home = t.get("/").await?;
-            home.expect(200)?;
+            home.ensure(200)?;
             if !home
                 .header("content-type")
                 .unwrap_or("")
@@ -78,8 +78,8 @@ impl Module for Home {
             {
                 hearth::anyhow::bail!("the home page is not HTML");
             }
-            t.get("/static/pancake.css").await?.expect(200)?;
-            t.get("/static/live.js").await?.expect(200)?;
+            t.get("/static/pancake.css").await?.ensure(200)?;
+            t.get("/static/live.js").await?.ensure(200)?;
             Ok(())
         });
     }

@@ -26,7 +26,7 @@ impl Module for Status {
                 .route("/api/hello", get(get_hello)),
         );
         ctx.self_check("status API reads the database", |t| async move {
-            let v = t.get("/api/status").await?.expect(200)?.json()?;
+            let v = t.get("/api/status").await?.ensure(200)?.json()?;
             let engine = t.state().db().kind().as_str();
             if v["database"] != engine || v["migration_level"].as_u64().unwrap_or(0) == 0 {
                 hearth::anyhow::bail!("unexpected status on {engine}: {v}");
