@@ -7,9 +7,7 @@
 //! [`AuthForm`] (HTML form): the caller's session, checked against the
 //! CSRF token, their address for rate limits, and the body.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, Form, FromRequest, Request};
+use axum::extract::{Form, FromRequest, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
@@ -66,11 +64,7 @@ async fn checked(state: &AppState, req: Request) -> Result<(Session, String, Req
         }
         Err(e) => return Err(e.into_response()),
     };
-    let client = guard::client_ip(
-        auth,
-        req.headers(),
-        req.extensions().get::<ConnectInfo<SocketAddr>>(),
-    );
+    let client = guard::client_ip(auth, req.headers(), crate::http::current_peer());
     let req = guard::check_csrf(state, &session, req)
         .await
         .map_err(IntoResponse::into_response)?;

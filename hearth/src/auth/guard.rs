@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
@@ -146,7 +146,7 @@ pub(crate) fn ended(auth: &Auth) -> Response {
 pub(crate) fn forged(auth: &Auth, req: &Request) -> Response {
     tracing::warn!(
         suspicious = true,
-        client = %client_ip(auth, req.headers(), req.extensions().get::<ConnectInfo<SocketAddr>>()),
+        client = %client_ip(auth, req.headers(), crate::http::current_peer()),
         path = req.uri().path(),
         request_id = crate::http::current_request_id().unwrap_or_default(),
         "a session cookie with a bad signature was presented"
@@ -323,11 +323,7 @@ pub(crate) async fn group_gatekeeper(
 
 /// The client's address for rate limits: the connection's peer, or the last
 /// `X-Forwarded-For` entry when `auth.trust_forwarded_for` is on.
-pub fn client_ip(
-    auth: &Auth,
-    headers: &HeaderMap,
-    peer: Option<&ConnectInfo<SocketAddr>>,
-) -> String {
+pub fn client_ip(auth: &Auth, headers: &HeaderMap, peer: Option<SocketAddr>) -> String {
     if auth.config().trust_forwarded_for
         && let Some(ip) = headers
             .get_all("x-forwarded-for")
@@ -339,7 +335,7 @@ pub fn client_ip(
     {
         return ip.to_string();
     }
-    peer.map_or_else(|| "unknown".to_owned(), |p| p.0.ip().to_string())
+    peer.map_or_else(|| "unknown".to_owned(), |p| p.ip().to_string())
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@
 use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -38,10 +39,10 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 
 use super::limits::Limits;
-use super::route_tag::RouteTag;
 use super::security::SecurityHeaders;
 use crate::error::{ErrorBody, render_json};
 use crate::telemetry::access::{self, AccessLine};
+use crate::telemetry::metrics::Route;
 use crate::telemetry::{EventKind, Metrics, Notifier};
 
 /// The id of the current request; also sent back as `X-Request-Id`.
@@ -186,6 +187,8 @@ impl Service<Request> for Front {
         let current = Current {
             id: seen.id.clone(),
             user: Cell::new(None),
+            route: Cell::new(None),
+            peer: PEER.take(),
         };
         let security = self.security.clone();
         let metrics = self.metrics.clone();
@@ -206,7 +209,7 @@ impl Service<Request> for Front {
             CURRENT
                 .scope(current, async move {
                     let panicked = |panic| panic_response(panic, &notifier, uri.path());
-                    let mut res = match routed {
+                    let res = match routed {
                         Err(refused) => refused.into_response(),
                         Ok((_, Err(panic))) => panicked(panic),
                         Ok((admitted, Ok(routed))) => {
@@ -222,7 +225,7 @@ impl Service<Request> for Front {
                             }
                         }
                     };
-                    let route = res.extensions_mut().remove::<RouteTag>();
+                    let route = CURRENT.try_with(|c| c.route.take()).ok().flatten();
                     let mut res = finish(res, &seen).await;
                     security.apply(res.headers_mut());
                     let status = res.status().as_u16();
@@ -236,7 +239,6 @@ impl Service<Request> for Front {
                         request_id: seen.id.to_str().unwrap_or(""),
                         user_id,
                     });
-                    let route = route.map(|t| t.0);
                     metrics.http(&seen.method, route.as_ref(), status, duration);
                     if status >= 500 {
                         // By route pattern, so an outage is one subject, not
@@ -273,10 +275,54 @@ struct Current {
     id: HeaderValue,
     // Set when the request's session turns out to be signed in.
     user: Cell<Option<i64>>,
+    // Set by the route that serves the request (see `route_tag`).
+    route: Cell<Option<Route>>,
+    // The connection's peer, when the request came through hearth's server.
+    peer: Option<SocketAddr>,
 }
 
 tokio::task_local! {
     static CURRENT: Current;
+}
+
+thread_local! {
+    /// The peer of the request about to enter the pipeline: the server sets
+    /// it just before calling the pipeline and `Front::call` takes it, on the
+    /// same thread with nothing in between. (Carrying it in the request's
+    /// extensions, as axum's `ConnectInfo` does, costs a map insert, and the
+    /// map's growth, on every request.)
+    static PEER: Cell<Option<SocketAddr>> = const { Cell::new(None) };
+}
+
+/// Hands the connection's peer to the next request entering the pipeline.
+pub(crate) fn set_next_peer(peer: SocketAddr) {
+    PEER.set(Some(peer));
+}
+
+/// The address of the client at the other end of the current request's
+/// connection (a proxy's, behind one), if on a request's task that came
+/// through hearth's server.
+pub fn current_peer() -> Option<SocketAddr> {
+    CURRENT.try_with(|c| c.peer).ok().flatten()
+}
+
+/// The address of the connection's peer, as an extractor: hearth's stand-in
+/// for axum's `ConnectInfo`, which it does not insert. `None` when the
+/// request did not come through hearth's server (a router called directly
+/// in a test). Behind a proxy, see [`crate::auth::guard::client_ip`] for the
+/// forwarded address.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub Option<SocketAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PeerAddr {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        _parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Infallible> {
+        Ok(PeerAddr(current_peer()))
+    }
 }
 
 /// The id of the request being handled on this task, if any. Every log line
@@ -307,9 +353,16 @@ pub(crate) fn in_request<R>(id: &'static str, user: Option<i64>, f: impl FnOnce(
         Current {
             id: HeaderValue::from_static(id),
             user: Cell::new(user),
+            route: Cell::new(None),
+            peer: None,
         },
         f,
     )
+}
+
+/// Records the route pattern serving the current request, for its metrics.
+pub(crate) fn set_current_route(route: Route) {
+    let _ = CURRENT.try_with(|c| c.route.set(Some(route)));
 }
 
 /// Records the signed-in user of the current request, for its log lines.

@@ -133,6 +133,9 @@ impl<T: Serialize> IntoResponse for Json<T> {
                 // content type only to have it replaced.
                 let mut res = Response::new(axum::body::Body::from(body));
                 let h = res.headers_mut();
+                // Room for what the pipeline adds (length, request id and the
+                // security headers): growing the map later rehashes it.
+                h.reserve(12);
                 h.insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/json"),

@@ -33,7 +33,9 @@ use crate::module::Context;
 
 #[cfg(test)]
 pub(crate) use front::in_request as front_in_request;
-pub use front::{RequestId, current_request_id, current_user_id, prefers_html};
+pub use front::{
+    PeerAddr, RequestId, current_peer, current_request_id, current_user_id, prefers_html,
+};
 pub(crate) use front::{current as front_current, set_current_user as front_set_current_user};
 pub use json::Json;
 pub use security::DEFAULT_CSP;

@@ -1,22 +1,17 @@
-//! Tags each response with the route pattern that served it (`/users/{id}`,
+//! Tags each request with the route pattern that serves it (`/users/{id}`,
 //! not `/users/42`), for the metrics labels and the 5xx notifications that
-//! the outer layer (`front`) records. Only the router knows the pattern, and
-//! `front` only sees the response, so it travels in the response's extensions.
+//! the outer layer (`front`) records. Only the router knows the pattern, so a
+//! layer around every route hands it to `front` through the request's
+//! task-local (see `front::set_current_route`): the route's service is
+//! called when its future is first polled, inside that scope.
 
-use std::future::Future;
-use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use axum::extract::{MatchedPath, Request};
-use axum::response::Response;
 use tower::{Layer, Service};
 
 use crate::telemetry::Metrics;
-use crate::telemetry::metrics::Route;
-
-/// The route pattern of the route that answered.
-#[derive(Debug, Clone)]
-pub(crate) struct RouteTag(pub(crate) Route);
 
 /// Adds [`RouteTagService`] around every route.
 #[derive(Clone)]
@@ -28,6 +23,7 @@ impl<S> Layer<S> for RouteTagLayer {
         RouteTagService {
             inner,
             metrics: self.0.clone(),
+            seen: Arc::new(OnceLock::new()),
         }
     }
 }
@@ -37,57 +33,37 @@ impl<S> Layer<S> for RouteTagLayer {
 pub(crate) struct RouteTagService<S> {
     inner: S,
     metrics: Metrics,
-}
-
-pin_project_lite::pin_project! {
-    /// The route's future, then the tag on its response (no allocation).
-    pub(crate) struct Tagged<F> {
-        #[pin]
-        inner: F,
-        route: Option<Route>,
-    }
-}
-
-impl<F, E> Future for Tagged<F>
-where
-    F: Future<Output = Result<Response, E>>,
-{
-    type Output = Result<Response, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        match this.inner.poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(res) => Poll::Ready(res.map(|mut r| {
-                if let Some(route) = this.route.take() {
-                    r.extensions_mut().insert(RouteTag(route));
-                }
-                r
-            })),
-        }
-    }
+    // The label of the pattern this route answered last time; shared by the
+    // clones the router makes per request, so the label is looked up once.
+    seen: Arc<OnceLock<crate::telemetry::metrics::Route>>,
 }
 
 impl<S> Service<Request> for RouteTagService<S>
 where
-    S: Service<Request, Response = Response>,
+    S: Service<Request>,
 {
-    type Response = Response;
+    type Response = S::Response;
     type Error = S::Error;
-    type Future = Tagged<S::Future>;
+    type Future = S::Future;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let route = req
-            .extensions()
-            .get::<MatchedPath>()
-            .and_then(|m| self.metrics.route(m.as_str()));
-        Tagged {
-            inner: self.inner.call(req),
-            route,
+        if let Some(pattern) = req.extensions().get::<MatchedPath>() {
+            let pattern = pattern.as_str();
+            // A route has one pattern, but compare rather than assume it.
+            let route = match self.seen.get() {
+                Some(r) if r.as_str() == pattern => Some(r.clone()),
+                _ => self.metrics.route(pattern).inspect(|r| {
+                    let _ = self.seen.set(r.clone());
+                }),
+            };
+            if let Some(route) = route {
+                super::front::set_current_route(route);
+            }
         }
+        self.inner.call(req)
     }
 }

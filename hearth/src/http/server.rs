@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -74,8 +73,9 @@ impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
     type Future = <super::Pipeline as tower::Service<axum::extract::Request>>::Future;
 
     fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
-        let mut req = req.map(Body::new);
-        req.extensions_mut().insert(ConnectInfo(self.peer));
+        let req = req.map(Body::new);
+        // Through a task-local rather than a request extension (see `front`).
+        super::front::set_next_peer(self.peer);
         match self.pipeline.take() {
             Some(mut pipeline) => {
                 let fut = pipeline.call(req);

@@ -22,9 +22,10 @@
 //! - `process_resident_memory_bytes`, `process_cpu_seconds_total`,
 //!   `process_start_time_seconds`.
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fmt::Write as _;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -93,6 +94,34 @@ struct ScheduleLabel {
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// One request series' handles, cloned out of their families (they share
+/// the families' values).
+struct HttpSeries {
+    count: Counter,
+    duration: Histogram,
+}
+
+/// Which registry, method, route pattern and status a cached series is for.
+/// The method and route are the addresses of their interned labels, so the
+/// key is compared and hashed as four integers instead of three strings.
+type SeriesKey = (u64, usize, usize, u16);
+
+/// Series cached per thread past this many are dropped and looked up again
+/// (only a process running many apps, as the tests do, gets near it).
+const SERIES_CACHE_MAX: usize = 4096;
+
+thread_local! {
+    /// The request path's way to its series: a family lookup takes a lock
+    /// and hashes the label strings, which cost more than the rest of
+    /// recording a request; this map is only touched by its own thread.
+    static HTTP_SERIES: RefCell<rustc_hash::FxHashMap<SeriesKey, HttpSeries>> =
+        RefCell::new(rustc_hash::FxHashMap::default());
+}
+
+/// Numbers each registry, so that a thread's cached series never outlive
+/// theirs under a reused address.
+static NEXT_REGISTRY: AtomicU64 = AtomicU64::new(1);
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Request latencies: 1 ms to about 16 s.
@@ -115,6 +144,8 @@ fn delay_buckets() -> Histogram {
 pub struct Metrics(Option<Arc<Inner>>);
 
 struct Inner {
+    /// This registry's number in the series cache's keys.
+    id: u64,
     registry: Registry,
     routes: RwLock<HashSet<Arc<str>>>,
     // Made once: labels used on the request path must not allocate.
@@ -253,6 +284,7 @@ impl Metrics {
             start,
         );
         Self(Some(Arc::new(Inner {
+            id: NEXT_REGISTRY.fetch_add(1, Ordering::Relaxed),
             registry: reg,
             routes: RwLock::new(HashSet::new()),
             unmatched: Route(Arc::from("unmatched")),
@@ -307,23 +339,44 @@ impl Metrics {
         took: Duration,
     ) {
         let Some(inner) = &self.0 else { return };
-        let labels = HttpLabels {
-            method: method_label(method),
-            route: route.unwrap_or(&inner.unmatched).clone(),
+        let method = method_label(method);
+        let route = route.unwrap_or(&inner.unmatched);
+        let key = (
+            inner.id,
+            method.as_ptr() as usize,
+            Arc::as_ptr(&route.0).cast::<u8>() as usize,
             status,
-        };
-        inner.http_requests.get_or_create(&labels).inc();
-        inner
-            .http_duration
-            .get_or_create(&labels)
-            .observe(took.as_secs_f64());
+        );
+        let secs = took.as_secs_f64();
+        HTTP_SERIES.with_borrow_mut(|cache| {
+            if let Some(series) = cache.get(&key) {
+                series.count.inc();
+                series.duration.observe(secs);
+                return;
+            }
+            if cache.len() >= SERIES_CACHE_MAX {
+                cache.clear();
+            }
+            let labels = HttpLabels {
+                method,
+                route: route.clone(),
+                status,
+            };
+            let series = HttpSeries {
+                count: inner.http_requests.get_or_create_owned(&labels),
+                duration: inner.http_duration.get_or_create_owned(&labels),
+            };
+            series.count.inc();
+            series.duration.observe(secs);
+            cache.insert(key, series);
+        });
         if let Some(s) = &inner.statsd {
             // Only with statsd on: the Prometheus path allocates nothing here.
             let status = status.to_string();
             let status = status.as_str();
             let tags = [
-                ("method", labels.method),
-                ("route", labels.route.as_str()),
+                ("method", method),
+                ("route", route.as_str()),
                 ("status", status),
             ];
             let _ = tagged(s.count_with_tags("http.requests", 1), &tags).try_send();

@@ -54,6 +54,37 @@ hearth::db_tests! {
         assert_eq!(res.text().await.unwrap(), "trace-8");
     }
 
+    async fn handlers_see_the_peer_of_their_own_connection(backend) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Some(app) = TestApp::spawn(&app(), backend).await else { return };
+        let addr = app.url("").trim_start_matches("http://").trim_end_matches('/').to_owned();
+        // Many connections at once, two requests on each: every answer must
+        // name the connection it came over, never a neighbour's.
+        let tasks: Vec<_> = (0..24)
+            .map(|_| {
+                let addr = addr.clone();
+                tokio::spawn(async move {
+                    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+                    let me = s.local_addr().unwrap().to_string();
+                    let req = format!("GET /probe/peer HTTP/1.1\r\nhost: {addr}\r\n\r\n");
+                    s.write_all(format!("{req}{}", req.replace("HTTP/1.1\r\n", "HTTP/1.1\r\nconnection: close\r\n")).as_bytes()).await.unwrap();
+                    let mut out = String::new();
+                    s.read_to_string(&mut out).await.unwrap();
+                    (me, out)
+                })
+            })
+            .collect();
+        for t in tasks {
+            let (me, out) = t.await.unwrap();
+            let bodies: Vec<&str> = out
+                .split("HTTP/1.1 ")
+                .skip(1)
+                .map(|r| r.rsplit("\r\n\r\n").next().unwrap_or(""))
+                .collect();
+            assert_eq!(bodies, [me.as_str(), me.as_str()], "{out}");
+        }
+    }
+
     async fn unknown_routes_get_404_as_json_or_html(backend) {
         let Some(app) = TestApp::spawn(&app(), backend).await else { return };
         let c = client();

@@ -77,6 +77,12 @@ impl Module for Probe {
                 .route(
                     "/probe/request-id",
                     get(|id: hearth::http::RequestId| async move { id.as_str().to_owned() }),
+                )
+                .route(
+                    "/probe/peer",
+                    get(|peer: hearth::http::PeerAddr| async move {
+                        peer.0.map_or_else(|| "none".to_owned(), |a| a.to_string())
+                    }),
                 ),
         );
         ctx.signed_in(
