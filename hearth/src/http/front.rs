@@ -33,7 +33,6 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use futures_util::FutureExt as _;
 use http_body_util::BodyExt;
 use tower::{Layer, Service};
 use tracing::Instrument;
@@ -70,7 +69,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestId {
         // Outside hearth's pipeline (a router called directly) there is no id.
         Ok(RequestId(
             CURRENT
-                .try_with(|c| c.id.clone())
+                .try_with(|c| c.id.to_header())
                 .unwrap_or_else(|_| HeaderValue::from_static("")),
         ))
     }
@@ -139,9 +138,43 @@ pub(crate) struct Front {
     notifier: Notifier,
 }
 
+/// A request id, kept inline: it is copied into the request's task-local
+/// and read by every log line, and a `HeaderValue` would cost an allocation
+/// to make and another the first time it is shared.
+#[derive(Clone, Copy)]
+pub(crate) struct ReqId {
+    buf: [u8; 64],
+    len: u8,
+}
+
+impl ReqId {
+    /// The id; always ASCII (see `valid_incoming_id` and `new_id`).
+    pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or("")
+    }
+
+    /// The id as a header value (made only for the response).
+    fn to_header(self) -> HeaderValue {
+        HeaderValue::from_bytes(&self.buf[..usize::from(self.len)])
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    }
+
+    /// `bytes` (at most 64 of them) as an id.
+    fn from_bytes(bytes: &[u8]) -> Self {
+        let mut buf = [0; 64];
+        let len = bytes.len().min(64);
+        buf[..len].copy_from_slice(&bytes[..len]);
+        Self {
+            buf,
+            // At most 64.
+            len: len as u8,
+        }
+    }
+}
+
 /// What `Front` remembers from the request to finish the response.
 struct Seen {
-    id: HeaderValue,
+    id: ReqId,
     method: Method,
     // Parsed only when an error is rendered, which keeps the common path cheap.
     accept: Option<HeaderValue>,
@@ -183,9 +216,9 @@ impl Service<Request> for Front {
         let uri = req.uri().clone();
         // A debug-level span: at `info` it costs nothing, and hearth's own error
         // lines carry the id through `current_request_id` instead.
-        let span = tracing::debug_span!("request", request_id = seen.id.to_str().unwrap_or(""));
+        let span = tracing::debug_span!("request", request_id = seen.id.as_str());
         let current = Current {
-            id: seen.id.clone(),
+            id: seen.id,
             user: Cell::new(None),
             route: Cell::new(None),
             peer: PEER.take(),
@@ -205,74 +238,65 @@ impl Service<Request> for Front {
             let call = std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(req)));
             (admitted, call)
         });
-        Box::pin(
-            CURRENT
-                .scope(current, async move {
-                    let panicked = |panic| panic_response(panic, &notifier, uri.path());
-                    let res = match routed {
-                        Err(refused) => refused.into_response(),
-                        Ok((_, Err(panic))) => panicked(panic),
-                        Ok((admitted, Ok(routed))) => {
-                            let handled = async {
-                                match routed.await {
-                                    Ok(res) => res,
-                                    Err(never) => match never {},
-                                }
-                            };
-                            match AssertUnwindSafe(admitted.run(handled)).catch_unwind().await {
-                                Ok(res) => res,
-                                Err(panic) => panicked(panic),
-                            }
+        let fut = CURRENT
+            .scope(current, async move {
+                let panicked = |panic| panic_response(panic, &notifier, uri.path());
+                let res = match routed {
+                    Err(refused) => refused.into_response(),
+                    Ok((_, Err(panic))) => panicked(panic),
+                    Ok((admitted, Ok(routed))) => match admitted.run(routed).await {
+                        Ok(res) => res,
+                        Err(panic) => panicked(panic),
+                    },
+                };
+                let route = CURRENT.try_with(|c| c.route.take()).ok().flatten();
+                let mut res = finish(res, &seen).await;
+                security.apply(res.headers_mut());
+                let status = res.status().as_u16();
+                let duration = start.elapsed();
+                let user_id = current_user_id();
+                access::log(&AccessLine {
+                    method: seen.method.as_str(),
+                    path: uri.path(),
+                    status,
+                    duration,
+                    request_id: seen.id.as_str(),
+                    user_id,
+                });
+                metrics.http(&seen.method, route.as_ref(), status, duration);
+                if status >= 500 {
+                    // By route pattern, so an outage is one subject, not
+                    // one per URL. A panic leaves no pattern: its path
+                    // then (panics are few); other untagged 5xx come from
+                    // the limits, which are about the server, not a path.
+                    let subject = match &route {
+                        Some(r) => format!("{} {}", seen.method, r.as_str()),
+                        None if res.extensions().get::<Panicked>().is_some() => {
+                            format!("{} {}", seen.method, uri.path())
                         }
+                        None => format!("{} (limits)", seen.method),
                     };
-                    let route = CURRENT.try_with(|c| c.route.take()).ok().flatten();
-                    let mut res = finish(res, &seen).await;
-                    security.apply(res.headers_mut());
-                    let status = res.status().as_u16();
-                    let duration = start.elapsed();
-                    let user_id = current_user_id();
-                    access::log(&AccessLine {
-                        method: seen.method.as_str(),
-                        path: uri.path(),
-                        status,
-                        duration,
-                        request_id: seen.id.to_str().unwrap_or(""),
-                        user_id,
-                    });
-                    metrics.http(&seen.method, route.as_ref(), status, duration);
-                    if status >= 500 {
-                        // By route pattern, so an outage is one subject, not
-                        // one per URL. A panic leaves no pattern: its path
-                        // then (panics are few); other untagged 5xx come from
-                        // the limits, which are about the server, not a path.
-                        let subject = match &route {
-                            Some(r) => format!("{} {}", seen.method, r.as_str()),
-                            None if res.extensions().get::<Panicked>().is_some() => {
-                                format!("{} {}", seen.method, uri.path())
-                            }
-                            None => format!("{} (limits)", seen.method),
-                        };
-                        notifier.send(
-                            EventKind::ServerError,
-                            subject,
-                            format!(
-                                "{status} for {} {} (request {})",
-                                seen.method,
-                                uri.path(),
-                                seen.id.to_str().unwrap_or("")
-                            ),
-                        );
-                    }
-                    Ok(res)
-                })
-                .instrument(span),
-        )
+                    notifier.send(
+                        EventKind::ServerError,
+                        subject,
+                        format!(
+                            "{status} for {} {} (request {})",
+                            seen.method,
+                            uri.path(),
+                            seen.id.as_str()
+                        ),
+                    );
+                }
+                Ok(res)
+            })
+            .instrument(span);
+        Box::pin(fut)
     }
 }
 
 /// What every log line inside a request carries.
 struct Current {
-    id: HeaderValue,
+    id: ReqId,
     // Set when the request's session turns out to be signed in.
     user: Cell<Option<i64>>,
     // Set by the route that serves the request (see `route_tag`).
@@ -328,15 +352,13 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PeerAddr {
 /// The id of the request being handled on this task, if any. Every log line
 /// written while handling it carries it.
 pub fn current_request_id() -> Option<String> {
-    CURRENT
-        .try_with(|c| c.id.to_str().unwrap_or("").to_owned())
-        .ok()
+    CURRENT.try_with(|c| c.id.as_str().to_owned()).ok()
 }
 
 /// The current request's id and signed-in user, if on a request's task
-/// (for the log formatter; the id is a shared buffer, not a copy).
-pub(crate) fn current() -> Option<(HeaderValue, Option<i64>)> {
-    CURRENT.try_with(|c| (c.id.clone(), c.user.get())).ok()
+/// (for the log formatter).
+pub(crate) fn current() -> Option<(ReqId, Option<i64>)> {
+    CURRENT.try_with(|c| (c.id, c.user.get())).ok()
 }
 
 /// The id of the signed-in user the current request came from, once its
@@ -351,7 +373,7 @@ pub fn current_user_id() -> Option<i64> {
 pub(crate) fn in_request<R>(id: &'static str, user: Option<i64>, f: impl FnOnce() -> R) -> R {
     CURRENT.sync_scope(
         Current {
-            id: HeaderValue::from_static(id),
+            id: ReqId::from_bytes(id.as_bytes()),
             user: Cell::new(user),
             route: Cell::new(None),
             peer: None,
@@ -378,7 +400,10 @@ async fn finish(mut res: Response, seen: &Seen) -> Response {
         && (seen.method == Method::GET || seen.method == Method::HEAD)
     {
         if is_json(res.headers()) && !res.headers().contains_key(header::ETAG) {
-            res = add_etag(res, seen.etag_limit).await;
+            // Boxed: a response that needs this is rare (`hearth::http::Json`
+            // sets its own ETag), and the future of every request would
+            // otherwise carry room for this one's state.
+            res = Box::pin(add_etag(res, seen.etag_limit)).await;
         }
         if let (Some(inm), Some(etag)) = (&seen.if_none_match, res.headers().get(header::ETAG))
             && etag_matches(inm, etag)
@@ -386,7 +411,7 @@ async fn finish(mut res: Response, seen: &Seen) -> Response {
             res = not_modified(res);
         }
     }
-    res.headers_mut().insert(X_REQUEST_ID, seen.id.clone());
+    res.headers_mut().insert(X_REQUEST_ID, seen.id.to_header());
     res
 }
 
@@ -399,7 +424,7 @@ fn render_error(res: Response, seen: &Seen) -> Response {
         // A handler chose its own error body: leave it alone.
         None => return res,
     };
-    let id = seen.id.to_str().unwrap_or("");
+    let id = seen.id.as_str();
     let (mut parts, _) = res.into_parts();
     let wants_html = seen.accept.as_ref().is_some_and(accepts_html);
     let rendered = if wants_html {
@@ -615,24 +640,22 @@ fn not_modified(res: Response) -> Response {
 
 /// A kept incoming id: 1–64 characters of `[A-Za-z0-9._:-]`. Anything else
 /// could smuggle text into logs, so it is replaced.
-fn valid_incoming_id(v: &HeaderValue) -> Option<HeaderValue> {
+fn valid_incoming_id(v: &HeaderValue) -> Option<ReqId> {
     let b = v.as_bytes();
     let ok = !b.is_empty()
         && b.len() <= 64
         && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || b"._:-".contains(c));
-    ok.then(|| v.clone())
+    ok.then(|| ReqId::from_bytes(b))
 }
 
-fn new_id() -> HeaderValue {
+fn new_id() -> ReqId {
     // A random (version 4) UUID from the thread's fast generator: request ids
     // must be unique, not unguessable, and the OS generator costs a system
     // call or a lock per request.
     let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
     let mut buf = uuid::Uuid::encode_buffer();
-    let s = id.hyphenated().encode_lower(&mut buf);
-    // A hyphenated UUID is always a valid header value.
-    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    ReqId::from_bytes(id.hyphenated().encode_lower(&mut buf).as_bytes())
 }
 
 /// True when the client prefers an HTML page to JSON, by the `Accept` header's

@@ -13,9 +13,12 @@
 //! These are plain calls made by the `front` layer rather than a layer of
 //! their own: every layer boxes its future, and one box per request is enough.
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, HttpBody as _};
@@ -119,30 +122,64 @@ impl IntoResponse for Refusal {
 }
 
 impl Admitted {
-    /// Runs the handler's future until its response head is ready or the
-    /// deadline passes. The permit is released when `self` drops.
-    pub(crate) async fn run<F>(self, fut: F) -> Response
-    where
-        F: Future<Output = Response>,
-    {
-        let mut fut = std::pin::pin!(fut);
-        // Poll once before arming a timer: handlers that do not wait on I/O
-        // finish here, and a timer per request is a measurable cost.
-        let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
-        match first {
-            Poll::Ready(res) => res,
-            Poll::Pending => match tokio::time::timeout_at(self.deadline, fut).await {
-                Ok(res) => res,
-                Err(_) => {
-                    tracing::warn!(
-                        timeout_ms = self.timeout.as_millis() as u64,
-                        request_id = crate::http::current_request_id().unwrap_or_default(),
-                        "request timed out"
-                    );
-                    Error::unavailable("timeout", "the request took too long to complete")
-                        .into_response()
-                }
-            },
+    /// Runs the route's future until its response head is ready or the
+    /// deadline passes, catching a panic in it. The permit is released when
+    /// the returned future is dropped.
+    pub(crate) fn run<F>(self, route: F) -> Running<F> {
+        Running {
+            route,
+            admitted: self,
+            timer: None,
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The route's future under the deadline and the panic catcher, polled in
+    /// place. (Written by hand rather than as nested `async` blocks, whose
+    /// state kept several copies of the route's future in every request's
+    /// future.) Its output is the response, or the panic's payload.
+    pub(crate) struct Running<F> {
+        #[pin]
+        route: F,
+        admitted: Admitted,
+        // Armed only when the route does not finish on its first poll:
+        // handlers that do not wait on I/O never pay for a timer.
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    }
+}
+
+impl<F> Future for Running<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = std::thread::Result<Response>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let route = this.route;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| route.poll(cx))) {
+            Err(panic) => return Poll::Ready(Err(panic)),
+            Ok(Poll::Ready(Ok(res))) => return Poll::Ready(Ok(res)),
+            Ok(Poll::Ready(Err(never))) => match never {},
+            Ok(Poll::Pending) => {}
+        }
+        let deadline = this.admitted.deadline;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        tracing::warn!(
+            timeout_ms = this.admitted.timeout.as_millis() as u64,
+            request_id = crate::http::current_request_id().unwrap_or_default(),
+            "request timed out"
+        );
+        Poll::Ready(Ok(Error::unavailable(
+            "timeout",
+            "the request took too long to complete",
+        )
+        .into_response()))
     }
 }

@@ -160,7 +160,7 @@ where
         let Some((id, user)) = crate::http::front_current() else {
             return self.0.format_event(ctx, writer, event);
         };
-        let id = id.to_str().unwrap_or("");
+        let id = id.as_str();
         let mut line = String::with_capacity(256);
         self.0.format_event(
             ctx,
