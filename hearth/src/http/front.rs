@@ -80,10 +80,15 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Adds [`Front`] to a service.
 #[derive(Debug, Clone)]
-pub(crate) struct FrontLayer {
+pub(crate) struct FrontLayer(Arc<Shared>);
+
+/// What every request's future needs from the pipeline, behind one `Arc`
+/// so that a request clones one pointer, not one per part.
+#[derive(Debug)]
+struct Shared {
     etag_limit: u64,
     limits: Limits,
-    security: Arc<SecurityHeaders>,
+    security: SecurityHeaders,
     metrics: Metrics,
     notifier: Notifier,
 }
@@ -99,13 +104,13 @@ impl FrontLayer {
         metrics: Metrics,
         notifier: Notifier,
     ) -> Self {
-        Self {
+        Self(Arc::new(Shared {
             etag_limit,
             limits,
-            security: Arc::new(security),
+            security,
             metrics,
             notifier,
-        }
+        }))
     }
 }
 
@@ -114,11 +119,7 @@ impl Layer<Router> for FrontLayer {
     fn layer(&self, inner: Router) -> Front {
         Front {
             inner,
-            etag_limit: self.etag_limit,
-            limits: self.limits.clone(),
-            security: self.security.clone(),
-            metrics: self.metrics.clone(),
-            notifier: self.notifier.clone(),
+            shared: self.0.clone(),
         }
     }
 }
@@ -131,11 +132,7 @@ pub(crate) type FrontFuture = Pin<Box<dyn Future<Output = Result<Response, Infal
 #[derive(Debug, Clone)]
 pub(crate) struct Front {
     inner: Router,
-    etag_limit: u64,
-    limits: Limits,
-    security: Arc<SecurityHeaders>,
-    metrics: Metrics,
-    notifier: Notifier,
+    shared: Arc<Shared>,
 }
 
 /// A request id, kept inline: it is copied into the request's task-local
@@ -210,7 +207,7 @@ impl Service<Request> for Front {
             method: req.method().clone(),
             accept,
             if_none_match,
-            etag_limit: self.etag_limit,
+            etag_limit: self.shared.etag_limit,
         };
         // A Uri clone shares its bytes; no copy of the path per request.
         let uri = req.uri().clone();
@@ -223,10 +220,8 @@ impl Service<Request> for Front {
             route: Cell::new(None),
             peer: PEER.take(),
         };
-        let security = self.security.clone();
-        let metrics = self.metrics.clone();
-        let notifier = self.notifier.clone();
-        let admitted = self.limits.admit(&mut req, start);
+        let shared = self.shared.clone();
+        let admitted = shared.limits.admit(&mut req, start);
         // The inner service is called here, not inside the future: a router is
         // always ready, so it needs no clone driven to readiness, and the boxed
         // future holds the route's future rather than the request and a router.
@@ -240,7 +235,7 @@ impl Service<Request> for Front {
         });
         let fut = CURRENT
             .scope(current, async move {
-                let panicked = |panic| panic_response(panic, &notifier, uri.path());
+                let panicked = |panic| panic_response(panic, &shared.notifier, uri.path());
                 let res = match routed {
                     Err(refused) => refused.into_response(),
                     Ok((_, Err(panic))) => panicked(panic),
@@ -251,7 +246,7 @@ impl Service<Request> for Front {
                 };
                 let route = CURRENT.try_with(|c| c.route.take()).ok().flatten();
                 let mut res = finish(res, &seen).await;
-                security.apply(res.headers_mut());
+                shared.security.apply(res.headers_mut());
                 let status = res.status().as_u16();
                 let duration = start.elapsed();
                 let user_id = current_user_id();
@@ -263,7 +258,9 @@ impl Service<Request> for Front {
                     request_id: seen.id.as_str(),
                     user_id,
                 });
-                metrics.http(&seen.method, route.as_ref(), status, duration);
+                shared
+                    .metrics
+                    .http(&seen.method, route.as_ref(), status, duration);
                 if status >= 500 {
                     // By route pattern, so an outage is one subject, not
                     // one per URL. A panic leaves no pattern: its path
@@ -276,7 +273,7 @@ impl Service<Request> for Front {
                         }
                         None => format!("{} (limits)", seen.method),
                     };
-                    notifier.send(
+                    shared.notifier.send(
                         EventKind::ServerError,
                         subject,
                         format!(

@@ -183,16 +183,15 @@ fn second_prefix(secs: u64) -> [u8; 20] {
 }
 
 /// Pushes `n` in decimal, zero-padded to at least `width` digits.
-fn push_digits(out: &mut Vec<u8>, mut n: u64, width: usize) {
-    let mut buf = [b'0'; 20];
-    let mut i = buf.len();
-    while n > 0 {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
+fn push_digits(out: &mut Vec<u8>, n: u64, width: usize) {
+    // itoa writes two digits per step from a table: a division per digit
+    // cost more than the rest of the line's numbers.
+    let mut buf = itoa::Buffer::new();
+    let digits = buf.format(n).as_bytes();
+    for _ in digits.len()..width {
+        out.push(b'0');
     }
-    let start = i.min(buf.len() - width.clamp(1, buf.len()));
-    out.extend_from_slice(&buf[start..]);
+    out.extend_from_slice(digits);
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
