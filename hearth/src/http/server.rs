@@ -99,7 +99,12 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(cfg.header_read_timeout.get());
+        .header_read_timeout(cfg.header_read_timeout.get())
+        // Head and body in one buffer and one `write`: for the small
+        // responses most requests get, and under TLS, that is cheaper than a
+        // vectored write of two (measured in BENCHMARKS.md); a large body
+        // costs a copy into the buffer.
+        .writev(false);
     builder
         .http2()
         .timer(TokioTimer::new())
