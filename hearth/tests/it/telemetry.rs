@@ -211,26 +211,10 @@ hearth::db_tests! {
         app.state().jobs().enqueue(&mut tx, FAIL.job(&())).await.unwrap();
         app.state().jobs().enqueue(&mut tx, crate::probe::PANIC.job(&())).await.unwrap();
         tx.commit().await.unwrap();
-        let mut panicked = None;
-        for _ in 0..300 {
-            panicked = hook.bodies().into_iter().find(|b| b["kind"] == "panic");
-            if panicked.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let panicked = panicked.expect("no panic notification for the job");
+        let panicked = hook.first("panic", 300).await.expect("no panic notification for the job");
         assert_eq!(panicked["subject"], "job probe.panic");
         assert!(panicked["message"].as_str().unwrap().contains("probe.panic panics"), "{panicked}");
-        let mut dead = None;
-        for _ in 0..300 {
-            dead = hook.bodies().into_iter().find(|b| b["kind"] == "job_dead");
-            if dead.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let dead = dead.expect("no job_dead notification");
+        let dead = hook.first("job_dead", 300).await.expect("no job_dead notification");
         assert_eq!(dead["subject"], "probe.fail");
         assert!(dead["message"].as_str().unwrap().contains("probe.fail always fails"), "{dead}");
         // The admins get it by mail too, through the queue (here: the outbox).
@@ -300,6 +284,17 @@ impl Hook {
             .collect()
     }
 
+    /// The first body of this kind, polling every 50 ms, at most `tries` times.
+    async fn first(&self, kind: &str, tries: usize) -> Option<Value> {
+        for _ in 0..tries {
+            if let Some(b) = self.bodies().into_iter().find(|b| b["kind"] == kind) {
+                return Some(b);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
     fn kinds(&self) -> Vec<String> {
         self.bodies()
             .iter()
@@ -344,17 +339,7 @@ async fn an_unreachable_database_is_notified() {
     .execute(&admin)
     .await
     .unwrap();
-    let mut found = None;
-    for _ in 0..600 {
-        found = hook
-            .bodies()
-            .into_iter()
-            .find(|b| b["kind"] == "database_unreachable");
-        if found.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let found = hook.first("database_unreachable", 600).await;
     sql(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
         .execute(&admin)
         .await
