@@ -22,8 +22,10 @@ impl<S> Layer<S> for RouteTagLayer {
     fn layer(&self, inner: S) -> Self::Service {
         RouteTagService {
             inner,
-            metrics: self.0.clone(),
-            seen: Arc::new(OnceLock::new()),
+            tag: Arc::new(Tag {
+                metrics: self.0.clone(),
+                seen: OnceLock::new(),
+            }),
         }
     }
 }
@@ -32,10 +34,16 @@ impl<S> Layer<S> for RouteTagLayer {
 #[derive(Clone)]
 pub(crate) struct RouteTagService<S> {
     inner: S,
+    // One `Arc`: the router clones this service for every request.
+    tag: Arc<Tag>,
+}
+
+/// What one route's tagging needs.
+struct Tag {
     metrics: Metrics,
     // The label of the pattern this route answered last time; shared by the
     // clones the router makes per request, so the label is looked up once.
-    seen: Arc<OnceLock<crate::telemetry::metrics::Route>>,
+    seen: OnceLock<crate::telemetry::metrics::Route>,
 }
 
 impl<S> Service<Request> for RouteTagService<S>
@@ -54,10 +62,11 @@ where
         if let Some(pattern) = req.extensions().get::<MatchedPath>() {
             let pattern = pattern.as_str();
             // A route has one pattern, but compare rather than assume it.
-            let route = match self.seen.get() {
+            let tag = &self.tag;
+            let route = match tag.seen.get() {
                 Some(r) if r.as_str() == pattern => Some(r.clone()),
-                _ => self.metrics.route(pattern).inspect(|r| {
-                    let _ = self.seen.set(r.clone());
+                _ => tag.metrics.route(pattern).inspect(|r| {
+                    let _ = tag.seen.set(r.clone());
                 }),
             };
             if let Some(route) = route {
