@@ -14,6 +14,7 @@
 
 mod compress;
 mod front;
+mod head_timer;
 mod health;
 mod json;
 mod limits;

@@ -79,6 +79,66 @@ async fn clients_that_trickle_headers_are_disconnected() {
     );
 }
 
+/// Reads one whole `Content-Length` response from `conn`.
+async fn read_response(conn: &mut tokio::net::TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = conn.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed mid-response: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len = text[..end]
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+            if buf.len() >= end + 4 + len {
+                return text;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_header_deadline_is_per_request_on_a_kept_alive_connection() {
+    // Each head on a connection gets its own deadline, though they share one
+    // timer (`head_timer`): a connection whose requests each arrive in time
+    // lives past the timeout, and a later head that trickles is still cut off.
+    let timeout = Duration::from_millis(1500);
+    let Some(app_) = TestApp::spawn_with(&app(), Backend::Sqlite, |c| {
+        c.http.header_read_timeout = ConfigDuration::from_millis(1500);
+    })
+    .await
+    else {
+        return;
+    };
+    let mut conn = tokio::net::TcpStream::connect(app_.addr()).await.unwrap();
+    let start = std::time::Instant::now();
+    // 12 requests 250 ms apart: 3 s on one connection, twice the timeout.
+    for _ in 0..12 {
+        conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let res = read_response(&mut conn).await;
+        assert!(res.starts_with("HTTP/1.1 200"), "{res}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(start.elapsed() > timeout);
+    // Now half a head: the server must end the connection on its own.
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(15), conn.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the server kept a half-sent request open");
+    let text = String::from_utf8_lossy(&rest);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+}
+
 fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, String) {
     let cert =
         rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
