@@ -33,11 +33,12 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
+use axum::routing::future::RouteFuture;
 use http_body_util::BodyExt;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use super::limits::Limits;
+use super::limits::{Limits, Refusal, Running};
 use super::security::SecurityHeaders;
 use crate::error::{ErrorBody, render_json};
 use crate::telemetry::access::{self, AccessLine};
@@ -171,7 +172,6 @@ impl ReqId {
 
 /// What `Front` remembers from the request to finish the response.
 struct Seen {
-    id: ReqId,
     method: Method,
     // Parsed only when an error is rendered, which keeps the common path cheap.
     accept: Option<HeaderValue>,
@@ -202,60 +202,85 @@ impl Service<Request> for Front {
                 incoming.get_or_insert(value);
             }
         }
+        let id = incoming.and_then(valid_incoming_id).unwrap_or_else(new_id);
         let seen = Seen {
-            id: incoming.and_then(valid_incoming_id).unwrap_or_else(new_id),
             method: req.method().clone(),
             accept,
             if_none_match,
             etag_limit: self.shared.etag_limit,
         };
-        // A Uri clone shares its bytes; no copy of the path per request.
-        let uri = req.uri().clone();
+        // Only the path is needed (for the access line and the notices), and a
+        // `PathAndQuery` clone shares its bytes: no copy of the path.
+        let path = req.uri().path_and_query().cloned();
         // A debug-level span: at `info` it costs nothing, and hearth's own error
         // lines carry the id through `current_request_id` instead.
-        let span = tracing::debug_span!("request", request_id = seen.id.as_str());
+        let span = tracing::debug_span!("request", request_id = id.as_str());
         let current = Current {
-            id: seen.id,
+            id,
             user: Cell::new(None),
             route: Cell::new(None),
             peer: PEER.take(),
         };
         let shared = self.shared.clone();
-        let admitted = shared.limits.admit(&mut req, start);
         // The inner service is called here, not inside the future: a router is
         // always ready, so it needs no clone driven to readiness, and the boxed
         // future holds the route's future rather than the request and a router.
         // (Routing does no work of the handler's; that runs when polled, below,
         // with the request id in scope.)
         // A panic while routing is caught here like one in the handler.
-        let inner = &mut self.inner;
-        let routed = admitted.map(|admitted| {
-            let call = std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(req)));
-            (admitted, call)
-        });
+        let mut stage = match shared.limits.admit(&mut req, start) {
+            Err(refused) => Stage::Refused(refused),
+            Ok(admitted) => {
+                let inner = &mut self.inner;
+                match std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(req))) {
+                    Ok(routed) => Stage::Run(admitted.run(routed)),
+                    Err(panic) => Stage::Panicked(Some(panic)),
+                }
+            }
+        };
         let fut = CURRENT
             .scope(current, async move {
-                let panicked = |panic| panic_response(panic, &shared.notifier, uri.path());
-                let res = match routed {
-                    Err(refused) => refused.into_response(),
-                    Ok((_, Err(panic))) => panicked(panic),
-                    Ok((admitted, Ok(routed))) => match admitted.run(routed).await {
+                let path = path.as_ref().map_or("/", |p| p.path());
+                let panicked = |panic| panic_response(panic, &shared.notifier, path);
+                // Awaited through `&mut`: the route's future stays where it
+                // was captured instead of being moved into a second slot of
+                // this future (see `request_future_fits_the_allocators_fast_path`).
+                let res = match &mut stage {
+                    Stage::Run(running) => match running.await {
                         Ok(res) => res,
                         Err(panic) => panicked(panic),
                     },
+                    Stage::Refused(refused) => refused.into_response(),
+                    Stage::Panicked(panic) => {
+                        panicked(panic.take().unwrap_or_else(|| Box::new(())))
+                    }
                 };
+                // Releases the concurrency permit before the response is finished.
+                drop(stage);
                 let route = CURRENT.try_with(|c| c.route.take()).ok().flatten();
-                let mut res = finish(res, &seen).await;
+                let mut res = res;
+                if needs_etag(&res, &seen) {
+                    // Boxed: a response that needs this is rare (`hearth::http::Json`
+                    // sets its own ETag), and the future of every request would
+                    // otherwise carry room for this one's state.
+                    res = Box::pin(add_etag(res, seen.etag_limit)).await;
+                }
+                // Always set inside the scope.
+                let req_id = CURRENT
+                    .try_with(|c| c.id)
+                    .unwrap_or_else(|_| ReqId::from_bytes(b""));
+                let id = req_id.as_str();
+                let mut res = finish(res, &seen, &req_id);
                 shared.security.apply(res.headers_mut());
                 let status = res.status().as_u16();
                 let duration = start.elapsed();
                 let user_id = current_user_id();
                 access::log(&AccessLine {
                     method: seen.method.as_str(),
-                    path: uri.path(),
+                    path,
                     status,
                     duration,
-                    request_id: seen.id.as_str(),
+                    request_id: id,
                     user_id,
                 });
                 shared
@@ -269,19 +294,14 @@ impl Service<Request> for Front {
                     let subject = match &route {
                         Some(r) => format!("{} {}", seen.method, r.as_str()),
                         None if res.extensions().get::<Panicked>().is_some() => {
-                            format!("{} {}", seen.method, uri.path())
+                            format!("{} {path}", seen.method)
                         }
                         None => format!("{} (limits)", seen.method),
                     };
                     shared.notifier.send(
                         EventKind::ServerError,
                         subject,
-                        format!(
-                            "{status} for {} {} (request {})",
-                            seen.method,
-                            uri.path(),
-                            seen.id.as_str()
-                        ),
+                        format!("{status} for {} {path} (request {id})", seen.method),
                     );
                 }
                 Ok(res)
@@ -289,6 +309,19 @@ impl Service<Request> for Front {
             .instrument(span);
         Box::pin(fut)
     }
+}
+
+/// Where a request stands once `Front::call` has returned.
+// The common variant is the large one and lives inside the boxed request
+// future already; boxing it again would cost a second allocation.
+#[allow(clippy::large_enum_variant)]
+enum Stage {
+    /// Admitted and routed: the route's future, under the limits.
+    Run(Running<RouteFuture<Infallible>>),
+    /// Refused by the limits before routing.
+    Refused(Refusal),
+    /// Routing itself panicked (taken when answered).
+    Panicked(Option<Box<dyn std::any::Any + Send + 'static>>),
 }
 
 /// What every log line inside a request carries.
@@ -389,31 +422,32 @@ pub(crate) fn set_current_user(id: i64) {
     let _ = CURRENT.try_with(|c| c.user.set(Some(id)));
 }
 
-async fn finish(mut res: Response, seen: &Seen) -> Response {
+/// True for a successful JSON answer to GET or HEAD that has no ETag yet.
+fn needs_etag(res: &Response, seen: &Seen) -> bool {
+    res.status() == StatusCode::OK
+        && (seen.method == Method::GET || seen.method == Method::HEAD)
+        && is_json(res.headers())
+        && !res.headers().contains_key(header::ETAG)
+}
+
+/// Error bodies, 304s and the request id header, once any ETag is set.
+fn finish(mut res: Response, seen: &Seen, id: &ReqId) -> Response {
     let status = res.status();
     if status.is_client_error() || status.is_server_error() {
-        res = render_error(res, seen);
+        res = render_error(res, seen, id.as_str());
     } else if status == StatusCode::OK
         && (seen.method == Method::GET || seen.method == Method::HEAD)
+        && let (Some(inm), Some(etag)) = (&seen.if_none_match, res.headers().get(header::ETAG))
+        && etag_matches(inm, etag)
     {
-        if is_json(res.headers()) && !res.headers().contains_key(header::ETAG) {
-            // Boxed: a response that needs this is rare (`hearth::http::Json`
-            // sets its own ETag), and the future of every request would
-            // otherwise carry room for this one's state.
-            res = Box::pin(add_etag(res, seen.etag_limit)).await;
-        }
-        if let (Some(inm), Some(etag)) = (&seen.if_none_match, res.headers().get(header::ETAG))
-            && etag_matches(inm, etag)
-        {
-            res = not_modified(res);
-        }
+        res = not_modified(res);
     }
-    res.headers_mut().insert(X_REQUEST_ID, seen.id.to_header());
+    res.headers_mut().insert(X_REQUEST_ID, id.to_header());
     res
 }
 
 /// Gives every error response the standard body, as JSON or HTML.
-fn render_error(res: Response, seen: &Seen) -> Response {
+fn render_error(res: Response, seen: &Seen, id: &str) -> Response {
     let status = res.status();
     let body = match res.extensions().get::<ErrorBody>() {
         Some(body) => body.clone(),
@@ -421,7 +455,6 @@ fn render_error(res: Response, seen: &Seen) -> Response {
         // A handler chose its own error body: leave it alone.
         None => return res,
     };
-    let id = seen.id.as_str();
     let (mut parts, _) = res.into_parts();
     let wants_html = seen.accept.as_ref().is_some_and(accepts_html);
     let rendered = if wants_html {
@@ -687,6 +720,28 @@ fn accepts_html(accept: &HeaderValue) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn request_future_fits_the_allocators_fast_path() {
+        // Every request boxes this future. glibc's per-thread cache serves
+        // blocks up to 1032 bytes; a larger one takes the allocator's slow
+        // path on every request, which measured as a visible cost of a small
+        // request (BENCHMARKS.md). Growing past it should be a choice.
+        let config = crate::config::Config::default();
+        let layer = FrontLayer::new(
+            1024,
+            Limits::new(8, std::time::Duration::from_secs(5), 1024),
+            SecurityHeaders::from_config(&config),
+            Metrics::new(&config, "test"),
+            Notifier::new(&config, "test"),
+        );
+        let mut front = layer.layer(Router::new().route("/", axum::routing::get(|| async { "x" })));
+        let fut = front.call(Request::new(Body::empty()));
+        let size = std::mem::size_of_val(&*fut);
+        assert!(size <= 1024, "the request future is {size} bytes");
+        let res = fut.await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
 
     fn accept(v: &'static str) -> HeaderMap {
         let mut h = HeaderMap::new();
