@@ -14,7 +14,6 @@
 
 mod compress;
 mod front;
-mod head_timer;
 mod health;
 mod json;
 mod limits;

@@ -1,8 +1,7 @@
 //! The accept loop: HTTP/1.1 and HTTP/2 over TCP, or over TLS with rustls.
 //!
 //! hyper serves each connection with a header read timeout, so a client that
-//! trickles its headers cannot hold a connection forever (on HTTP/1 its
-//! deadlines share one timer per connection, see `head_timer`). The number of open
+//! trickles its headers cannot hold a connection forever. The number of open
 //! connections is bounded; at the bound the loop stops accepting until one
 //! closes. On shutdown the listener is closed, connections are told to finish
 //! their in-flight requests, and the loop waits for them at most
@@ -27,7 +26,6 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tower::Service as _;
 
-use super::head_timer::HeadTimer;
 use crate::config::HttpConfig;
 
 /// Loads a PEM certificate chain and private key into a TLS acceptor (ring
@@ -98,8 +96,6 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // Each connection gets its own header timer (see `head_timer`); this
-    // one is replaced per connection.
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -150,10 +146,6 @@ pub async fn serve(
         let watcher = graceful.watcher();
         let tls = tls.clone();
         tokio::spawn(async move {
-            // A copy of the settings per connection, for the connection's
-            // own header timer: a few pointer copies, once per connection.
-            let mut builder = (*builder).clone();
-            builder.http1().timer(HeadTimer::new());
             let result =
                 match tls {
                     None => {

@@ -102,9 +102,9 @@ async fn read_response(conn: &mut tokio::net::TcpStream) -> String {
 
 #[tokio::test]
 async fn the_header_deadline_is_per_request_on_a_kept_alive_connection() {
-    // Each head on a connection gets its own deadline, though they share one
-    // timer (`head_timer`): a connection whose requests each arrive in time
-    // lives past the timeout, and a later head that trickles is still cut off.
+    // Each head on a connection gets its own deadline: a connection whose
+    // requests each arrive in time lives past the timeout, and a later head
+    // that trickles is still cut off.
     let timeout = Duration::from_millis(1500);
     let Some(app_) = TestApp::spawn_with(&app(), Backend::Sqlite, |c| {
         c.http.header_read_timeout = ConfigDuration::from_millis(1500);
@@ -137,6 +137,16 @@ async fn the_header_deadline_is_per_request_on_a_kept_alive_connection() {
         text.is_empty() || text.starts_with("HTTP/1.1 408"),
         "{text}"
     );
+    // The deadline also runs while a kept-alive connection sits idle between
+    // requests, so idle connections are closed too.
+    let mut idle = tokio::net::TcpStream::connect(app_.addr()).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_response(&mut idle).await.starts_with("HTTP/1.1 200"));
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(15), idle.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the server kept an idle connection open");
 }
 
 fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, String) {
