@@ -176,7 +176,6 @@ struct Seen {
     // Parsed only when an error is rendered, which keeps the common path cheap.
     accept: Option<HeaderValue>,
     if_none_match: Option<HeaderValue>,
-    etag_limit: u64,
 }
 
 impl Service<Request> for Front {
@@ -207,7 +206,6 @@ impl Service<Request> for Front {
             method: req.method().clone(),
             accept,
             if_none_match,
-            etag_limit: self.shared.etag_limit,
         };
         // Only the path is needed (for the access line and the notices), and a
         // `PathAndQuery` clone shares its bytes: no copy of the path.
@@ -245,7 +243,7 @@ impl Service<Request> for Front {
                 // Awaited through `&mut`: the route's future stays where it
                 // was captured instead of being moved into a second slot of
                 // this future (see `request_future_fits_the_allocators_fast_path`).
-                let res = match &mut stage {
+                let mut res = match &mut stage {
                     Stage::Run(running) => match running.await {
                         Ok(res) => res,
                         Err(panic) => panicked(panic),
@@ -258,12 +256,11 @@ impl Service<Request> for Front {
                 // Releases the concurrency permit before the response is finished.
                 drop(stage);
                 let route = CURRENT.try_with(|c| c.route.take()).ok().flatten();
-                let mut res = res;
                 if needs_etag(&res, &seen) {
                     // Boxed: a response that needs this is rare (`hearth::http::Json`
                     // sets its own ETag), and the future of every request would
                     // otherwise carry room for this one's state.
-                    res = Box::pin(add_etag(res, seen.etag_limit)).await;
+                    res = Box::pin(add_etag(res, shared.etag_limit)).await;
                 }
                 // Always set inside the scope.
                 let req_id = CURRENT
@@ -422,12 +419,14 @@ pub(crate) fn set_current_user(id: i64) {
     let _ = CURRENT.try_with(|c| c.user.set(Some(id)));
 }
 
+/// True for a 200 answer to GET or HEAD: the responses ETags are for.
+fn is_ok_read(res: &Response, seen: &Seen) -> bool {
+    res.status() == StatusCode::OK && (seen.method == Method::GET || seen.method == Method::HEAD)
+}
+
 /// True for a successful JSON answer to GET or HEAD that has no ETag yet.
 fn needs_etag(res: &Response, seen: &Seen) -> bool {
-    res.status() == StatusCode::OK
-        && (seen.method == Method::GET || seen.method == Method::HEAD)
-        && is_json(res.headers())
-        && !res.headers().contains_key(header::ETAG)
+    is_ok_read(res, seen) && is_json(res.headers()) && !res.headers().contains_key(header::ETAG)
 }
 
 /// Error bodies, 304s and the request id header, once any ETag is set.
@@ -435,8 +434,7 @@ fn finish(mut res: Response, seen: &Seen, id: &ReqId) -> Response {
     let status = res.status();
     if status.is_client_error() || status.is_server_error() {
         res = render_error(res, seen, id.as_str());
-    } else if status == StatusCode::OK
-        && (seen.method == Method::GET || seen.method == Method::HEAD)
+    } else if is_ok_read(&res, seen)
         && let (Some(inm), Some(etag)) = (&seen.if_none_match, res.headers().get(header::ETAG))
         && etag_matches(inm, etag)
     {
