@@ -55,22 +55,12 @@ hearth::db_tests! {
     }
 }
 
-/// The probe app on SQLite with a header read timeout of `ms` milliseconds
-/// (the server's behaviour does not depend on the engine).
-async fn with_header_timeout(ms: u64) -> Option<TestApp> {
-    TestApp::spawn_with(&app(), Backend::Sqlite, |c| {
+/// The probe app with a header read timeout of `ms` milliseconds.
+async fn with_header_timeout(backend: Backend, ms: u64) -> Option<TestApp> {
+    TestApp::spawn_with(&app(), backend, |c| {
         c.http.header_read_timeout = ConfigDuration::from_millis(ms);
     })
     .await
-}
-
-#[tokio::test]
-async fn clients_that_trickle_headers_are_disconnected() {
-    let Some(app_) = with_header_timeout(300).await else {
-        return;
-    };
-    let mut conn = tokio::net::TcpStream::connect(app_.addr()).await.unwrap();
-    half_head_is_cut_off(&mut conn).await;
 }
 
 /// Sends half a request head on `conn`; the server must end the connection
@@ -110,39 +100,48 @@ async fn read_response(conn: &mut tokio::net::TcpStream) -> String {
     }
 }
 
-#[tokio::test]
-async fn the_header_deadline_is_per_request_on_a_kept_alive_connection() {
-    // Each head on a connection gets its own deadline: a connection whose
-    // requests each arrive in time lives past the timeout, and a later head
-    // that trickles is still cut off.
-    let timeout = Duration::from_millis(1500);
-    let Some(app_) = with_header_timeout(1500).await else {
-        return;
-    };
-    let mut conn = tokio::net::TcpStream::connect(app_.addr()).await.unwrap();
-    let start = std::time::Instant::now();
-    // 12 requests 250 ms apart: 3 s on one connection, twice the timeout.
-    for _ in 0..12 {
-        conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+hearth::db_tests! {
+    async fn clients_that_trickle_headers_are_disconnected(backend) {
+        let Some(app_) = with_header_timeout(backend, 300).await else {
+            return;
+        };
+        let mut conn = tokio::net::TcpStream::connect(app_.addr()).await.unwrap();
+        half_head_is_cut_off(&mut conn).await;
+    }
+
+    async fn the_header_deadline_is_per_request_on_a_kept_alive_connection(backend) {
+        // Each head on a connection gets its own deadline: a connection whose
+        // requests each arrive in time lives past the timeout, and a later head
+        // that trickles is still cut off.
+        let timeout = Duration::from_millis(1500);
+        let Some(app_) = with_header_timeout(backend, 1500).await else {
+            return;
+        };
+        let mut conn = tokio::net::TcpStream::connect(app_.addr()).await.unwrap();
+        let start = std::time::Instant::now();
+        // 12 requests 250 ms apart: 3 s on one connection, twice the timeout.
+        for _ in 0..12 {
+            conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let res = read_response(&mut conn).await;
+            assert!(res.starts_with("HTTP/1.1 200"), "{res}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert!(start.elapsed() > timeout);
+        // Now half a head, after all that.
+        half_head_is_cut_off(&mut conn).await;
+        // The deadline also runs while a kept-alive connection sits idle between
+        // requests, so idle connections are closed too.
+        let mut idle = tokio::net::TcpStream::connect(app_.addr()).await.unwrap();
+        idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .unwrap();
-        let res = read_response(&mut conn).await;
-        assert!(res.starts_with("HTTP/1.1 200"), "{res}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(read_response(&mut idle).await.starts_with("HTTP/1.1 200"));
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(15), idle.read_to_end(&mut rest)).await;
+        assert!(read.is_ok(), "the server kept an idle connection open");
     }
-    assert!(start.elapsed() > timeout);
-    // Now half a head, after all that.
-    half_head_is_cut_off(&mut conn).await;
-    // The deadline also runs while a kept-alive connection sits idle between
-    // requests, so idle connections are closed too.
-    let mut idle = tokio::net::TcpStream::connect(app_.addr()).await.unwrap();
-    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    assert!(read_response(&mut idle).await.starts_with("HTTP/1.1 200"));
-    let mut rest = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(15), idle.read_to_end(&mut rest)).await;
-    assert!(read.is_ok(), "the server kept an idle connection open");
 }
 
 fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, String) {
