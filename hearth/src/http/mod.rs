@@ -14,6 +14,7 @@
 
 mod compress;
 mod front;
+mod head_deadline;
 mod health;
 mod json;
 mod limits;

@@ -1,10 +1,11 @@
 //! The accept loop: HTTP/1.1 and HTTP/2 over TCP, or over TLS with rustls.
 //!
-//! hyper serves each connection with a header read timeout, so a client that
-//! trickles its headers cannot hold a connection forever. The number of open
-//! connections is bounded; at the bound the loop stops accepting until one
-//! closes. On shutdown the listener is closed, connections are told to finish
-//! their in-flight requests, and the loop waits for them at most
+//! Each connection runs under a header read deadline (`head_deadline`), so a
+//! client that trickles its headers, or leaves a kept-alive connection idle,
+//! cannot hold a connection forever. The number of open connections is
+//! bounded; at the bound the loop stops accepting until one closes. On
+//! shutdown the listener is closed, connections are told to finish their
+//! in-flight requests, and the loop waits for them at most
 //! `http.shutdown_timeout`.
 
 use std::cell::Cell;
@@ -26,6 +27,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tower::Service as _;
 
+use super::head_deadline::{Clock, Tracked, TrackedBody, Watched};
 use crate::config::HttpConfig;
 
 /// Loads a PEM certificate chain and private key into a TLS acceptor (ring
@@ -65,25 +67,40 @@ struct ConnService {
     /// within a call; hyper makes none.
     spare: super::Pipeline,
     peer: SocketAddr,
+    /// The connection's header read deadline, told of each request.
+    clock: Arc<Clock>,
+}
+
+impl ConnService {
+    fn new(pipeline: super::Pipeline, peer: SocketAddr, clock: Arc<Clock>) -> Self {
+        Self {
+            pipeline: Cell::new(Some(pipeline.clone())),
+            spare: pipeline,
+            peer,
+            clock,
+        }
+    }
 }
 
 impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
-    type Response = axum::response::Response;
+    type Response = axum::response::Response<TrackedBody>;
     type Error = Infallible;
-    type Future = <super::Pipeline as tower::Service<axum::extract::Request>>::Future;
+    type Future = Tracked<<super::Pipeline as tower::Service<axum::extract::Request>>::Future>;
 
     fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
+        let open = self.clock.head_arrived(&req);
         let req = req.map(Body::new);
         // Through a task-local rather than a request extension (see `front`).
         super::front::set_next_peer(self.peer);
-        match self.pipeline.take() {
+        let fut = match self.pipeline.take() {
             Some(mut pipeline) => {
                 let fut = pipeline.call(req);
                 self.pipeline.set(Some(pipeline));
                 fut
             }
             None => self.spare.clone().call(req),
-        }
+        };
+        Tracked::new(fut, open)
     }
 }
 
@@ -98,8 +115,9 @@ pub async fn serve(
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(cfg.header_read_timeout.get())
+        // Kept once per connection by `head_deadline` instead: hyper's own
+        // arms a timer for every head (see there).
+        .header_read_timeout(None)
         // Head and body in one buffer and one `write`: for the small
         // responses most requests get, and under TLS, that is cheaper than a
         // vectored write of two (measured in BENCHMARKS.md); a large body
@@ -114,6 +132,7 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(cfg.max_connections));
     let handshake_timeout = cfg.tls_handshake_timeout.get();
+    let header_timeout = cfg.header_read_timeout.get();
     tokio::pin!(shutdown);
 
     loop {
@@ -137,11 +156,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = ConnService {
-            pipeline: Cell::new(Some(router.clone())),
-            spare: router.clone(),
-            peer,
-        };
+        let router = router.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
@@ -149,10 +164,14 @@ pub async fn serve(
             let result =
                 match tls {
                     None => {
+                        let clock = Clock::new();
+                        let service = ConnService::new(router, peer, clock.clone());
                         let conn = builder
                             .serve_connection_with_upgrades(TokioIo::new(stream), service)
                             .into_owned();
-                        watcher.watch(conn).await
+                        Watched::new(watcher.watch(conn), clock, header_timeout)
+                            .await
+                            .unwrap_or(Ok(()))
                     }
                     // Boxed: the TLS state is large, and every plain connection's
                     // task would otherwise be sized for it too.
@@ -171,10 +190,13 @@ pub async fn serve(
                                     return None;
                                 }
                             };
+                        // The wait for the first head starts after the handshake.
+                        let clock = Clock::new();
+                        let service = ConnService::new(router, peer, clock.clone());
                         let conn = builder
                             .serve_connection_with_upgrades(TokioIo::new(stream), service)
                             .into_owned();
-                        Some(watcher.watch(conn).await)
+                        Watched::new(watcher.watch(conn), clock, header_timeout).await
                     })
                     .await
                     .unwrap_or(Ok(())),

@@ -1,5 +1,5 @@
 //! A small app built only for the framework's tests: routes that panic, sleep,
-//! echo JSON and write to the database, in every route group.
+//! stream slowly, echo JSON and write to the database, in every route group.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -62,6 +62,7 @@ impl Module for Probe {
                 .route("/probe/echo", post(echo))
                 .route("/probe/items", get(list_items).post(add_item))
                 .route("/probe/big", get(big))
+                .route("/probe/drip", get(drip))
                 .route(
                     "/probe/own-csp",
                     get(|| async {
@@ -220,6 +221,25 @@ async fn list_items(State(db): State<Db>) -> Result<Json<Vec<Item>>> {
             .map(|(name, weight)| Item { name, weight })
             .collect(),
     ))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct DripQuery {
+    ms: u64,
+    n: u32,
+}
+
+/// A text body streamed as `n` lines `tick`, one every `ms` milliseconds.
+async fn drip(Query(q): Query<DripQuery>) -> hearth::axum::body::Body {
+    let every = Duration::from_millis(q.ms);
+    let ticks = futures_util::stream::unfold(0, move |i| async move {
+        if i == q.n {
+            return None;
+        }
+        tokio::time::sleep(every).await;
+        Some((Ok::<_, std::convert::Infallible>("tick\n"), i + 1))
+    });
+    hearth::axum::body::Body::from_stream(ticks)
 }
 
 /// A JSON body large enough to be compressed.

@@ -142,6 +142,63 @@ hearth::db_tests! {
         let read = tokio::time::timeout(Duration::from_secs(15), idle.read_to_end(&mut rest)).await;
         assert!(read.is_ok(), "the server kept an idle connection open");
     }
+
+    async fn the_header_deadline_does_not_run_while_a_request_is_served(backend) {
+        // The deadline is for heads only: a slow handler, a request body that
+        // trickles in and a response that streams out may each take longer.
+        let Some(app_) = with_header_timeout(backend, 800).await else {
+            return;
+        };
+        let mut conn = tokio::net::TcpStream::connect(app_.addr()).await.unwrap();
+        conn.write_all(b"GET /probe/slow?ms=2000 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let res = read_response(&mut conn).await;
+        assert!(res.starts_with("HTTP/1.1 200") && res.ends_with("done"), "{res}");
+
+        let body = br#"{"name":"slow","count":3}"#;
+        let head = format!(
+            "POST /probe/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        for part in body.chunks(9) {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            conn.write_all(part).await.unwrap();
+        }
+        let res = read_response(&mut conn).await;
+        assert!(res.starts_with("HTTP/1.1 200") && res.contains(r#""name":"slow""#), "{res}");
+
+        conn.write_all(b"GET /probe/drip?ms=400&n=3 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let res = read_chunked_response(&mut conn).await;
+        assert!(res.starts_with("HTTP/1.1 200"), "{res}");
+        assert_eq!(res.matches("tick").count(), 3, "{res}");
+
+        // The connection is still open for a head that comes in time.
+        conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(read_response(&mut conn).await.starts_with("HTTP/1.1 200"));
+        // And the deadline is back for the next one.
+        half_head_is_cut_off(&mut conn).await;
+    }
+}
+
+/// Reads one whole chunked response from `conn`.
+async fn read_chunked_response(conn: &mut tokio::net::TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = conn.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed mid-response: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if text.ends_with("\r\n0\r\n\r\n") {
+            return text;
+        }
+    }
 }
 
 fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, String) {

@@ -1,0 +1,294 @@
+//! The header read deadline (`http.header_read_timeout`), kept once per
+//! connection instead of once per request.
+//!
+//! An HTTP/1 client must deliver each request head within the timeout of the
+//! connection being ready for it: from the moment the connection is accepted,
+//! and again from the moment the previous response has been handed to the
+//! connection in full. So a client that trickles its head, and a kept-alive
+//! connection left idle, are both closed after the timeout. While a request is
+//! being served (its body read, its handler run, its response streamed) the
+//! deadline does not run, however long that takes: the request timeout and
+//! the handler decide that.
+//!
+//! hyper can keep this deadline itself, but it then arms a timer for every
+//! request head and runs its connection loop an extra time per request to do
+//! so, which measured as ~1 300 instructions of a small request
+//! (BENCHMARKS.md). Here one timer per connection is re-armed only when it
+//! fires; a request costs a counter update when its head arrives and a clock
+//! read when its response body is dropped.
+//!
+//! Once a connection turns out to speak HTTP/2 it is no longer watched: its
+//! streams are multiplexed, and hyper's HTTP/2 keep-alive settings cover it.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::response::Response;
+use futures_util::FutureExt as _;
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use hyper::{Request, Version};
+use tokio::time::Sleep;
+
+/// What one connection's deadline watches. The counters are only touched
+/// from the connection's own task for HTTP/1 (hyper starts and drops each
+/// request there), so relaxed atomics suffice: they are atomics only because
+/// the task may move between threads, which already synchronizes.
+#[derive(Debug)]
+pub(crate) struct Clock {
+    epoch: Instant,
+    /// Requests whose response body the connection has not dropped yet.
+    open: AtomicU32,
+    /// When the connection last became ready for a head, in milliseconds
+    /// since `epoch`.
+    idle_since_ms: AtomicU64,
+    /// Set once a request arrives over HTTP/2.
+    h2: AtomicBool,
+}
+
+impl Clock {
+    /// The clock of a connection accepted now.
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            epoch: Instant::now(),
+            open: AtomicU32::new(0),
+            idle_since_ms: AtomicU64::new(0),
+            h2: AtomicBool::new(false),
+        })
+    }
+
+    /// Notes that the head of `req` has arrived. The returned guard goes with
+    /// the request's response; the deadline runs again once it is dropped.
+    pub(crate) fn head_arrived<B>(self: &Arc<Self>, req: &Request<B>) -> Option<Open> {
+        if req.version() == Version::HTTP_2 {
+            self.h2.store(true, Ordering::Relaxed);
+            return None;
+        }
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Some(Open(self.clone()))
+    }
+
+    /// What to do when the timer fires at `now`.
+    fn on_fire(&self, now: Instant, timeout: Duration) -> Next {
+        if self.h2.load(Ordering::Relaxed) {
+            return Next::Stop;
+        }
+        if self.open.load(Ordering::Relaxed) > 0 {
+            // Busy: look again one timeout from now; the request's end will
+            // have set the real start of the next wait by then.
+            return Next::At(now + timeout);
+        }
+        let idle_since =
+            self.epoch + Duration::from_millis(self.idle_since_ms.load(Ordering::Relaxed));
+        let deadline = idle_since + timeout;
+        if deadline <= now {
+            Next::Close
+        } else {
+            Next::At(deadline)
+        }
+    }
+}
+
+/// The deadline's decision when its timer fires.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// Look again at this time.
+    At(Instant),
+    /// The head is late: close the connection.
+    Close,
+    /// HTTP/2: stop watching.
+    Stop,
+}
+
+/// A request in progress on its connection (see [`Clock::head_arrived`]).
+#[derive(Debug)]
+pub(crate) struct Open(Arc<Clock>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        let clock = &self.0;
+        if clock.open.fetch_sub(1, Ordering::Relaxed) == 1 {
+            let ms = u64::try_from(clock.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+            clock.idle_since_ms.store(ms, Ordering::Relaxed);
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's response future that hands the request's [`Open`] guard on
+    /// to the response body.
+    pub(crate) struct Tracked<F> {
+        #[pin]
+        inner: F,
+        open: Option<Open>,
+    }
+}
+
+impl<F> Tracked<F> {
+    /// `inner`, whose body will carry `open`.
+    pub(crate) fn new(inner: F, open: Option<Open>) -> Self {
+        Self { inner, open }
+    }
+}
+
+impl<F> Future for Tracked<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response<TrackedBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let res = ready!(this.inner.poll(cx))?;
+        let open = this.open.take();
+        Poll::Ready(Ok(res.map(|inner| TrackedBody { inner, _open: open })))
+    }
+}
+
+/// A response body that, when the connection drops it (sent, or abandoned),
+/// marks its request as done.
+#[derive(Debug)]
+pub(crate) struct TrackedBody {
+    inner: Body,
+    _open: Option<Open>,
+}
+
+impl HttpBody for TrackedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A connection future under the deadline: it ends early, with `None`,
+    /// when a head is late.
+    pub(crate) struct Watched<C> {
+        #[pin]
+        conn: C,
+        #[pin]
+        timer: Sleep,
+        clock: Arc<Clock>,
+        timeout: Duration,
+        // The timer has been polled since it was last set, so it will wake
+        // the task when it fires; until then a cheap check stands in for a poll.
+        registered: bool,
+        stopped: bool,
+    }
+}
+
+impl<C> Watched<C> {
+    /// Watches `conn`, whose requests report to `clock`.
+    pub(crate) fn new(conn: C, clock: Arc<Clock>, timeout: Duration) -> Self {
+        let first = tokio::time::Instant::from_std(clock.epoch + timeout);
+        Self {
+            conn,
+            timer: tokio::time::sleep_until(first),
+            clock,
+            timeout,
+            registered: false,
+            stopped: false,
+        }
+    }
+}
+
+impl<C: Future> Future for Watched<C> {
+    type Output = Option<C::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Poll::Ready(out) = this.conn.poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        if *this.stopped {
+            return Poll::Pending;
+        }
+        loop {
+            // Most wake-ups are the connection's own; polling the timer on each
+            // would cost more than the deadline saves.
+            if *this.registered && !this.timer.is_elapsed() {
+                return Poll::Pending;
+            }
+            // Outside tokio's cooperative budget: a timer refused for budget
+            // would not be registered, and the deadline would never come.
+            let fired = tokio::task::unconstrained(this.timer.as_mut()).poll_unpin(cx);
+            if fired.is_pending() {
+                *this.registered = true;
+                return Poll::Pending;
+            }
+            *this.registered = false;
+            match this.clock.on_fire(Instant::now(), *this.timeout) {
+                Next::At(at) => this
+                    .timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::from_std(at)),
+                Next::Close => {
+                    tracing::debug!("request head not received in time; closing the connection");
+                    return Poll::Ready(None);
+                }
+                Next::Stop => {
+                    *this.stopped = true;
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(version: Version) -> Request<()> {
+        Request::builder().version(version).body(()).unwrap()
+    }
+
+    #[test]
+    fn the_deadline_runs_only_while_no_request_is_open() {
+        let clock = Clock::new();
+        let t = Duration::from_secs(10);
+        let start = clock.epoch;
+        // Fresh connection: the first head is due one timeout after accept.
+        assert_eq!(
+            clock.on_fire(start + Duration::from_secs(3), t),
+            Next::At(start + t)
+        );
+        assert_eq!(clock.on_fire(start + t, t), Next::Close);
+        // A request in progress holds the deadline off, however long it runs.
+        let open = clock.head_arrived(&request(Version::HTTP_11));
+        assert!(open.is_some());
+        let late = start + Duration::from_secs(60);
+        assert_eq!(clock.on_fire(late, t), Next::At(late + t));
+        // Once its response is dropped, the next head is due a timeout later.
+        drop(open);
+        let idle = clock.epoch + Duration::from_millis(clock.idle_since_ms.load(Ordering::Relaxed));
+        assert_eq!(clock.on_fire(idle, t), Next::At(idle + t));
+        assert_eq!(clock.on_fire(idle + t, t), Next::Close);
+    }
+
+    #[test]
+    fn http2_connections_are_left_alone() {
+        let clock = Clock::new();
+        assert!(clock.head_arrived(&request(Version::HTTP_2)).is_none());
+        let t = Duration::from_secs(1);
+        assert_eq!(clock.on_fire(clock.epoch + 2 * t, t), Next::Stop);
+    }
+}
