@@ -426,7 +426,9 @@ fn is_ok_read(res: &Response, seen: &Seen) -> bool {
 
 /// True for a successful JSON answer to GET or HEAD that has no ETag yet.
 fn needs_etag(res: &Response, seen: &Seen) -> bool {
-    is_ok_read(res, seen) && is_json(res.headers()) && !res.headers().contains_key(header::ETAG)
+    // The ETag check first: `hearth::http::Json` sets one, so for most JSON
+    // this is the only lookup.
+    is_ok_read(res, seen) && !res.headers().contains_key(header::ETAG) && is_json(res.headers())
 }
 
 /// Error bodies, 304s and the request id header, once any ETag is set.
@@ -434,8 +436,9 @@ fn finish(mut res: Response, seen: &Seen, id: &ReqId) -> Response {
     let status = res.status();
     if status.is_client_error() || status.is_server_error() {
         res = render_error(res, seen, id.as_str());
-    } else if is_ok_read(&res, seen)
-        && let (Some(inm), Some(etag)) = (&seen.if_none_match, res.headers().get(header::ETAG))
+    } else if let Some(inm) = &seen.if_none_match
+        && is_ok_read(&res, seen)
+        && let Some(etag) = res.headers().get(header::ETAG)
         && etag_matches(inm, etag)
     {
         res = not_modified(res);
