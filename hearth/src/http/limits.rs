@@ -18,6 +18,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -26,7 +27,6 @@ use axum::extract::Request;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use http_body_util::Limited;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::error::Error;
@@ -37,14 +37,35 @@ const AXUM_DEFAULT_BODY_LIMIT: u64 = 2 * 1024 * 1024;
 /// The limits of one pipeline; cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct Limits {
-    permits: Arc<Semaphore>,
+    in_flight: Arc<InFlight>,
     timeout: Duration,
     body_limit: u64,
 }
 
+/// How many requests are running, against how many may.
+///
+/// A counter rather than a semaphore: a request over the limit is refused,
+/// never queued, so there are no waiters to keep, and a semaphore takes a
+/// lock on every release.
+#[derive(Debug)]
+struct InFlight {
+    now: AtomicUsize,
+    max: usize,
+}
+
+/// One request's place under the concurrency limit, given back on drop.
+#[derive(Debug)]
+struct Permit(Arc<InFlight>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::Release);
+    }
+}
+
 /// A request that passed the limits: it holds a concurrency permit until dropped.
 pub(crate) struct Admitted {
-    _permit: OwnedSemaphorePermit,
+    _permit: Permit,
     deadline: Instant,
     timeout: Duration,
 }
@@ -52,7 +73,10 @@ pub(crate) struct Admitted {
 impl Limits {
     pub(crate) fn new(concurrency: usize, timeout: Duration, body_limit: u64) -> Self {
         Self {
-            permits: Arc::new(Semaphore::new(concurrency)),
+            in_flight: Arc::new(InFlight {
+                now: AtomicUsize::new(0),
+                max: concurrency,
+            }),
             timeout,
             body_limit,
         }
@@ -91,9 +115,13 @@ impl Limits {
             )
             .apply(req);
         }
-        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+        // Counted up first, so that two requests racing for the last place
+        // cannot both take it.
+        if self.in_flight.now.fetch_add(1, Ordering::Acquire) >= self.in_flight.max {
+            self.in_flight.now.fetch_sub(1, Ordering::Release);
             return Err(Refusal::Busy);
-        };
+        }
+        let permit = Permit(self.in_flight.clone());
         Ok(Admitted {
             _permit: permit,
             deadline: Instant::from_std(start) + self.timeout,
