@@ -79,8 +79,8 @@ async fn half_head_is_cut_off(conn: &mut tokio::net::TcpStream) {
     );
 }
 
-/// Reads one whole `Content-Length` response from `conn`.
-async fn read_response(conn: &mut tokio::net::TcpStream) -> String {
+/// Reads from `conn` until `complete` says the text so far is a whole response.
+async fn read_until(conn: &mut tokio::net::TcpStream, complete: impl Fn(&str) -> bool) -> String {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -88,16 +88,29 @@ async fn read_response(conn: &mut tokio::net::TcpStream) -> String {
         assert!(n > 0, "connection closed mid-response: {buf:?}");
         buf.extend_from_slice(&chunk[..n]);
         let text = String::from_utf8_lossy(&buf).into_owned();
-        if let Some(end) = text.find("\r\n\r\n") {
+        if complete(&text) {
+            return text;
+        }
+    }
+}
+
+/// Reads one whole `Content-Length` response from `conn`.
+async fn read_response(conn: &mut tokio::net::TcpStream) -> String {
+    read_until(conn, |text| {
+        text.find("\r\n\r\n").is_some_and(|end| {
             let len = text[..end]
                 .lines()
                 .find_map(|l| l.strip_prefix("content-length: "))
                 .map_or(0, |v| v.trim().parse::<usize>().unwrap());
-            if buf.len() >= end + 4 + len {
-                return text;
-            }
-        }
-    }
+            text.len() >= end + 4 + len
+        })
+    })
+    .await
+}
+
+/// Reads one whole chunked response from `conn`.
+async fn read_chunked_response(conn: &mut tokio::net::TcpStream) -> String {
+    read_until(conn, |text| text.ends_with("\r\n0\r\n\r\n")).await
 }
 
 hearth::db_tests! {
@@ -183,21 +196,6 @@ hearth::db_tests! {
         assert!(read_response(&mut conn).await.starts_with("HTTP/1.1 200"));
         // And the deadline is back for the next one.
         half_head_is_cut_off(&mut conn).await;
-    }
-}
-
-/// Reads one whole chunked response from `conn`.
-async fn read_chunked_response(conn: &mut tokio::net::TcpStream) -> String {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = conn.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "connection closed mid-response: {buf:?}");
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        if text.ends_with("\r\n0\r\n\r\n") {
-            return text;
-        }
     }
 }
 
