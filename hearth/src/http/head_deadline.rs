@@ -17,8 +17,10 @@
 //! fires; a request costs a counter update when its head arrives and a clock
 //! read when its response body is dropped.
 //!
-//! Once a connection turns out to speak HTTP/2 it is no longer watched: its
-//! streams are multiplexed, and hyper's HTTP/2 keep-alive settings cover it.
+//! Once a connection turns out to speak HTTP/2 (its first request says so) it
+//! is no longer watched: its streams are multiplexed, and hyper's HTTP/2
+//! keep-alive settings cover it. Until then it is held to the same deadline
+//! for its first request as any other connection.
 
 use std::convert::Infallible;
 use std::future::Future;
