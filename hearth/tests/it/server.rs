@@ -210,20 +210,33 @@ fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf
     (cert_path, key_path, cert_pem)
 }
 
+/// The probe app over TLS with a fresh self-signed certificate, further
+/// configured by `configure`; a client that trusts only that certificate; and
+/// the directory holding it, to keep until the test ends.
+async fn tls_app(
+    backend: Backend,
+    configure: impl FnOnce(&mut hearth::config::Config),
+) -> Option<(TestApp, reqwest::Client, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, pem) = self_signed(dir.path());
+    let app_ = TestApp::spawn_with(&app(), backend, |c| {
+        c.tls.cert = Some(cert);
+        c.tls.key = Some(key);
+        configure(c);
+    })
+    .await?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(pem.as_bytes()).unwrap()])
+        .build()
+        .unwrap();
+    Some((app_, client, dir))
+}
+
 hearth::db_tests! {
     async fn tls_serves_https_with_http2_and_refuses_plain_http(backend) {
-        let dir = tempfile::tempdir().unwrap();
-        let (cert, key, pem) = self_signed(dir.path());
-        let Some(app_) = TestApp::spawn_with(&app(), backend, |c| {
-            c.tls.cert = Some(cert);
-            c.tls.key = Some(key);
-        }).await else { return };
+        let Some((app_, tls_client, _dir)) = tls_app(backend, |_| {}).await else { return };
         assert!(app_.base_url().starts_with("https://"));
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let tls_client = reqwest::Client::builder()
-            .tls_certs_only([reqwest::Certificate::from_pem(pem.as_bytes()).unwrap()])
-            .build()
-            .unwrap();
         let res = tls_client.get(app_.url("/readyz")).send().await.unwrap();
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(res.version(), reqwest::Version::HTTP_2);
@@ -233,6 +246,22 @@ hearth::db_tests! {
         // And the server still serves TLS after that garbage.
         let res = tls_client.get(app_.url("/healthz")).send().await.unwrap();
         assert_eq!(res.status(), StatusCode::OK);
+    }
+
+    async fn http2_connections_are_not_held_to_the_header_deadline(backend) {
+        // After its first request an HTTP/2 connection is hyper's business:
+        // idle past the deadline, it is still the same connection.
+        let Some((app_, tls_client, _dir)) = tls_app(backend, |c| {
+            c.http.header_read_timeout = ConfigDuration::from_millis(300);
+        }).await else { return };
+        let peer = || async {
+            let res = tls_client.get(app_.url("/probe/peer")).send().await.unwrap();
+            assert_eq!(res.version(), reqwest::Version::HTTP_2);
+            res.text().await.unwrap()
+        };
+        let first = peer().await;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(peer().await, first, "the HTTP/2 connection was closed and opened again");
     }
 }
 
