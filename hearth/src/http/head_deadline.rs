@@ -44,6 +44,8 @@ use tokio::time::Sleep;
 #[derive(Debug)]
 pub(crate) struct Clock {
     epoch: Instant,
+    /// `http.header_read_timeout`.
+    timeout: Duration,
     /// Requests whose response body the connection has not dropped yet.
     open: AtomicU32,
     /// When the connection last became ready for a head, in milliseconds
@@ -54,10 +56,11 @@ pub(crate) struct Clock {
 }
 
 impl Clock {
-    /// The clock of a connection accepted now.
-    pub(crate) fn new() -> Arc<Self> {
+    /// The clock of a connection that is ready for its first head now.
+    pub(crate) fn new(timeout: Duration) -> Arc<Self> {
         Arc::new(Self {
             epoch: Instant::now(),
+            timeout,
             open: AtomicU32::new(0),
             idle_since_ms: AtomicU64::new(0),
             h2: AtomicBool::new(false),
@@ -76,7 +79,8 @@ impl Clock {
     }
 
     /// What to do when the timer fires at `now`.
-    fn on_fire(&self, now: Instant, timeout: Duration) -> Next {
+    fn on_fire(&self, now: Instant) -> Next {
+        let timeout = self.timeout;
         if self.h2.load(Ordering::Relaxed) {
             return Next::Stop;
         }
@@ -189,7 +193,6 @@ pin_project_lite::pin_project! {
         #[pin]
         timer: Sleep,
         clock: Arc<Clock>,
-        timeout: Duration,
         // The timer has been polled since it was last set, so it will wake
         // the task when it fires; until then a cheap check stands in for a poll.
         registered: bool,
@@ -199,13 +202,12 @@ pin_project_lite::pin_project! {
 
 impl<C> Watched<C> {
     /// Watches `conn`, whose requests report to `clock`.
-    pub(crate) fn new(conn: C, clock: Arc<Clock>, timeout: Duration) -> Self {
-        let first = tokio::time::Instant::from_std(clock.epoch + timeout);
+    pub(crate) fn new(conn: C, clock: Arc<Clock>) -> Self {
+        let first = tokio::time::Instant::from_std(clock.epoch + clock.timeout);
         Self {
             conn,
             timer: tokio::time::sleep_until(first),
             clock,
-            timeout,
             registered: false,
             stopped: false,
         }
@@ -237,7 +239,7 @@ impl<C: Future> Future for Watched<C> {
                 return Poll::Pending;
             }
             *this.registered = false;
-            match this.clock.on_fire(Instant::now(), *this.timeout) {
+            match this.clock.on_fire(Instant::now()) {
                 Next::At(at) => this
                     .timer
                     .as_mut()
@@ -265,32 +267,32 @@ mod tests {
 
     #[test]
     fn the_deadline_runs_only_while_no_request_is_open() {
-        let clock = Clock::new();
         let t = Duration::from_secs(10);
+        let clock = Clock::new(t);
         let start = clock.epoch;
         // Fresh connection: the first head is due one timeout after accept.
         assert_eq!(
-            clock.on_fire(start + Duration::from_secs(3), t),
+            clock.on_fire(start + Duration::from_secs(3)),
             Next::At(start + t)
         );
-        assert_eq!(clock.on_fire(start + t, t), Next::Close);
+        assert_eq!(clock.on_fire(start + t), Next::Close);
         // A request in progress holds the deadline off, however long it runs.
         let open = clock.head_arrived(&request(Version::HTTP_11));
         assert!(open.is_some());
         let late = start + Duration::from_secs(60);
-        assert_eq!(clock.on_fire(late, t), Next::At(late + t));
+        assert_eq!(clock.on_fire(late), Next::At(late + t));
         // Once its response is dropped, the next head is due a timeout later.
         drop(open);
         let idle = clock.epoch + Duration::from_millis(clock.idle_since_ms.load(Ordering::Relaxed));
-        assert_eq!(clock.on_fire(idle, t), Next::At(idle + t));
-        assert_eq!(clock.on_fire(idle + t, t), Next::Close);
+        assert_eq!(clock.on_fire(idle), Next::At(idle + t));
+        assert_eq!(clock.on_fire(idle + t), Next::Close);
     }
 
     #[test]
     fn http2_connections_are_left_alone() {
-        let clock = Clock::new();
-        assert!(clock.head_arrived(&request(Version::HTTP_2)).is_none());
         let t = Duration::from_secs(1);
-        assert_eq!(clock.on_fire(clock.epoch + 2 * t, t), Next::Stop);
+        let clock = Clock::new(t);
+        assert!(clock.head_arrived(&request(Version::HTTP_2)).is_none());
+        assert_eq!(clock.on_fire(clock.epoch + 2 * t), Next::Stop);
     }
 }

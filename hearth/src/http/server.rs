@@ -19,7 +19,7 @@ use axum::body::Body;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
@@ -104,6 +104,28 @@ impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
     }
 }
 
+/// Serves one connection's requests with `router`, under the header read
+/// deadline (whose wait for the first head starts now) and the server's
+/// graceful shutdown. `None` when a late head closed it.
+fn serve_connection<I>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    router: super::Pipeline,
+    peer: SocketAddr,
+    watcher: Watcher,
+    header_timeout: Duration,
+) -> impl Future<Output = Option<Result<(), Box<dyn std::error::Error + Send + Sync>>>> + use<I>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let clock = Clock::new(header_timeout);
+    let service = ConnService::new(router, peer, clock.clone());
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .into_owned();
+    Watched::new(watcher.watch(conn), clock)
+}
+
 /// Serves `router` on `listener` until `shutdown` completes, then drains.
 pub async fn serve(
     listener: TcpListener,
@@ -161,46 +183,35 @@ pub async fn serve(
         let watcher = graceful.watcher();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let result =
-                match tls {
-                    None => {
-                        let clock = Clock::new();
-                        let service = ConnService::new(router, peer, clock.clone());
-                        let conn = builder
-                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                            .into_owned();
-                        Watched::new(watcher.watch(conn), clock, header_timeout)
-                            .await
-                            .unwrap_or(Ok(()))
-                    }
-                    // Boxed: the TLS state is large, and every plain connection's
-                    // task would otherwise be sized for it too.
-                    Some(acceptor) => Box::pin(async move {
-                        let stream =
-                            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
-                                .await
-                            {
-                                Ok(Ok(s)) => s,
-                                Ok(Err(e)) => {
-                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                    return None;
-                                }
-                                Err(_) => {
-                                    tracing::debug!(%peer, "TLS handshake timed out");
-                                    return None;
-                                }
-                            };
-                        // The wait for the first head starts after the handshake.
-                        let clock = Clock::new();
-                        let service = ConnService::new(router, peer, clock.clone());
-                        let conn = builder
-                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                            .into_owned();
-                        Watched::new(watcher.watch(conn), clock, header_timeout).await
-                    })
+            let result = match tls {
+                None => serve_connection(&builder, stream, router, peer, watcher, header_timeout)
                     .await
                     .unwrap_or(Ok(())),
-                };
+                // Boxed: the TLS state is large, and every plain connection's
+                // task would otherwise be sized for it too.
+                Some(acceptor) => Box::pin(async move {
+                    let stream = match tokio::time::timeout(
+                        handshake_timeout,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return None;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return None;
+                        }
+                    };
+                    // The wait for the first head starts after the handshake.
+                    serve_connection(&builder, stream, router, peer, watcher, header_timeout).await
+                })
+                .await
+                .unwrap_or(Ok(())),
+            };
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
