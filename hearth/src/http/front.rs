@@ -90,6 +90,8 @@ struct Shared {
     etag_limit: u64,
     limits: Limits,
     security: SecurityHeaders,
+    // What `json_response_headers` hands out.
+    json_headers: HeaderMap,
     metrics: Metrics,
     notifier: Notifier,
 }
@@ -105,9 +107,11 @@ impl FrontLayer {
         metrics: Metrics,
         notifier: Notifier,
     ) -> Self {
+        let json_headers = json_headers(&security);
         Self(Arc::new(Shared {
             etag_limit,
             limits,
+            json_headers,
             security,
             metrics,
             notifier,
@@ -218,6 +222,7 @@ impl Service<Request> for Front {
             user: Cell::new(None),
             route: Cell::new(None),
             peer: PEER.take(),
+            pipeline: Some(self.shared.clone()),
         };
         let shared = self.shared.clone();
         // The inner service is called here, not inside the future: a router is
@@ -330,6 +335,8 @@ struct Current {
     route: Cell<Option<Route>>,
     // The connection's peer, when the request came through hearth's server.
     peer: Option<SocketAddr>,
+    // For `json_response_headers`; `None` in tests that only need the id.
+    pipeline: Option<Arc<Shared>>,
 }
 
 tokio::task_local! {
@@ -404,9 +411,41 @@ pub(crate) fn in_request<R>(id: &'static str, user: Option<i64>, f: impl FnOnce(
             user: Cell::new(user),
             route: Cell::new(None),
             peer: None,
+            pipeline: None,
         },
         f,
     )
+}
+
+/// The header map a JSON response starts from (see `json_headers`), or
+/// `None` outside a request that came through the pipeline.
+pub(crate) fn json_response_headers() -> Option<HeaderMap> {
+    CURRENT
+        .try_with(|c| c.pipeline.as_ref().map(|p| p.json_headers.clone()))
+        .ok()
+        .flatten()
+}
+
+/// The header map every `hearth::http::Json` response inside a request starts
+/// as a copy of: the security headers, the JSON content type, and an entry
+/// for each header that the response always gets and whose value only it
+/// knows (ETag, length, request id). Those three hold placeholders, which
+/// `Json` and `finish` overwrite without fail: `Json` sets the ETag and length
+/// as it makes the map, and `finish` sets the id on every response.
+///
+/// Copying this map costs less than adding eight headers one by one, each
+/// hashed and probed. The placeholders matter too: a copy has room for
+/// exactly the entries it was made with, and one more would move the map.
+fn json_headers(security: &SecurityHeaders) -> HeaderMap {
+    let mut map = security.response_headers();
+    map.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    map.insert(header::ETAG, HeaderValue::from_static(""));
+    map.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    map.insert(X_REQUEST_ID, HeaderValue::from_static(""));
+    map
 }
 
 /// Records the route pattern serving the current request, for its metrics.
@@ -581,32 +620,55 @@ async fn add_etag(res: Response, limit: u64) -> Response {
 /// binary computes the same tag; a different Rust release may change it,
 /// which costs clients one full response, nothing more.
 pub(crate) fn weak_etag(bytes: &[u8]) -> HeaderValue {
-    use std::hash::Hasher as _;
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut h = std::hash::DefaultHasher::new();
-    h.write(bytes);
-    let hash = h.finish();
-    let len = bytes.len() as u64;
-    // W/"<length in hex>-<16 hex digits>"
-    let mut out = [0_u8; 2 + 1 + 16 + 1 + 16 + 1];
-    let mut n = 0;
-    out[..3].copy_from_slice(b"W/\"");
-    n += 3;
-    let len_digits = (64 - len.leading_zeros()).div_ceil(4).max(1);
-    for i in (0..len_digits).rev() {
-        out[n] = HEX[((len >> (i * 4)) & 0xf) as usize];
-        n += 1;
-    }
-    out[n] = b'-';
-    n += 1;
-    for i in (0..16).rev() {
-        out[n] = HEX[((hash >> (i * 4)) & 0xf) as usize];
-        n += 1;
-    }
-    out[n] = b'"';
-    n += 1;
+    let tag = WeakEtag::of(bytes);
     // Only hex digits, a dash, quotes and a slash: always a valid header value.
-    HeaderValue::from_bytes(&out[..n]).unwrap_or_else(|_| HeaderValue::from_static("W/\"0\""))
+    HeaderValue::from_bytes(tag.as_bytes()).unwrap_or_else(|_| HeaderValue::from_static("W/\"0\""))
+}
+
+/// The text of a weak ETag, `W/"<length in hex>-<16 hex digits>"`, kept
+/// inline so that a caller can put it where it likes (see `weak_etag`, and
+/// `hearth::http::Json`, which appends it to the body's own buffer).
+pub(crate) struct WeakEtag {
+    buf: [u8; WeakEtag::MAX],
+    len: usize,
+}
+
+impl WeakEtag {
+    /// The longest tag: the quotes, `W/`, a dash and two 16-digit numbers.
+    const MAX: usize = 2 + 1 + 16 + 1 + 16 + 1;
+
+    /// The tag of `bytes`.
+    pub(crate) fn of(bytes: &[u8]) -> Self {
+        use std::hash::Hasher as _;
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut h = std::hash::DefaultHasher::new();
+        h.write(bytes);
+        let hash = h.finish();
+        let len = bytes.len() as u64;
+        let mut buf = [0_u8; Self::MAX];
+        let mut n = 0;
+        buf[..3].copy_from_slice(b"W/\"");
+        n += 3;
+        let len_digits = (64 - len.leading_zeros()).div_ceil(4).max(1);
+        for i in (0..len_digits).rev() {
+            buf[n] = HEX[((len >> (i * 4)) & 0xf) as usize];
+            n += 1;
+        }
+        buf[n] = b'-';
+        n += 1;
+        for i in (0..16).rev() {
+            buf[n] = HEX[((hash >> (i * 4)) & 0xf) as usize];
+            n += 1;
+        }
+        buf[n] = b'"';
+        n += 1;
+        Self { buf, len: n }
+    }
+
+    /// The tag's bytes: ASCII, valid in a header value.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
 }
 
 /// Logs a handler's panic, tells the operator, and answers 500 without any

@@ -16,6 +16,10 @@ use serde::de::DeserializeOwned;
 use crate::error::Error;
 
 /// A JSON request body or response.
+///
+/// A response gets `Content-Type: application/json`, a weak `ETag` and a
+/// `Content-Length`. Code that swaps the body of such a response afterwards
+/// must update or remove the length, as with any response that carries one.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
 
@@ -123,29 +127,64 @@ fn strip_position(msg: &str) -> String {
 impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
         // Most bodies fit in a first guess; growing from empty reallocates several times.
-        let mut body = Vec::with_capacity(128);
-        match serde_json::to_writer(&mut body, &self.0) {
+        let mut buf = Vec::with_capacity(128);
+        match serde_json::to_writer(&mut buf, &self.0) {
             Ok(()) => {
                 // The ETag is computed here, where the bytes are at hand, so the
                 // pipeline need not buffer the body again.
-                let etag = super::front::weak_etag(&body);
+                let tag = super::front::WeakEtag::of(&buf);
+                let (body, etag, length) = body_and_headers(buf, tag.as_bytes());
                 // Built directly: `Vec<u8>::into_response` would first set a
                 // content type only to have it replaced.
                 let mut res = Response::new(axum::body::Body::from(body));
                 let h = res.headers_mut();
-                // Room for what the pipeline adds (length, request id and the
-                // security headers): growing the map later rehashes it.
-                h.reserve(12);
-                h.insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
+                match super::front::json_response_headers() {
+                    // Holds the content type already, and an entry for each
+                    // header set here, so these replace rather than add.
+                    Some(map) => *h = map,
+                    None => {
+                        h.reserve(super::security::RESPONSE_HEADERS);
+                        h.insert(
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("application/json"),
+                        );
+                    }
+                }
                 h.insert(header::ETAG, etag);
+                // Set here, where the length is known, so that axum does not
+                // make a value of its own for it.
+                h.insert(header::CONTENT_LENGTH, length);
                 res
             }
             Err(e) => Error::internal(e).into_response(),
         }
     }
+}
+
+/// Splits `buf` into the body and the values of its ETag (`tag`) and
+/// Content-Length headers, all three in the body's one allocation: the
+/// values are written after the body, and share the block by reference count
+/// instead of each taking a block of its own.
+fn body_and_headers(mut buf: Vec<u8>, tag: &[u8]) -> (Bytes, HeaderValue, HeaderValue) {
+    let body_len = buf.len();
+    let mut digits = itoa::Buffer::new();
+    let length = digits.format(body_len).as_bytes();
+    // One byte more than the values keeps the length below the capacity.
+    // From such a `Vec`, `Bytes` makes its shared block at once and each
+    // split only counts a reference; from a full one it would hand over a
+    // boxed slice, and the first split would then allocate.
+    buf.reserve(tag.len() + length.len() + 1);
+    buf.extend_from_slice(tag);
+    buf.extend_from_slice(length);
+    let mut body = Bytes::from(buf);
+    let mut tag = body.split_off(body_len);
+    let length = tag.split_off(tag.len() - length.len());
+    // Hex digits, a dash, quotes and a slash; decimal digits: never refused.
+    let etag =
+        HeaderValue::from_maybe_shared(tag).unwrap_or_else(|_| super::front::weak_etag(&body));
+    let length =
+        HeaderValue::from_maybe_shared(length).unwrap_or_else(|_| HeaderValue::from(body_len));
+    (body, etag, length)
 }
 
 #[cfg(test)]
@@ -158,6 +197,23 @@ mod tests {
         email: String,
         age: u8,
         tags: Vec<String>,
+    }
+
+    #[test]
+    fn the_etag_and_length_share_the_body_block_and_match_the_body() {
+        for body in [&b""[..], b"{}", &[b'x'; 127], &[b'y'; 128], &[b'z'; 4000]] {
+            let mut buf = Vec::with_capacity(128);
+            buf.extend_from_slice(body);
+            let tag = super::super::front::WeakEtag::of(&buf);
+            let (out, etag, length) = body_and_headers(buf, tag.as_bytes());
+            assert_eq!(&out[..], body);
+            assert_eq!(etag, super::super::front::weak_etag(body));
+            assert_eq!(length, body.len().to_string().as_str());
+            // The values lie right after the body, in the same block.
+            let end = out.as_ptr().wrapping_add(out.len());
+            assert_eq!(etag.as_bytes().as_ptr(), end);
+            assert_eq!(length.as_bytes().as_ptr(), end.wrapping_add(etag.len()));
+        }
     }
 
     #[test]

@@ -15,6 +15,27 @@ async fn json_of(res: reqwest::Response) -> Value {
 }
 
 /// Asserts the standard error envelope and returns it.
+/// Checks that a JSON response's framing headers describe its body: one
+/// content type, one length equal to the body's, one ETag whose length part
+/// is the body's, and one request id.
+async fn assert_json_whole(res: reqwest::Response) {
+    let h = res.headers().clone();
+    for name in ["content-type", "content-length", "etag", "x-request-id"] {
+        assert_eq!(h.get_all(name).iter().count(), 1, "{name}: {h:?}");
+    }
+    assert_eq!(h["content-type"], "application/json");
+    assert!(!h["x-request-id"].is_empty());
+    let body = res.bytes().await.unwrap();
+    assert!(serde_json::from_slice::<Value>(&body).is_ok());
+    assert_eq!(
+        h["content-length"].to_str().unwrap(),
+        body.len().to_string()
+    );
+    let etag = h["etag"].to_str().unwrap();
+    let length = etag.strip_prefix("W/\"").and_then(|t| t.split('-').next());
+    assert_eq!(length, Some(format!("{:x}", body.len()).as_str()), "{etag}");
+}
+
 fn assert_error(body: &Value, code: &str) {
     assert_eq!(body["error"]["code"], code, "{body}");
     assert!(
@@ -263,6 +284,14 @@ hearth::db_tests! {
         assert_eq!(res.status(), StatusCode::OK);
         let etag = res.headers()["etag"].to_str().unwrap().to_owned();
         assert!(etag.starts_with("W/\""), "{etag}");
+        let length = res.headers()["content-length"].clone();
+        assert_json_whole(res).await;
+        // HEAD: the same length and tag, no body.
+        let res = c.head(app.url("/probe/items")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers()["content-length"], length);
+        assert_eq!(res.headers()["etag"].to_str().unwrap(), etag);
+        assert!(res.bytes().await.unwrap().is_empty());
         let res = c.get(app.url("/probe/items")).header("if-none-match", &etag).send().await.unwrap();
         assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
         assert_eq!(res.headers()["etag"].to_str().unwrap(), etag);
@@ -400,26 +429,41 @@ hearth::db_tests! {
                 assert!(h.get("strict-transport-security").is_none(), "no HSTS in dev: {path}");
             }
         }
-        // A handler's own policy wins.
-        let res = c.get(app.url("/probe/own-csp")).send().await.unwrap();
-        assert_eq!(res.headers()["content-security-policy"], "default-src 'self' https://maps.example");
+        // A handler's own policy wins, over text and over JSON, and is the
+        // only one sent; the other headers are still there, once each.
+        for path in ["/probe/own-csp", "/probe/own-csp-json"] {
+            let res = c.get(app.url(path)).send().await.unwrap();
+            let h = res.headers();
+            let csp: Vec<_> = h.get_all("content-security-policy").iter().collect();
+            assert_eq!(csp, ["default-src 'self' https://maps.example"], "{path}");
+            for name in ["x-content-type-options", "referrer-policy", "x-frame-options", "x-request-id"] {
+                assert_eq!(h.get_all(name).iter().count(), 1, "{path}: {name}");
+            }
+        }
         app.stop().await;
         // Production adds HSTS; the headers can be turned off.
         let Some(app) = TestApp::spawn_with(&crate::probe::app(), backend, |cfg| {
             cfg.env = hearth::config::RunEnv::Prod;
             cfg.mail.transport = hearth::mail::Transport::Outbox;
         }).await else { return };
-        let res = c.get(app.url("/healthz")).send().await.unwrap();
-        assert_eq!(res.headers()["strict-transport-security"], "max-age=63072000; includeSubDomains");
+        for path in ["/healthz", "/probe/items"] {
+            let res = c.get(app.url(path)).send().await.unwrap();
+            assert_eq!(res.headers()["strict-transport-security"], "max-age=63072000; includeSubDomains", "{path}");
+        }
         // and marks the session cookie Secure.
         let res = c.get(app.url("/api/auth/csrf")).send().await.unwrap();
         let cookie = res.headers()["set-cookie"].to_str().unwrap().to_owned();
         assert!(cookie.contains("; Secure") && cookie.contains("HttpOnly"), "{cookie}");
         app.stop().await;
         let Some(app) = TestApp::spawn_with(&crate::probe::app(), backend, |cfg| cfg.http.security_headers = false).await else { return };
-        let res = c.get(app.url("/healthz")).send().await.unwrap();
-        assert!(res.headers().get("content-security-policy").is_none());
-        assert!(res.headers().get("x-frame-options").is_none());
+        for path in ["/healthz", "/probe/items"] {
+            let res = c.get(app.url(path)).send().await.unwrap();
+            assert!(res.headers().get("content-security-policy").is_none(), "{path}");
+            assert!(res.headers().get("x-frame-options").is_none(), "{path}");
+        }
+        // JSON is still whole and tagged without them.
+        let res = c.get(app.url("/probe/items")).send().await.unwrap();
+        assert_json_whole(res).await;
         app.stop().await;
     }
 }

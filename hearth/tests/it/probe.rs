@@ -76,6 +76,18 @@ impl Module for Probe {
                     }),
                 )
                 .route(
+                    "/probe/own-csp-json",
+                    get(|| async {
+                        (
+                            [(
+                                "content-security-policy",
+                                "default-src 'self' https://maps.example",
+                            )],
+                            Json(serde_json::json!({ "map": true })),
+                        )
+                    }),
+                )
+                .route(
                     "/probe/request-id",
                     get(|id: hearth::http::RequestId| async move { id.as_str().to_owned() }),
                 )
