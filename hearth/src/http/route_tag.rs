@@ -5,10 +5,13 @@
 //! task-local (see `front::set_current_route`): the route's service is
 //! called when its future is first polled, inside that scope.
 
-use std::sync::{Arc, OnceLock};
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 
 use axum::extract::{MatchedPath, Request};
+use axum::response::Response;
+use axum::routing::{Route, future::RouteFuture};
 use tower::{Layer, Service};
 
 use crate::telemetry::Metrics;
@@ -21,8 +24,8 @@ impl<S> Layer<S> for RouteTagLayer {
     type Service = RouteTagService<S>;
     fn layer(&self, inner: S) -> Self::Service {
         RouteTagService {
-            inner,
             tag: Arc::new(Tag {
+                inner: Mutex::new(inner),
                 metrics: self.0.clone(),
                 seen: OnceLock::new(),
             }),
@@ -31,31 +34,41 @@ impl<S> Layer<S> for RouteTagLayer {
 }
 
 /// See the module docs.
-#[derive(Clone)]
 pub(crate) struct RouteTagService<S> {
-    inner: S,
     // One `Arc`: the router clones this service for every request.
-    tag: Arc<Tag>,
+    tag: Arc<Tag<S>>,
+}
+
+impl<S> Clone for RouteTagService<S> {
+    fn clone(&self) -> Self {
+        Self {
+            tag: self.tag.clone(),
+        }
+    }
 }
 
 /// What one route's tagging needs.
-struct Tag {
+struct Tag<S> {
+    // The route itself, shared by the per-request clones rather than copied
+    // into each: a route is a boxed service that allocates to clone, and it
+    // clones itself again when called. The lock is held only while the call
+    // sets up the route's future, never while that future runs.
+    inner: Mutex<S>,
     metrics: Metrics,
     // The label of the pattern this route answered last time; shared by the
     // clones the router makes per request, so the label is looked up once.
     seen: OnceLock<crate::telemetry::metrics::Route>,
 }
 
-impl<S> Service<Request> for RouteTagService<S>
-where
-    S: Service<Request>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
+impl Service<Request> for RouteTagService<Route> {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = RouteFuture<Infallible>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // A route is always ready (axum's `Route` says so), which spares a
+        // second turn of the lock per request.
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
@@ -73,6 +86,7 @@ where
                 super::front::set_current_route(route);
             }
         }
-        self.inner.call(req)
+        let mut inner = self.tag.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.call(req)
     }
 }
