@@ -20,9 +20,9 @@ use crate::telemetry::Metrics;
 #[derive(Clone)]
 pub(crate) struct RouteTagLayer(pub(crate) Metrics);
 
-impl<S> Layer<S> for RouteTagLayer {
-    type Service = RouteTagService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
+impl Layer<Route> for RouteTagLayer {
+    type Service = RouteTagService;
+    fn layer(&self, inner: Route) -> Self::Service {
         RouteTagService {
             tag: Arc::new(Tag {
                 inner: Mutex::new(inner),
@@ -34,33 +34,26 @@ impl<S> Layer<S> for RouteTagLayer {
 }
 
 /// See the module docs.
-pub(crate) struct RouteTagService<S> {
+#[derive(Clone)]
+pub(crate) struct RouteTagService {
     // One `Arc`: the router clones this service for every request.
-    tag: Arc<Tag<S>>,
-}
-
-impl<S> Clone for RouteTagService<S> {
-    fn clone(&self) -> Self {
-        Self {
-            tag: self.tag.clone(),
-        }
-    }
+    tag: Arc<Tag>,
 }
 
 /// What one route's tagging needs.
-struct Tag<S> {
+struct Tag {
     // The route itself, shared by the per-request clones rather than copied
     // into each: a route is a boxed service that allocates to clone, and it
     // clones itself again when called. The lock is held only while the call
     // sets up the route's future, never while that future runs.
-    inner: Mutex<S>,
+    inner: Mutex<Route>,
     metrics: Metrics,
     // The label of the pattern this route answered last time; shared by the
     // clones the router makes per request, so the label is looked up once.
     seen: OnceLock<crate::telemetry::metrics::Route>,
 }
 
-impl Service<Request> for RouteTagService<Route> {
+impl Service<Request> for RouteTagService {
     type Response = Response;
     type Error = Infallible;
     type Future = RouteFuture<Infallible>;

@@ -5,7 +5,7 @@
 //! A handler that sets one of these headers itself keeps its own value (a
 //! page that must embed something can widen its CSP).
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 
 use crate::config::Config;
 
@@ -23,50 +23,44 @@ pub(crate) const RESPONSE_HEADERS: usize = 12;
 const HSTS: &str = "max-age=63072000; includeSubDomains";
 
 /// The headers, built once from the config.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct SecurityHeaders {
-    headers: Vec<(HeaderName, HeaderValue)>,
-    // The same headers in a map with room for a typical response's others,
-    // for responses that start from them (see `response_headers`).
-    template: HeaderMap,
+    // In the order they are added, with room for a typical response's other
+    // headers, so that a response can start from a copy (`response_headers`).
+    headers: HeaderMap,
 }
 
 impl SecurityHeaders {
     /// The headers `config` asks for (none with `http.security_headers = false`).
     pub(crate) fn from_config(config: &Config) -> Self {
+        let mut headers = HeaderMap::with_capacity(RESPONSE_HEADERS);
         let http = &config.http;
         if !http.security_headers {
-            return Self::default();
+            return Self { headers };
         }
-        let mut headers = vec![
-            (
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            ),
-            (
-                header::REFERRER_POLICY,
-                HeaderValue::from_static("strict-origin-when-cross-origin"),
-            ),
-            (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
-        ];
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        headers.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("strict-origin-when-cross-origin"),
+        );
+        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
         // Validated at config load; a value that still fails is left out
         // rather than sent broken.
         if !http.content_security_policy.is_empty()
             && let Ok(v) = HeaderValue::from_str(&http.content_security_policy)
         {
-            headers.push((header::CONTENT_SECURITY_POLICY, v));
+            headers.insert(header::CONTENT_SECURITY_POLICY, v);
         }
         if config.is_prod() {
-            headers.push((
+            headers.insert(
                 header::STRICT_TRANSPORT_SECURITY,
                 HeaderValue::from_static(HSTS),
-            ));
+            );
         }
-        let mut template = HeaderMap::with_capacity(RESPONSE_HEADERS);
-        for (name, value) in &headers {
-            template.insert(name, value.clone());
-        }
-        Self { headers, template }
+        Self { headers }
     }
 
     /// A header map for a new response that already holds these headers, in
@@ -74,7 +68,7 @@ impl SecurityHeaders {
     /// them. (Copying a prepared map costs less than adding the headers one
     /// by one, each hashed and probed: see `front::json_headers`.)
     pub(crate) fn response_headers(&self) -> HeaderMap {
-        self.template.clone()
+        self.headers.clone()
     }
 
     /// Adds each header the response does not have yet.
@@ -83,11 +77,7 @@ impl SecurityHeaders {
         // with other values): one pass over its first names shows that
         // without a lookup per header.
         let mut first = to.keys();
-        if self
-            .headers
-            .iter()
-            .all(|(name, _)| first.next() == Some(name))
-        {
+        if self.headers.keys().all(|name| first.next() == Some(name)) {
             return;
         }
         for (name, value) in &self.headers {
@@ -99,13 +89,14 @@ impl SecurityHeaders {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderName;
 
     fn headers() -> SecurityHeaders {
         SecurityHeaders::from_config(&Config::default())
     }
 
     fn names(sec: &SecurityHeaders) -> Vec<HeaderName> {
-        sec.headers.iter().map(|(n, _)| n.clone()).collect()
+        sec.headers.keys().cloned().collect()
     }
 
     #[test]
