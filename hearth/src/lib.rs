@@ -18,6 +18,7 @@
 //! | [`mail`] | mail through the job queue: SMTP via lettre, or an outbox in development |
 //! | [`realtime`] | pub/sub through the database on every node, and its delivery to browsers over SSE or long polling |
 //! | [`ops`] | the binary's own operations: online backup, checked restore, the restore drill |
+//! | [`private_fs`] | directories 0750 and files 0600, whatever the umask |
 //! | [`cli`] | the command line every app binary gets |
 //! | [`telemetry`] | logs: readable in dev, JSON in prod |
 //! | [`testing`] | a fresh database per test on both engines, and the real app on a random port |
@@ -33,6 +34,7 @@ pub mod jobs;
 pub mod mail;
 pub mod module;
 pub mod ops;
+pub mod private_fs;
 pub mod realtime;
 pub mod telemetry;
 pub mod testing;

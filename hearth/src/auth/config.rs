@@ -28,7 +28,12 @@ pub struct AuthConfig {
     /// more wait their turn. 0 means one fewer than the cores (at least
     /// one), so that a login storm always leaves a core to other requests.
     pub hash_concurrency: usize,
-    /// Emails of admins, whatever the database says.
+    /// Hashes that may wait for a free hashing thread; a request that would
+    /// wait behind more gets 503 `busy` at once instead of queueing for
+    /// seconds.
+    pub hash_queue: usize,
+    /// Emails of admins, whatever the database says, once the address is
+    /// verified (anyone can sign up with an address they do not own).
     pub admins: Vec<String>,
     /// When not empty, only these may sign up: full addresses
     /// (`ana@example.com`) or whole domains (`@example.com`).
@@ -37,8 +42,14 @@ pub struct AuthConfig {
     /// may send unsafe requests with a session cookie.
     pub allowed_origins: Vec<String>,
     /// Take the client address for rate limits from the last
-    /// `X-Forwarded-For` entry; only behind a proxy that sets it.
+    /// `X-Forwarded-For` entry, whoever sent the request; only behind a
+    /// proxy that sets it and that nothing can bypass.
     pub trust_forwarded_for: bool,
+    /// Proxies (`10.0.0.5`, `10.0.0.0/8`, `2001:db8::/32`) whose
+    /// `X-Forwarded-For` entries are believed: the client is the rightmost
+    /// entry that is not one of them. Requests from other peers are taken
+    /// at their peer address.
+    pub trusted_proxies: Vec<String>,
     /// How long an email verification link works.
     pub verify_ttl: Duration,
     /// How long a password reset link works.
@@ -93,6 +104,9 @@ pub struct AuthLimits {
     pub recover_per_ip: Rate,
     /// Reset and verification attempts per client address.
     pub reset_per_ip: Rate,
+    /// Change-password and delete-account attempts per account, whether
+    /// they succeed or fail: each costs a hash.
+    pub reauth_per_account: Rate,
 }
 
 const MINUTE: u64 = 60;
@@ -110,10 +124,12 @@ impl Default for AuthConfig {
             password_max_len: 1024,
             argon2: Argon2Config::default(),
             hash_concurrency: 0,
+            hash_queue: 32,
             admins: Vec::new(),
             signup_allow: Vec::new(),
             allowed_origins: Vec::new(),
             trust_forwarded_for: false,
+            trusted_proxies: Vec::new(),
             verify_ttl: Duration::from_secs(2 * DAY),
             reset_ttl: Duration::from_secs(HOUR),
             limits: AuthLimits::default(),
@@ -142,6 +158,7 @@ impl Default for AuthLimits {
             recover_per_account: Rate::new(5, hour),
             recover_per_ip: Rate::new(20, hour),
             reset_per_ip: Rate::new(30, quarter),
+            reauth_per_account: Rate::new(10, quarter),
         }
     }
 }
@@ -156,6 +173,7 @@ impl AuthLimits {
             self.recover_per_account,
             self.recover_per_ip,
             self.reset_per_ip,
+            self.reauth_per_account,
         ]
         .iter()
         .map(|r| r.per.get())
@@ -213,9 +231,18 @@ impl AuthConfig {
             ("auth.limits.recover_per_account", l.recover_per_account),
             ("auth.limits.recover_per_ip", l.recover_per_ip),
             ("auth.limits.reset_per_ip", l.reset_per_ip),
+            ("auth.limits.reauth_per_account", l.reauth_per_account),
         ] {
             if r.max == 0 || r.per.is_zero() {
                 return Err(ConfigError::new(key, "max and per must be greater than 0"));
+            }
+        }
+        for (i, p) in self.trusted_proxies.iter().enumerate() {
+            if crate::http::client_ip::IpNet::parse(p).is_none() {
+                return Err(ConfigError::new(
+                    &format!("auth.trusted_proxies[{i}]"),
+                    "must be an IP address or a block such as 10.0.0.0/8",
+                ));
             }
         }
         for (i, o) in self.allowed_origins.iter().enumerate() {
@@ -249,6 +276,19 @@ impl AuthConfig {
                 None => entry.eq_ignore_ascii_case(email),
             }
         })
+    }
+
+    /// Whose `X-Forwarded-For` entries are believed (entries that do not
+    /// parse were refused by [`validate`](Self::validate) and are skipped).
+    pub fn proxy_trust(&self) -> crate::http::client_ip::ProxyTrust {
+        crate::http::client_ip::ProxyTrust {
+            any: self.trust_forwarded_for,
+            proxies: self
+                .trusted_proxies
+                .iter()
+                .filter_map(|p| crate::http::client_ip::IpNet::parse(p))
+                .collect(),
+        }
     }
 
     /// The number of hashes computed at once.

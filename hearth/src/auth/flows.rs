@@ -341,12 +341,11 @@ pub async fn login(
     if !auth.passwords().within_max_len(password) {
         return Err(Error::validation("password", "the password is too long"));
     }
+    // The attempt is counted before the password is checked, in one atomic
+    // upsert: a check made before counting lets every concurrent guess pass
+    // while none of them has been counted yet. A success forgets the count.
     let key = failures_key(&email);
-    limited(
-        auth.limiter()
-            .blocked(&key, limits.login_failures_per_account)
-            .await?,
-    )?;
+    count(auth, &key, limits.login_failures_per_account).await?;
     let found = auth.users().by_email(&email).await?;
     let verdict = auth
         .passwords()
@@ -359,12 +358,7 @@ pub async fn login(
             }
             user
         }
-        _ => {
-            auth.limiter()
-                .hit(&key, limits.login_failures_per_account)
-                .await?;
-            return Err(invalid_credentials());
-        }
+        _ => return Err(invalid_credentials()),
     };
     auth.limiter().clear(&key).await?;
     let signed_in = replace_session(state, Some(session), user).await?;
@@ -413,6 +407,8 @@ pub async fn logout(state: &AppState, session: &Session) -> Result<(), Error> {
 pub async fn logout_everywhere(state: &AppState, me: &CurrentUser) -> Result<u64, Error> {
     let mut tx = state.db().begin().await?;
     let ended = state.auth().end_sessions_of(&mut tx, me.user.id).await?;
+    // Whoever else held a session may have asked for a reset link too.
+    revoke_links(state, &mut tx, me.user.id).await?;
     tx.commit().await?;
     tracing::info!(
         user_id = me.user.id,
@@ -576,12 +572,32 @@ pub async fn reset(
     Ok(())
 }
 
-/// Checks the signed-in user's current password, counting failures like
-/// failed logins so these flows cannot be used to guess it.
+/// Revokes every reset link of account `user_id`: after the password
+/// changes or every session is ended, a link mailed earlier (perhaps to
+/// someone who had taken over the account) must not set it again.
+async fn revoke_links(state: &AppState, tx: &mut crate::db::Tx, user_id: i64) -> Result<(), Error> {
+    state
+        .tokens()
+        .revoke_owned(tx, RESET_KIND, &user_id.to_string())
+        .await?;
+    Ok(())
+}
+
+/// Checks the signed-in user's current password. Every attempt counts
+/// towards `reauth_per_account` whatever its outcome, so that one session
+/// cannot keep the hashing threads busy, and like a login attempt towards
+/// the account's failures, so that these flows cannot be used to guess the
+/// password; both are counted before the hash is checked.
 async fn confirm_password(auth: &Auth, user: &User, password: &str) -> Result<(), Error> {
+    let limits = &auth.config().limits;
+    count(
+        auth,
+        &format!("reauth:account:{}", user.id),
+        limits.reauth_per_account,
+    )
+    .await?;
     let key = failures_key(&user.email);
-    let rate = auth.config().limits.login_failures_per_account;
-    limited(auth.limiter().blocked(&key, rate).await?)?;
+    count(auth, &key, limits.login_failures_per_account).await?;
     let hash = auth
         .users()
         .by_id(user.id)
@@ -595,9 +611,9 @@ async fn confirm_password(auth: &Auth, user: &User, password: &str) -> Result<()
             .await?
             .matches;
     if ok {
+        auth.limiter().clear(&key).await?;
         Ok(())
     } else {
-        auth.limiter().hit(&key, rate).await?;
         Err(
             Error::validation("password", "the current password is wrong")
                 .with_code("wrong_password"),
@@ -623,11 +639,12 @@ pub async fn change_password(
         .set_password(&mut tx, me.user.id, &hash)
         .await?;
     auth.end_sessions_of(&mut tx, me.user.id).await?;
+    revoke_links(state, &mut tx, me.user.id).await?;
     let (secret, _) = auth.start_session(&mut tx, &me.user).await?;
     tx.commit().await?;
     tracing::info!(
         user_id = me.user.id,
-        "password changed; other sessions ended"
+        "password changed; other sessions and reset links ended"
     );
     Ok(SignedIn {
         secret,

@@ -7,7 +7,7 @@
 //! of group G**, or the **admin gatekeeper**) decides. A forged cookie is
 //! logged as suspicious; an ended session gets its cookie cleared.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -27,9 +27,22 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 /// The form field that carries the CSRF token.
 pub const CSRF_FIELD: &str = "csrf_token";
 
+/// A session that passed the gatekeeper and, for an unsafe request, the
+/// CSRF check. Only the gatekeeper makes one, so an extractor that merely
+/// loads the cookie (like [`MaybeSession`]) can never stand in for it.
+#[derive(Debug, Clone)]
+pub(crate) struct Guarded(pub(crate) Session);
+
+/// A session [`MaybeSession`] loaded on a route without the gatekeeper:
+/// kept so that a second extraction does not load it again, and a type of
+/// its own so that it never satisfies [`CurrentUser`].
+#[derive(Debug, Clone)]
+struct Unchecked(Option<Session>);
+
 /// The signed-in caller, as the gatekeeper found them. Use it in handlers of
-/// the signed-in, verified, group and admin route groups; elsewhere it
-/// answers 401.
+/// the signed-in, verified, group and admin route groups; elsewhere (a
+/// public route, even one that extracted [`MaybeSession`] first) it answers
+/// 401, because no CSRF check vouches for the request there.
 #[derive(Debug, Clone)]
 pub struct CurrentUser {
     /// The account.
@@ -44,9 +57,9 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Error> {
-        let session = parts
+        let Guarded(session) = parts
             .extensions
-            .get::<Session>()
+            .get::<Guarded>()
             .cloned()
             .ok_or_else(|| Error::unauthorized("sign-in is required"))?;
         match session.user.clone() {
@@ -60,8 +73,11 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
     }
 }
 
-/// The caller's session on any route: the one the gatekeeper loaded, or
-/// else whatever the cookie holds (`None` when absent, forged or over).
+/// The caller's session on any route, for showing who is signed in: the
+/// one the gatekeeper loaded, or else whatever the cookie holds (`None`
+/// when absent, forged or over). On a public route nothing has checked a
+/// CSRF token, so a handler that changes state on the caller's behalf must
+/// sit behind the gatekeeper and take [`CurrentUser`] instead.
 #[derive(Debug, Clone)]
 pub struct MaybeSession(pub Option<Session>);
 
@@ -69,21 +85,23 @@ impl FromRequestParts<AppState> for MaybeSession {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        if let Some(s) = parts.extensions.get::<Session>() {
+        if let Some(Guarded(s)) = parts.extensions.get::<Guarded>() {
             return Ok(MaybeSession(Some(s.clone())));
         }
-        match state.auth().load(&parts.headers).await? {
-            Loaded::Valid(s) => {
-                parts.extensions.insert(s.clone());
-                Ok(MaybeSession(Some(s)))
-            }
-            _ => Ok(MaybeSession(None)),
+        if let Some(Unchecked(s)) = parts.extensions.get::<Unchecked>() {
+            return Ok(MaybeSession(s.clone()));
         }
+        let s = match state.auth().load(&parts.headers).await? {
+            Loaded::Valid(s) => Some(s),
+            _ => None,
+        };
+        parts.extensions.insert(Unchecked(s.clone()));
+        Ok(MaybeSession(s))
     }
 }
 
 /// The gatekeeper, then the CSRF check: only requests with a live,
-/// signed-in session pass (with the [`Session`] in their extensions), and
+/// signed-in session pass (for [`CurrentUser`] to find), and
 /// unsafe ones only with the session's CSRF token from this site.
 pub(crate) async fn gatekeeper(
     State(state): State<AppState>,
@@ -99,7 +117,7 @@ pub(crate) async fn gatekeeper(
                 Ok(req) => req,
                 Err(e) => return e.into_response(),
             };
-            req.extensions_mut().insert(s);
+            req.extensions_mut().insert(Guarded(s));
             return next.run(req).await;
         }
         Ok(Loaded::Valid(_) | Loaded::Absent) => {
@@ -279,8 +297,8 @@ fn strip_default_port<'a>(scheme: &str, authority: &'a str) -> &'a str {
 
 /// The admin gatekeeper: only admins pass.
 pub(crate) async fn admin_gatekeeper(req: Request, next: Next) -> Response {
-    match req.extensions().get::<Session>() {
-        Some(s) if s.admin => next.run(req).await,
+    match req.extensions().get::<Guarded>() {
+        Some(Guarded(s)) if s.admin => next.run(req).await,
         Some(_) => Error::forbidden("administrators only").into_response(),
         None => Error::unauthorized("sign-in is required").into_response(),
     }
@@ -290,8 +308,8 @@ pub(crate) async fn admin_gatekeeper(req: Request, next: Next) -> Response {
 pub(crate) async fn verified_gatekeeper(req: Request, next: Next) -> Response {
     match req
         .extensions()
-        .get::<Session>()
-        .and_then(|s| s.user.as_ref())
+        .get::<Guarded>()
+        .and_then(|Guarded(s)| s.user.as_ref())
     {
         Some(u) if u.verified => next.run(req).await,
         Some(_) => Error::forbidden("confirm your email address first")
@@ -309,8 +327,8 @@ pub(crate) async fn group_gatekeeper(
 ) -> Response {
     let Some(user) = req
         .extensions()
-        .get::<Session>()
-        .and_then(|s| s.user.as_ref())
+        .get::<Guarded>()
+        .and_then(|Guarded(s)| s.user.as_ref())
     else {
         return Error::unauthorized("sign-in is required").into_response();
     };
@@ -321,21 +339,14 @@ pub(crate) async fn group_gatekeeper(
     }
 }
 
-/// The client's address for rate limits: the connection's peer, or the last
-/// `X-Forwarded-For` entry when `auth.trust_forwarded_for` is on.
+/// The client's address for rate limits and logs, as
+/// [`ProxyTrust::client`](crate::http::client_ip::ProxyTrust::client) finds
+/// it, keyed as [`limit_key`](crate::http::client_ip::limit_key) does (an
+/// IPv6 client by its /64); `unknown` without a peer.
 pub fn client_ip(auth: &Auth, headers: &HeaderMap, peer: Option<SocketAddr>) -> String {
-    if auth.config().trust_forwarded_for
-        && let Some(ip) = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-            .next_back()
-    {
-        return ip.to_string();
-    }
-    peer.map_or_else(|| "unknown".to_owned(), |p| p.ip().to_string())
+    auth.proxy_trust()
+        .client(headers, peer)
+        .map_or_else(|| "unknown".to_owned(), crate::http::client_ip::limit_key)
 }
 
 #[cfg(test)]

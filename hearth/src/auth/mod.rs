@@ -53,18 +53,21 @@ pub struct Auth(Arc<Inner>);
 struct Inner {
     config: AuthConfig,
     secure: bool,
+    /// The session cookie's name as sent: `__Host-` + `cookie_name` when secure.
+    cookie_name: String,
     keys: session::Keys,
     db: Db,
     tokens: Tokens,
     users: Users,
     passwords: Passwords,
     limiter: Limiter,
+    proxies: crate::http::client_ip::ProxyTrust,
 }
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Auth")
-            .field("cookie", &self.0.config.cookie_name)
+            .field("cookie", &self.0.cookie_name)
             .field("secure", &self.0.secure)
             .finish_non_exhaustive()
     }
@@ -76,13 +79,16 @@ impl Auth {
     /// first start).
     pub(crate) fn new(config: &Config, db: Db, tokens: Tokens) -> Self {
         let master = app_secret(config);
+        let secure = config.is_prod() || config.public_url().starts_with("https://");
         Self(Arc::new(Inner {
             config: config.auth.clone(),
-            secure: config.is_prod(),
+            cookie_name: cookie_name(&config.auth.cookie_name, secure),
+            secure,
             keys: session::Keys::derive(&master),
             users: Users::new(db.clone()),
             passwords: Passwords::new(&config.auth),
             limiter: Limiter::new(db.clone()),
+            proxies: config.auth.proxy_trust(),
             tokens,
             db,
         }))
@@ -97,9 +103,15 @@ impl Auth {
         &self.0.config
     }
 
-    /// Whether cookies are marked `Secure` (production).
+    /// Whether cookies are marked `Secure`: in production, and whenever
+    /// the app is reached over HTTPS (TLS here, or an `https://` public URL).
     pub fn secure(&self) -> bool {
         self.0.secure
+    }
+
+    /// The session cookie's name as browsers see it.
+    pub fn cookie_name(&self) -> &str {
+        &self.0.cookie_name
     }
 
     pub(crate) fn keys(&self) -> &session::Keys {
@@ -125,9 +137,27 @@ impl Auth {
         &self.0.limiter
     }
 
-    /// Whether `user` is an admin: the database flag, or the config's list.
+    /// Whose `X-Forwarded-For` entries name the client.
+    pub fn proxy_trust(&self) -> &crate::http::client_ip::ProxyTrust {
+        &self.0.proxies
+    }
+
+    /// Whether `user` is an admin: the database flag, or the config's list
+    /// for an address the user has proved to own. Anyone can sign up with a
+    /// listed address, so before it is verified the list grants nothing.
     pub fn is_admin(&self, user: &User) -> bool {
-        user.admin_flag || self.0.config.is_listed_admin(&user.email)
+        user.admin_flag || (user.verified && self.0.config.is_listed_admin(&user.email))
+    }
+}
+
+/// The session cookie's name: under HTTPS with the `__Host-` prefix, which
+/// browsers only accept from this exact host, over HTTPS, for path `/`, so
+/// a sibling subdomain cannot plant ("toss") a session cookie of its own.
+fn cookie_name(configured: &str, secure: bool) -> String {
+    if secure && !configured.starts_with("__Host-") {
+        format!("__Host-{configured}")
+    } else {
+        configured.to_owned()
     }
 }
 
@@ -202,7 +232,7 @@ fn read_or_create_secret(path: &Path) -> std::io::Result<Vec<u8>> {
         found => return found,
     }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        crate::private_fs::create_dir(dir)?;
     }
     let secret = random_secret();
     let mut opts = std::fs::OpenOptions::new();

@@ -5,14 +5,17 @@
 //! never runs on the async workers: it goes to a pool of
 //! `auth.hash_concurrency` low-priority threads (see `hash_pool`), and a
 //! semaphore lets callers wait for a free one without holding a thread. A
-//! login storm therefore queues for hashing while other requests keep flowing.
+//! login storm therefore queues for hashing while other requests keep
+//! flowing. The queue is bounded (`auth.hash_queue`): past it a caller gets
+//! 503 `busy` at once, so that a flood of hash requests cannot make one
+//! ordinary login wait behind thousands of others.
 //!
 //! Verifying against an unknown account still hashes, against a dummy hash
 //! made with the same parameters, so the time a login takes does not say
 //! whether the email exists.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
@@ -41,6 +44,9 @@ pub struct Passwords(Arc<Inner>);
 struct Inner {
     params: Params,
     slots: Semaphore,
+    /// Hashes waiting for a slot or running, and the most allowed.
+    admitted: AtomicUsize,
+    admit_max: usize,
     pool: HashPool,
     dummy: OnceCell<String>,
     min_len: usize,
@@ -68,6 +74,8 @@ impl Passwords {
         Self(Arc::new(Inner {
             params,
             slots: Semaphore::new(config.hash_slots()),
+            admitted: AtomicUsize::new(0),
+            admit_max: config.hash_slots().saturating_add(config.hash_queue),
             pool: HashPool::new(config.hash_slots()),
             dummy: OnceCell::new(),
             min_len: config.password_min_len,
@@ -199,6 +207,12 @@ impl Passwords {
         &self,
         work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
     ) -> Result<T, Error> {
+        let _admitted = Admitted::enter(&self.0.admitted, self.0.admit_max).ok_or_else(|| {
+            Error::unavailable(
+                "busy",
+                "too many passwords are being checked right now; try again in a moment",
+            )
+        })?;
         // The semaphore is never closed, so acquiring only waits.
         let _permit = self
             .0
@@ -214,6 +228,27 @@ impl Passwords {
             .await
             .map_err(|e| Error::internal(anyhow::anyhow!(e)))?;
         out.map_err(Error::internal)
+    }
+}
+
+/// A place among the admitted hashes, given back when dropped (also when
+/// the waiting request is cancelled).
+struct Admitted<'a>(&'a AtomicUsize);
+
+impl<'a> Admitted<'a> {
+    fn enter(count: &'a AtomicUsize, max: usize) -> Option<Self> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(count))
+    }
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -270,6 +305,38 @@ mod tests {
         );
         // Garbage in the column matches nothing.
         assert!(!p.verify("x", Some("not a hash")).await.unwrap().matches);
+    }
+
+    #[tokio::test]
+    async fn past_the_queue_a_hash_is_refused_at_once_with_503() {
+        let mut c = cheap();
+        c.hash_concurrency = 1;
+        c.hash_queue = 1;
+        let p = Passwords::new(&c);
+        // One runs, one waits, the third finds the queue full. All three are
+        // polled once before any can finish, so the outcome is fixed.
+        let (a, b, third) = tokio::join!(
+            p.hash("one one one"),
+            p.hash("two two two"),
+            p.hash("three three")
+        );
+        assert!(a.is_ok() && b.is_ok());
+        let e = third.unwrap_err();
+        assert_eq!((e.status().as_u16(), e.code()), (503, "busy"));
+        // The places were given back.
+        assert!(p.hash("four four four").await.is_ok());
+        // A request dropped while its hash waits or runs gives its place back.
+        let busy = p.0.slots.acquire().await.unwrap();
+        let mut started = Box::pin(p.hash("five five five"));
+        tokio::select! {
+            biased;
+            _ = &mut started => panic!("the only slot is held, so the hash must wait"),
+            () = std::future::ready(()) => {}
+        }
+        assert_eq!(p.0.admitted.load(Ordering::Acquire), 1);
+        drop(started);
+        assert_eq!(p.0.admitted.load(Ordering::Acquire), 0);
+        drop(busy);
     }
 
     #[cfg(target_os = "linux")]

@@ -39,6 +39,10 @@ impl Limiter {
 
     /// Counts one event for `key`. Returns the seconds to wait when this
     /// event is over the limit, `None` while it is within.
+    ///
+    /// Count before doing the work the limit guards, not after: the count
+    /// and its check are one statement, so of many concurrent events
+    /// exactly `rate.max` are let through.
     pub async fn hit(&self, key: &str, rate: Rate) -> Result<Option<u64>, sqlx::Error> {
         let now = now_ms();
         let (start, hits): (i64, i64) = with_db!(&self.db, pool => sqlx::query_as(
@@ -56,22 +60,6 @@ impl Limiter {
         .fetch_one(pool)
         .await)?;
         Ok((hits > i64::from(rate.max)).then(|| retry_after(start, rate, now)))
-    }
-
-    /// Whether `key` has used up its window, without counting: the seconds to
-    /// wait, or `None`.
-    pub async fn blocked(&self, key: &str, rate: Rate) -> Result<Option<u64>, sqlx::Error> {
-        let now = now_ms();
-        let row: Option<(i64, i64)> = with_db!(&self.db, pool => sqlx::query_as(
-            "SELECT window_start, hits FROM hearth_rate_limit WHERE key = $1",
-        )
-        .bind(key)
-        .fetch_optional(pool)
-        .await)?;
-        Ok(row.and_then(|(start, hits)| {
-            let live = start > now.saturating_sub(window_ms(rate));
-            (live && hits >= i64::from(rate.max)).then(|| retry_after(start, rate, now))
-        }))
     }
 
     /// Forgets `key` (a successful login clears its failures).

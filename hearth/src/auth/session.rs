@@ -5,7 +5,8 @@
 //! jar wraps) so that the server can tell a cookie it issued that has since
 //! expired from one it never issued: the first gets a plain 401, the second
 //! is logged as suspicious. It is `HttpOnly`, `SameSite=Lax`, `Path=/`, and
-//! `Secure` in production.
+//! under HTTPS (or in production) `Secure` and named with the `__Host-`
+//! prefix, so that no other host can set it.
 //!
 //! A session expires when unused for `auth.session_idle` and in any case
 //! `auth.session_absolute` after it began (kept in the token's data). Each use
@@ -136,7 +137,7 @@ impl Auth {
     /// sends the name twice (a cookie planted for a parent domain), the
     /// first that carries a valid signature wins.
     fn session_cookie(&self, headers: &HeaderMap) -> Option<Result<String, ()>> {
-        let name = self.config().cookie_name.as_str();
+        let name = self.cookie_name();
         let mut seen = false;
         for value in headers.get_all(header::COOKIE) {
             let Ok(value) = value.to_str() else { continue };
@@ -301,7 +302,7 @@ impl Auth {
 
     /// `Set-Cookie` for a session token.
     pub fn session_cookie_header(&self, secret: &Secret) -> Result<HeaderValue, Error> {
-        let name = self.config().cookie_name.as_str();
+        let name = self.cookie_name();
         let mut jar = CookieJar::new();
         jar.signed_mut(&self.keys().cookie)
             .add(Cookie::new(name.to_owned(), secret.expose().to_owned()));
@@ -329,7 +330,7 @@ impl Auth {
         let secure = if self.secure() { "; Secure" } else { "" };
         let line = format!(
             "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
-            self.config().cookie_name
+            self.cookie_name()
         );
         HeaderValue::from_str(&line)
             .map_err(|e| Error::internal(anyhow::anyhow!("cookie header: {e}")))

@@ -506,7 +506,7 @@ mod tests {
 
     #[test]
     fn masked_toml_hides_secrets() {
-        let cfg = Config {
+        let mut cfg = Config {
             secret_key: Some(Secret::new("0123456789abcdef0123456789abcdef-very-secret")),
             database_url: Some(Secret::new("postgres://app:hunter2@db/app")),
             ..Config::default()
@@ -515,5 +515,20 @@ mod tests {
         assert!(!out.contains("very-secret"), "{out}");
         assert!(!out.contains("hunter2"), "{out}");
         assert!(out.contains("postgres://app:********@db/app"), "{out}");
+        // A password in the query, and a webhook whose path is its secret.
+        cfg.database_url = Some(Secret::new("postgres://app@db/app?password=hunter2"));
+        cfg.notify.webhook = Some(Secret::new(
+            "https://hooks.example.com/services/T0/B0/hunter3",
+        ));
+        let out = cfg.to_masked_toml();
+        assert!(
+            !out.contains("hunter2") && !out.contains("hunter3"),
+            "{out}"
+        );
+        assert!(
+            out.contains("postgres://app@db/app?password=********"),
+            "{out}"
+        );
+        assert!(out.contains("https://hooks.example.com/********"), "{out}");
     }
 }

@@ -14,6 +14,7 @@
 
 pub mod migrate;
 
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +51,14 @@ pub enum DbError {
     #[error("cannot create the directory {path} for the SQLite database: {source}")]
     CreateDir {
         /// The directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The SQLite file could not be created.
+    #[error("cannot create the SQLite database file {path}: {source}")]
+    CreateFile {
+        /// The file.
         path: String,
         /// Why.
         source: std::io::Error,
@@ -204,11 +213,20 @@ impl Db {
                     .busy_timeout(cfg.busy_timeout.get())
                     // Checkpoints run in the background instead (see `checkpointer`).
                     .pragma("wal_autocheckpoint", "0");
-                if let Some(dir) = opts.get_filename().parent()
+                let file = opts.get_filename();
+                if let Some(dir) = file.parent()
                     && !dir.as_os_str().is_empty()
                 {
-                    std::fs::create_dir_all(dir).map_err(|source| DbError::CreateDir {
+                    crate::private_fs::create_dir(dir).map_err(|source| DbError::CreateDir {
                         path: dir.display().to_string(),
+                        source,
+                    })?;
+                }
+                // Created here, owner-only, rather than by SQLite under the
+                // umask; SQLite gives the -wal and -shm files the same mode.
+                if file != Path::new(":memory:") && !file.as_os_str().is_empty() {
+                    crate::private_fs::create_file(file).map_err(|source| DbError::CreateFile {
+                        path: file.display().to_string(),
                         source,
                     })?;
                 }

@@ -12,6 +12,7 @@
 //! Compression sits outside `front` so that ETags are computed on the
 //! uncompressed body and are the same for every encoding (they are weak ETags).
 
+pub mod client_ip;
 mod compress;
 mod front;
 mod head_deadline;
@@ -95,7 +96,15 @@ pub(crate) fn pipeline(state: &AppState, ctx: Context<'_>) -> Pipeline {
     // The last layer added runs first: the gatekeeper (which also checks
     // CSRF), then the group's own guard.
     let gate = || middleware::from_fn_with_state(state.clone(), guard::gatekeeper);
-    let signed_in = ctx.signed_in.merge(crate::auth::routes::signed_in());
+    let mut signed_in = ctx.signed_in;
+    // With an allow-list anyone could sign up with a listed address they do
+    // not own; only the mailed link proves it.
+    if !state.auth().config().signup_allow.is_empty() && signed_in.has_routes() {
+        signed_in = signed_in.route_layer(middleware::from_fn(guard::verified_gatekeeper));
+    }
+    let signed_in = signed_in
+        .merge(ctx.own_account)
+        .merge(crate::auth::routes::signed_in());
     app = app.merge(signed_in.route_layer(gate()));
     if ctx.verified.has_routes() {
         app = app.merge(

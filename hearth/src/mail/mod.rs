@@ -221,7 +221,10 @@ fn smtp_transport(mail: &MailConfig) -> Result<AsyncSmtpTransport<Tokio1Executor
 
 /// Writes a message as `<unix ms>-<random>.eml`, readable by the owner only.
 async fn write_outbox(dir: &std::path::Path, bytes: &[u8]) -> std::io::Result<PathBuf> {
-    tokio::fs::create_dir_all(dir).await?;
+    let owned = dir.to_owned();
+    tokio::task::spawn_blocking(move || crate::private_fs::create_dir(&owned))
+        .await
+        .map_err(std::io::Error::other)??;
     let name = format!("{}-{:08x}.eml", crate::jobs::now_ms(), fastrand::u32(..));
     let path = dir.join(name);
     let mut opts = tokio::fs::OpenOptions::new();

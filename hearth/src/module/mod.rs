@@ -150,6 +150,7 @@ pub struct Context<'a> {
     state: &'a AppState,
     pub(crate) public: Router<AppState>,
     pub(crate) signed_in: Router<AppState>,
+    pub(crate) own_account: Router<AppState>,
     pub(crate) verified: Router<AppState>,
     pub(crate) groups: Vec<(Arc<str>, Router<AppState>)>,
     pub(crate) admin: Router<AppState>,
@@ -168,6 +169,7 @@ impl<'a> Context<'a> {
             state,
             public: Router::new(),
             signed_in: Router::new(),
+            own_account: Router::new(),
             verified: Router::new(),
             groups: Vec::new(),
             admin: Router::new(),
@@ -196,9 +198,19 @@ impl<'a> Context<'a> {
     }
 
     /// Routes that require a signed-in user; the gatekeeper and, on unsafe
-    /// methods, the CSRF check run before them.
+    /// methods, the CSRF check run before them. When `auth.signup_allow` is
+    /// set they also require a verified address: the list is only a list
+    /// of addresses people have proved to own.
     pub fn signed_in(&mut self, routes: Router<AppState>) {
         self.signed_in = std::mem::take(&mut self.signed_in).merge(routes);
+    }
+
+    /// Routes about the caller's own account (settings, resending the
+    /// verification link, changing the password, deleting the account):
+    /// signed in, verified or not, even when `auth.signup_allow` makes the
+    /// other signed-in routes require a verified address.
+    pub fn own_account(&mut self, routes: Router<AppState>) {
+        self.own_account = std::mem::take(&mut self.own_account).merge(routes);
     }
 
     /// Routes that require a signed-in user whose email is verified.

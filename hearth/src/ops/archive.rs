@@ -3,8 +3,11 @@
 //! every other entry.
 //!
 //! The manifest goes last so that one pass both writes the data and learns
-//! its checksums; reading checks every entry against it before anything is
-//! used. Entry names are plain relative paths: an archive that tries to
+//! its checksums. Reading therefore takes two passes: the first reads only
+//! the tar headers and the manifest, so that the names and sizes are checked
+//! and the total is known to fit before a byte is written (a small archive
+//! can decompress to far more than the disk holds); the second unpacks and
+//! checks every entry's checksum before anything is used. Entry names are plain relative paths: an archive that tries to
 //! write outside its directory, holds links or devices, or has entries the
 //! manifest does not list is refused as damaged.
 
@@ -303,58 +306,152 @@ fn walk(dir: &Path) -> Result<Vec<(String, PathBuf)>, OpsError> {
     Ok(out)
 }
 
-/// Unpacks `archive` into `dest` (an empty directory), checking every entry
-/// against the manifest. Returns the manifest once everything matched.
-pub fn extract(archive: &Path, dest: &Path, progress: &Progress) -> Result<Manifest, OpsError> {
+/// Opens `archive` as a stream of tar entries, counting compressed bytes.
+fn open_tar<'a>(
+    archive: &Path,
+    progress: &'a Progress,
+) -> Result<tar::Archive<flate2::read::GzDecoder<io::BufReader<Counting<'a, File>>>>, OpsError> {
     let file = File::open(archive)
         .map_err(|e| OpsError::io(format!("cannot open {}", archive.display()), e))?;
     let counted = Counting {
         inner: file,
         progress,
     };
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(io::BufReader::new(counted)));
-    let damaged = |what: String| OpsError::Damaged(what);
-    let mut seen: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    Ok(tar::Archive::new(flate2::read::GzDecoder::new(
+        io::BufReader::new(counted),
+    )))
+}
+
+fn damaged(what: String) -> OpsError {
+    OpsError::Damaged(what)
+}
+
+/// The name of an entry, checked to be a plain relative path of a regular
+/// file.
+fn entry_name<R: Read>(entry: &tar::Entry<'_, R>) -> Result<String, OpsError> {
+    let name = entry
+        .path()
+        .map_err(|e| damaged(format!("an entry has an unreadable name: {e}")))?
+        .into_owned();
+    let Some(rel) = safe_relative(&name) else {
+        return Err(damaged(format!(
+            "entry {} points outside the archive",
+            name.display()
+        )));
+    };
+    if entry.header().entry_type() != tar::EntryType::Regular {
+        return Err(damaged(format!("entry {rel} is not a regular file")));
+    }
+    Ok(rel)
+}
+
+/// Reads and checks the manifest entry.
+fn read_manifest<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Manifest, OpsError> {
+    let mut json = Vec::new();
+    entry
+        .by_ref()
+        .take(16 * 1024 * 1024)
+        .read_to_end(&mut json)
+        .map_err(|e| damaged(format!("cannot read the manifest: {e}")))?;
+    let m: Manifest = serde_json::from_slice(&json)
+        .map_err(|e| damaged(format!("the manifest is not valid: {e}")))?;
+    if m.format != FORMAT {
+        return Err(OpsError::Incompatible(format!(
+            "archive format {} is not {FORMAT}, the one this binary reads",
+            m.format
+        )));
+    }
+    Ok(m)
+}
+
+/// The first pass: every entry's name and declared size, then the
+/// manifest, without writing anything. The entries must be exactly the
+/// manifest's, with its sizes, and together at most `max_bytes`.
+fn scan(archive: &Path, progress: &Progress, max_bytes: u64) -> Result<Manifest, OpsError> {
+    let mut tar = open_tar(archive, progress)?;
+    let mut sizes: BTreeMap<String, u64> = BTreeMap::new();
     let mut manifest: Option<Manifest> = None;
     let entries = tar
         .entries()
         .map_err(|e| damaged(format!("cannot read it as a gzip-compressed tar: {e}")))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| damaged(format!("cannot read an entry: {e}")))?;
-        let name = entry
-            .path()
-            .map_err(|e| damaged(format!("an entry has an unreadable name: {e}")))?
-            .into_owned();
-        let Some(rel) = safe_relative(&name) else {
-            return Err(damaged(format!(
-                "entry {} points outside the archive",
-                name.display()
-            )));
-        };
-        if entry.header().entry_type() != tar::EntryType::Regular {
-            return Err(damaged(format!("entry {rel} is not a regular file")));
-        }
+        let rel = entry_name(&entry)?;
         if manifest.is_some() {
             return Err(damaged(format!("entry {rel} comes after the manifest")));
         }
         if rel == MANIFEST {
-            let mut json = Vec::new();
-            entry
-                .by_ref()
-                .take(16 * 1024 * 1024)
-                .read_to_end(&mut json)
-                .map_err(|e| damaged(format!("cannot read the manifest: {e}")))?;
-            let m: Manifest = serde_json::from_slice(&json)
-                .map_err(|e| damaged(format!("the manifest is not valid: {e}")))?;
-            if m.format != FORMAT {
-                return Err(OpsError::Incompatible(format!(
-                    "archive format {} is not {FORMAT}, the one this binary reads",
-                    m.format
-                )));
-            }
-            manifest = Some(m);
+            manifest = Some(read_manifest(&mut entry)?);
             continue;
         }
+        let size = entry
+            .header()
+            .size()
+            .map_err(|e| damaged(format!("entry {rel} has no readable size: {e}")))?;
+        if sizes.insert(rel.clone(), size).is_some() {
+            return Err(damaged(format!("entry {rel} appears twice")));
+        }
+    }
+    let manifest = manifest.ok_or_else(|| {
+        damaged("it has no manifest.json (not a hearth backup, or cut short)".to_owned())
+    })?;
+    let mut total = 0u64;
+    for e in &manifest.entries {
+        match sizes.remove(&e.path) {
+            None => return Err(damaged(format!("{} is missing", e.path))),
+            Some(size) if size != e.size => {
+                return Err(damaged(format!(
+                    "{} holds {size} bytes; the manifest says {}",
+                    e.path, e.size
+                )));
+            }
+            Some(size) => total = total.saturating_add(size),
+        }
+    }
+    if let Some(extra) = sizes.keys().next() {
+        return Err(damaged(format!("{extra} is not in the manifest")));
+    }
+    if total > max_bytes {
+        return Err(OpsError::Failed(format!(
+            "the archive unpacks to {total} bytes, more than the {max_bytes} bytes free where it would be staged"
+        )));
+    }
+    Ok(manifest)
+}
+
+/// Unpacks `archive` into `dest` (an empty directory), checking every entry
+/// against the manifest. Nothing is written unless the entries, their sizes
+/// and the manifest agree and the total is at most `max_bytes`. Returns the
+/// manifest once every checksum matched.
+pub fn extract(
+    archive: &Path,
+    dest: &Path,
+    progress: &Progress,
+    max_bytes: u64,
+) -> Result<Manifest, OpsError> {
+    let manifest = scan(archive, progress, max_bytes)?;
+    let expected: BTreeMap<&str, &Entry> = manifest
+        .entries
+        .iter()
+        .map(|e| (e.path.as_str(), e))
+        .collect();
+    let mut tar = open_tar(archive, progress)?;
+    let mut seen: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    let entries = tar
+        .entries()
+        .map_err(|e| damaged(format!("cannot read it as a gzip-compressed tar: {e}")))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| damaged(format!("cannot read an entry: {e}")))?;
+        let rel = entry_name(&entry)?;
+        if rel == MANIFEST {
+            break;
+        }
+        // The file may have changed since the first pass: hold each entry
+        // to what was checked then.
+        let Some(want) = expected.get(rel.as_str()) else {
+            return Err(damaged(format!("{rel} is not in the manifest")));
+        };
+        let mut entry = entry.take(want.size.saturating_add(1));
         let target = dest.join(&rel);
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent)
@@ -388,9 +485,6 @@ pub fn extract(archive: &Path, dest: &Path, progress: &Progress) -> Result<Manif
             return Err(damaged(format!("entry {rel} appears twice")));
         }
     }
-    let manifest = manifest.ok_or_else(|| {
-        damaged("it has no manifest.json (not a hearth backup, or cut short)".to_owned())
-    })?;
     for e in &manifest.entries {
         match seen.remove(&e.path) {
             None => return Err(damaged(format!("{} is missing", e.path))),
@@ -455,5 +549,89 @@ mod tests {
         assert_eq!(safe_relative(Path::new("files/../../x")), None);
         assert_eq!(safe_relative(Path::new("/etc/passwd")), None);
         assert_eq!(safe_relative(Path::new("")), None);
+    }
+
+    fn manifest() -> Manifest {
+        Manifest {
+            format: FORMAT,
+            app: "t".into(),
+            app_version: "1".into(),
+            hearth_version: "1".into(),
+            engine: "sqlite".into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+            migrations: vec![],
+            tables: BTreeMap::new(),
+            entries: vec![],
+        }
+    }
+
+    #[test]
+    fn an_archive_that_would_unpack_past_the_limit_writes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        // 32 MiB of zeros compress to a few dozen KiB.
+        let big = tmp.path().join("zeros");
+        std::fs::write(&big, vec![0u8; 32 << 20]).unwrap();
+        let archive = tmp.path().join("bomb.tar.gz");
+        let mut w = ArchiveWriter::create(&archive).unwrap();
+        w.add_file("files/zeros", &big, &Progress::hidden())
+            .unwrap();
+        w.finish(manifest()).unwrap();
+        assert!(std::fs::metadata(&archive).unwrap().len() < 1 << 20);
+        let dest = tmp.path().join("dest");
+        std::fs::create_dir(&dest).unwrap();
+        let e = extract(&archive, &dest, &Progress::hidden(), 1 << 20).unwrap_err();
+        assert!(e.to_string().contains("unpacks to 33554432 bytes"), "{e}");
+        assert_eq!(
+            std::fs::read_dir(&dest).unwrap().count(),
+            0,
+            "nothing was written"
+        );
+        // Within the limit it unpacks and checks out.
+        let m = extract(&archive, &dest, &Progress::hidden(), 64 << 20).unwrap();
+        assert_eq!(m.entries.len(), 1);
+        assert_eq!(
+            std::fs::metadata(dest.join("files/zeros")).unwrap().len(),
+            32 << 20
+        );
+    }
+
+    #[test]
+    fn sizes_that_disagree_with_the_manifest_are_refused_before_unpacking() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("a");
+        std::fs::write(&src, b"0123456789").unwrap();
+        // A manifest that claims a smaller file than the tar holds.
+        let archive = tmp.path().join("lying.tar.gz");
+        let file = File::create(&archive).unwrap();
+        let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+            file,
+            flate2::Compression::fast(),
+        ));
+        let mut h = tar::Header::new_gnu();
+        h.set_size(10);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, "files/a", &b"0123456789"[..])
+            .unwrap();
+        let mut m = manifest();
+        m.entries = vec![Entry {
+            path: "files/a".into(),
+            size: 2,
+            sha256: "00".into(),
+        }];
+        let json = serde_json::to_vec(&m).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(json.len() as u64);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, MANIFEST, json.as_slice()).unwrap();
+        b.into_inner().unwrap().finish().unwrap();
+        let dest = tmp.path().join("dest");
+        std::fs::create_dir(&dest).unwrap();
+        let e = extract(&archive, &dest, &Progress::hidden(), u64::MAX).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("holds 10 bytes; the manifest says 2"),
+            "{e}"
+        );
+        assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 0);
     }
 }

@@ -64,7 +64,7 @@ pub async fn backup(
             (dir, path)
         }
     };
-    std::fs::create_dir_all(&dir)
+    crate::private_fs::create_dir(&dir)
         .map_err(|e| OpsError::io(format!("cannot create {}", dir.display()), e))?;
     // The snapshot is staged next to the archive: same disk, and removed
     // whatever happens.

@@ -123,8 +123,9 @@ pub async fn run(app: &App, config: &Config) -> Report {
         ),
     )];
     out.push(data_dir(&config.data_dir));
-    out.push(free_disk(&config.data_dir).await);
     let url = config.database_url(app.name());
+    out.push(file_modes(&config.data_dir, &url));
+    out.push(free_disk(&config.data_dir).await);
     let started = Instant::now();
     let db = tokio::time::timeout(
         config.db.acquire_timeout.get() + Duration::from_secs(1),
@@ -171,7 +172,7 @@ pub async fn run(app: &App, config: &Config) -> Report {
 
 fn data_dir(dir: &Path) -> Check {
     let probe = dir.join(format!(".doctor-{}", std::process::id()));
-    let written = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&probe, b"ok"));
+    let written = crate::private_fs::create_dir(dir).and_then(|()| std::fs::write(&probe, b"ok"));
     let _ = std::fs::remove_file(&probe);
     match written {
         Ok(()) => check(
@@ -184,21 +185,59 @@ fn data_dir(dir: &Path) -> Check {
     }
 }
 
+/// Whether other users can read what the app keeps: the data dir and what
+/// is directly in it (database, secret key, outbox, backups, files), and the
+/// SQLite database with its `-wal` and `-shm` wherever it lives. Anything
+/// looser than 0750 for a directory or 0600 for a file is named.
+fn file_modes(dir: &Path, database_url: &str) -> Check {
+    let mut paths = vec![dir.to_owned()];
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        let mut inside: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+        inside.sort();
+        paths.extend(inside);
+    }
+    if matches!(DbKind::from_url(database_url), Ok(DbKind::Sqlite))
+        && let Ok(opts) =
+            <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(database_url)
+    {
+        let db = opts.get_filename().to_owned();
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = db.clone().into_os_string();
+            p.push(suffix);
+            let p = std::path::PathBuf::from(p);
+            if !paths.contains(&p) {
+                paths.push(p);
+            }
+        }
+    }
+    let loose: Vec<String> = paths
+        .iter()
+        .filter_map(|p| {
+            crate::private_fs::loose_mode(p).map(|mode| format!("{} is {mode:o}", p.display()))
+        })
+        .collect();
+    if loose.is_empty() {
+        check(
+            "file modes",
+            Status::Ok,
+            "the data dir and database are private to the app's user",
+        )
+    } else {
+        check("file modes", Status::Warn, loose.join("; ")).hint(format!(
+            "other users can read these: `chmod {:o}` the directories and `chmod {:o}` the files",
+            crate::private_fs::DIR_MODE,
+            crate::private_fs::FILE_MODE
+        ))
+    }
+}
+
 /// Free space where the data dir is, from `df` (POSIX output).
 async fn free_disk(dir: &Path) -> Check {
-    let out = tokio::process::Command::new("df")
-        .args(["-Pk"])
-        .arg(dir)
-        .output()
-        .await;
-    let parsed = out.ok().filter(|o| o.status.success()).and_then(|o| {
-        let text = String::from_utf8_lossy(&o.stdout).into_owned();
-        let line = text.lines().nth(1)?.to_owned();
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let total: u64 = f.get(1)?.parse().ok()?;
-        let avail: u64 = f.get(3)?.parse().ok()?;
-        Some((total, avail))
-    });
+    let owned = dir.to_owned();
+    let parsed = tokio::task::spawn_blocking(move || super::disk_space_kib(&owned))
+        .await
+        .ok()
+        .flatten();
     let Some((total_kib, avail_kib)) = parsed else {
         return check("free disk", Status::Skip, "`df` gave no answer");
     };

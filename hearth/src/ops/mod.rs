@@ -148,18 +148,38 @@ pub const LOCK_FILE: &str = "hearth.lock";
 #[derive(Debug)]
 pub struct DataDirLock(#[allow(dead_code)] std::fs::File);
 
+/// Total and available KiB of the filesystem holding `dir`, from `df -Pk`
+/// (POSIX output); `None` when `df` gives no answer. Blocks while `df` runs.
+pub fn disk_space_kib(dir: &Path) -> Option<(u64, u64)> {
+    let out = std::process::Command::new("df")
+        .arg("-Pk")
+        .arg(dir)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = text.lines().nth(1)?.to_owned();
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let total: u64 = f.get(1)?.parse().ok()?;
+    let avail: u64 = f.get(3)?.parse().ok()?;
+    Some((total, avail))
+}
+
 /// Takes the data dir's lock, shared (servers and workers, many at once) or
 /// exclusive (a restore, alone). Never waits: a conflict is an error that
 /// says who holds it.
 pub fn lock_data_dir(data_dir: &Path, exclusive: bool) -> Result<DataDirLock, OpsError> {
-    std::fs::create_dir_all(data_dir)
+    crate::private_fs::create_dir(data_dir)
         .map_err(|e| OpsError::io(format!("cannot create {}", data_dir.display()), e))?;
     let path = data_dir.join(LOCK_FILE);
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(crate::private_fs::FILE_MODE);
+    }
+    let file = opts
         .open(&path)
         .map_err(|e| OpsError::io(format!("cannot open {}", path.display()), e))?;
     let taken = if exclusive {

@@ -87,15 +87,23 @@ pub async fn prepare(
     let size = std::fs::metadata(archive)
         .map_err(|e| OpsError::io(format!("cannot open {}", archive.display()), e))?
         .len();
-    progress.set_total(size);
+    // Two passes over the compressed bytes.
+    progress.set_total(size.saturating_mul(2));
     progress.step("unpack");
     let dest = staging.path().to_owned();
     let src = archive.to_owned();
     let bar = progress.clone();
     // Decompressing and hashing is CPU and disk work: off the async threads.
-    let manifest = tokio::task::spawn_blocking(move || archive::extract(&src, &dest, &bar))
-        .await
-        .map_err(|e| OpsError::Failed(format!("unpacking stopped: {e}")))??;
+    // The first of its two passes reads only headers, so an archive that
+    // would unpack to more than the staging disk has free is refused before
+    // anything is written (without `df`, the disk itself is the limit).
+    let manifest = tokio::task::spawn_blocking(move || {
+        let free =
+            super::disk_space_kib(&dest).map_or(u64::MAX, |(_, avail)| avail.saturating_mul(1024));
+        archive::extract(&src, &dest, &bar, free)
+    })
+    .await
+    .map_err(|e| OpsError::Failed(format!("unpacking stopped: {e}")))??;
     check_manifest(target, &manifest)?;
     if target.db.kind() == DbKind::Sqlite {
         check_sqlite_file(&staging.path().join(SQLITE_ENTRY), &manifest).await?;

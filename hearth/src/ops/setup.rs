@@ -117,6 +117,51 @@ pub enum Provisioned {
     Existed,
 }
 
+/// The statements that create role and database `name` with `password`.
+/// The password goes to the server as a SCRAM-SHA-256 verifier, never in
+/// clear: DDL takes no bind parameters, so it would be in the statement's
+/// text, which the server may log (`log_statement = 'ddl'`, errors).
+fn role_statements(name: &str, password: &str, salt: &[u8]) -> [String; 3] {
+    let role = quote_ident(name);
+    // The verifier is base64 and `$`, `:` and digits: no quote can occur.
+    let verifier = scram_verifier(password, salt);
+    [
+        format!(
+            "CREATE ROLE {role} LOGIN PASSWORD '{verifier}' NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"
+        ),
+        format!("CREATE DATABASE {role} OWNER {role}"),
+        format!("REVOKE ALL ON DATABASE {role} FROM PUBLIC"),
+    ]
+}
+
+/// PostgreSQL's stored form of a SCRAM-SHA-256 password (RFC 5802 / 7677),
+/// which it accepts in `PASSWORD '…'` as already encrypted:
+/// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`.
+fn scram_verifier(password: &str, salt: &[u8]) -> String {
+    use base64::Engine as _;
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+    const ITERATIONS: u32 = 4096;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let salted: [u8; 32] =
+        pbkdf2::pbkdf2_hmac_array::<Sha256, 32>(password.as_bytes(), salt, ITERATIONS);
+    let key = |label: &[u8]| {
+        // HMAC takes a key of any length.
+        let mut mac = <Hmac<Sha256> as hmac::digest::KeyInit>::new_from_slice(&salted)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        mac.update(label);
+        mac.finalize().into_bytes()
+    };
+    let stored = Sha256::digest(key(b"Client Key"));
+    let server = key(b"Server Key");
+    format!(
+        "SCRAM-SHA-256${ITERATIONS}:{}${}:{}",
+        b64.encode(salt),
+        b64.encode(stored),
+        b64.encode(server)
+    )
+}
+
 /// Creates the role `name` (login, no superuser, no CREATEDB, no CREATEROLE,
 /// a random password) and the database `name` owned by it, closed to
 /// everyone else, through `admin_url`. Nothing happens when the role exists.
@@ -132,17 +177,13 @@ pub async fn provision_postgres(admin_url: &str, name: &str) -> Result<Provision
         admin.close().await?;
         return Ok(Provisioned::Existed);
     }
-    // DDL takes no bind parameters; the password is hex digits only.
     let password = random_hex()?;
-    let role = quote_ident(name);
-    let statements = [
-        format!(
-            "CREATE ROLE {role} LOGIN PASSWORD '{password}' NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"
-        ),
-        format!("CREATE DATABASE {role} OWNER {role}"),
-        format!("REVOKE ALL ON DATABASE {role} FROM PUBLIC"),
-    ];
-    for sql in statements {
+    let salt: [u8; 16] = random_hex()?
+        .as_bytes()
+        .get(..16)
+        .and_then(|s| s.try_into().ok())
+        .ok_or_else(|| OpsError::Failed("no randomness for the password salt".into()))?;
+    for sql in role_statements(name, &password, &salt) {
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .execute(&mut admin)
             .await
@@ -156,4 +197,38 @@ pub async fn provision_postgres(admin_url: &str, name: &str) -> Result<Provision
     Ok(Provisioned::Created {
         url: format!("postgres://{name}:{password}@{host}:{port}/{name}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_role_password_is_sent_as_a_scram_verifier() {
+        let password = "0123456789abcdef0123456789abcdef";
+        let statements = role_statements("app", password, b"0123456789abcdef");
+        assert!(
+            statements.iter().all(|s| !s.contains(password)),
+            "{statements:?}"
+        );
+        assert!(
+            statements[0].contains("PASSWORD 'SCRAM-SHA-256$4096:MDEyMzQ1Njc4OWFiY2RlZg==$"),
+            "{}",
+            statements[0]
+        );
+    }
+
+    #[test]
+    fn the_verifier_matches_a_known_one() {
+        // RFC 7677's example password and salt; the keys were computed
+        // separately with Python's hashlib (pbkdf2_hmac and hmac).
+        use base64::Engine as _;
+        let salt = base64::engine::general_purpose::STANDARD
+            .decode("W22ZaJ0SNY7soEsUEjb6gQ==")
+            .unwrap();
+        assert_eq!(
+            scram_verifier("pencil", &salt),
+            "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU="
+        );
+    }
 }

@@ -37,8 +37,9 @@ impl Answer {
     }
     pub fn clears_cookie(&self) -> bool {
         self.headers.get_all("set-cookie").iter().any(|v| {
-            v.to_str().unwrap().starts_with("hearth_session=;")
-                && v.to_str().unwrap().contains("Max-Age=0")
+            let v = v.to_str().unwrap();
+            (v.starts_with("hearth_session=;") || v.starts_with("__Host-hearth_session=;"))
+                && v.contains("Max-Age=0")
         })
     }
 }
@@ -54,8 +55,12 @@ impl Browser {
         }
     }
 
+    /// The session cookie, under its plain name or (over HTTPS) its
+    /// `__Host-` name.
     pub fn cookie(&self) -> Option<&String> {
-        self.cookies.get("hearth_session")
+        self.cookies
+            .get("hearth_session")
+            .or_else(|| self.cookies.get("__Host-hearth_session"))
     }
 
     pub fn cookie_header(&self) -> String {
@@ -257,6 +262,19 @@ hearth::db_tests! {
         app.stop().await;
     }
 
+    async fn a_public_route_cannot_act_as_the_user_without_the_csrf_check(backend) {
+        let Some(app) = spawn(backend, |_| {}).await else { return };
+        let mut victim = Browser::signed_in(&app, "victim@example.com").await;
+        // A forged cross-site form: the cookie rides along, no token.
+        victim.csrf = None;
+        victim.origin = None;
+        let a = victim.post("/probe/public-act", json!({})).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.body);
+        // The session itself is fine, and the guarded routes still see it.
+        assert_eq!(victim.get("/probe/me").await.status, StatusCode::OK);
+        app.stop().await;
+    }
+
     async fn a_session_planted_before_login_is_worthless_after_it(backend) {
         let Some(app) = spawn(backend, |_| {}).await else { return };
         let _account = Browser::signed_in(&app, "victim@example.com").await;
@@ -363,6 +381,146 @@ hearth::db_tests! {
         app.stop().await;
     }
 
+    async fn concurrent_guesses_cannot_outrun_the_account_lockout(backend) {
+        let Some(app) = spawn(backend, |c| {
+            // Ten client addresses, as a proxy would name them.
+            c.auth.trust_forwarded_for = true;
+            // A hash that takes a moment, so many guesses are in flight together.
+            c.auth.argon2 = hearth::auth::Argon2Config { memory_kib: 4096, iterations: 1, parallelism: 1 };
+        }).await else { return };
+        let _ = Browser::signed_in(&app, "ana@example.com").await;
+        let mut attacker = Browser::new(&app);
+        attacker.start().await;
+        let max = app.state().auth().config().limits.login_failures_per_account.max;
+        let hashed_before = app.state().auth().passwords().computed();
+        let mut guesses = tokio::task::JoinSet::new();
+        for i in 0..200 {
+            let req = attacker.http.post(app.url("/api/auth/login"))
+                .header("cookie", attacker.cookie_header())
+                .header("x-csrf-token", attacker.csrf.clone().unwrap())
+                .header("origin", app.base_url())
+                .header("x-forwarded-for", format!("198.51.100.{}", i % 10))
+                .json(&json!({"email": "ana@example.com", "password": format!("guess number {i}")}));
+            guesses.spawn(async move { req.send().await.unwrap().status() });
+        }
+        let (mut wrong, mut limited, mut other) = (0, 0, Vec::new());
+        while let Some(status) = guesses.join_next().await {
+            match status.unwrap() {
+                StatusCode::UNAUTHORIZED => wrong += 1,
+                StatusCode::TOO_MANY_REQUESTS => limited += 1,
+                s => other.push(s),
+            }
+        }
+        assert_eq!((wrong, limited, other), (max, 200 - max, vec![]));
+        // Only the guesses let through were hashed.
+        assert_eq!(app.state().auth().passwords().computed() - hashed_before, u64::from(max));
+        app.stop().await;
+    }
+
+    async fn change_password_and_destroy_are_limited_whatever_their_outcome(backend) {
+        let Some(app) = spawn(backend, |c| {
+            c.auth.limits.reauth_per_account.max = 3;
+        }).await else { return };
+        let mut ana = Browser::signed_in(&app, "ana@example.com").await;
+        let mut bo = Browser::signed_in(&app, "bo@example.com").await;
+        let wrong = ana.post("/api/auth/change-password", json!({"password": "wrong wrong wrong", "new_password": "a new long passphrase"})).await;
+        assert_eq!(wrong.code(), "wrong_password");
+        let right = ana.post("/api/auth/change-password", json!({"password": PASSWORD, "new_password": "a new long passphrase"})).await;
+        assert_eq!(right.status, StatusCode::OK, "{}", right.body);
+        let right = ana.post("/api/auth/change-password", json!({"password": "a new long passphrase", "new_password": PASSWORD})).await;
+        assert_eq!(right.status, StatusCode::OK, "{}", right.body);
+        // The fourth is refused before any hashing, right password or not,
+        // and destroying the account counts in the same budget.
+        let hashed = app.state().auth().passwords().computed();
+        let a = ana.post("/api/auth/change-password", json!({"password": PASSWORD, "new_password": "a new long passphrase"})).await;
+        assert_eq!((a.status, a.code()), (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"));
+        assert!(a.headers.get("retry-after").is_some());
+        assert_eq!(ana.post("/api/auth/destroy", json!({"password": PASSWORD})).await.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(app.state().auth().passwords().computed(), hashed);
+        assert_eq!(count(&app, "SELECT count(*) FROM hearth_user").await, 2);
+        // The budget is per account.
+        let a = bo.post("/api/auth/change-password", json!({"password": PASSWORD, "new_password": "a new long passphrase"})).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        app.stop().await;
+    }
+
+    async fn forwarded_addresses_cannot_be_chosen_by_the_client(backend) {
+        // One proxy in front, trusted whoever connects.
+        let Some(app) = spawn(backend, |c| {
+            c.auth.trust_forwarded_for = true;
+            c.auth.limits.login_per_ip.max = 2;
+        }).await else { return };
+        let mut b = Browser::new(&app);
+        b.start().await;
+        let login = |b: &Browser, xff: String| {
+            b.http.post(format!("{}/api/auth/login", b.base))
+                .header("x-csrf-token", b.csrf.clone().unwrap())
+                .header("x-forwarded-for", xff)
+                .json(&json!({"email": "nobody@example.com", "password": "guess guess guess"}))
+        };
+        // The client varies its own entry and makes the proxy's unreadable:
+        // the peer counts, so the limit holds.
+        let mut statuses = Vec::new();
+        for i in 0..4 {
+            let req = login(&b, format!("203.0.113.{i}, not-an-address"));
+            statuses.push(b.send(req).await.status);
+        }
+        assert_eq!(statuses[..2], [StatusCode::UNAUTHORIZED; 2]);
+        assert_eq!(statuses[2..], [StatusCode::TOO_MANY_REQUESTS; 2]);
+        app.stop().await;
+
+        // A list of trusted proxies: the rightmost entry that is not one of them.
+        let Some(app) = spawn(backend, |c| {
+            c.auth.trusted_proxies = vec!["127.0.0.0/8".into(), "10.0.0.0/8".into()];
+            c.auth.limits.login_per_ip.max = 2;
+        }).await else { return };
+        let mut b = Browser::new(&app);
+        b.start().await;
+        let mut statuses = Vec::new();
+        for i in 0..3 {
+            let req = login(&b, format!("6.6.6.{i}, 203.0.113.9, 10.1.2.3"));
+            statuses.push(b.send(req).await.status);
+        }
+        assert_eq!(statuses, [StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED, StatusCode::TOO_MANY_REQUESTS]);
+        // Another client behind the same proxies has its own count, and an
+        // IPv6 client is counted by its /64.
+        let req = login(&b, "198.51.100.7, 10.1.2.3".into());
+        assert_eq!(b.send(req).await.status, StatusCode::UNAUTHORIZED);
+        let mut statuses = Vec::new();
+        for i in 1..4 {
+            let req = login(&b, format!("2001:db8:1:2::{i}"));
+            statuses.push(b.send(req).await.status);
+        }
+        assert_eq!(statuses, [StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED, StatusCode::TOO_MANY_REQUESTS]);
+        app.stop().await;
+    }
+
+    async fn behind_https_the_cookie_is_secure_and_host_only(backend) {
+        // TLS ends at a proxy: the public URL is what says HTTPS.
+        let Some(app) = spawn(backend, |c| {
+            c.public_url = Some("https://app.example".into());
+        }).await else { return };
+        let mut b = Browser::new(&app);
+        let a = b.get("/api/auth/csrf").await;
+        let set_cookie = a.headers.get("set-cookie").unwrap().to_str().unwrap().to_owned();
+        assert!(set_cookie.starts_with("__Host-hearth_session="), "{set_cookie}");
+        for attr in ["; Secure", "Path=/", "HttpOnly"] {
+            assert!(set_cookie.contains(attr), "{set_cookie}");
+        }
+        assert!(!set_cookie.contains("Domain"), "{set_cookie}");
+        b.sign_up("ana@example.com", PASSWORD).await;
+        let a = b.log_in("ana@example.com", PASSWORD).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        assert!(a.headers.get("set-cookie").unwrap().to_str().unwrap().contains("; Secure"));
+        assert_eq!(b.get("/api/auth/me").await.status, StatusCode::OK);
+        // The same signed value under the plain name (what a sibling
+        // subdomain could set for the parent domain) is no session.
+        let value = b.cookies.remove("__Host-hearth_session").unwrap();
+        b.cookies.insert("hearth_session".into(), value);
+        assert_eq!(b.get("/api/auth/me").await.status, StatusCode::UNAUTHORIZED);
+        app.stop().await;
+    }
+
     async fn too_many_signups_from_one_address_get_429(backend) {
         let Some(app) = spawn(backend, |c| {
             c.auth.limits.signup_per_ip.max = 2;
@@ -404,8 +562,15 @@ hearth::db_tests! {
         assert_eq!(user.get("/probe/verified").await.status, StatusCode::OK);
         assert_eq!(user.get("/probe/editors").await.status, StatusCode::OK);
         assert_eq!(user.get("/probe/admin").await.status, StatusCode::FORBIDDEN);
-        // Admin by the config's list (any case), and by the database flag.
+        // Admin by the config's list (any case) once the address is verified,
+        // and by the database flag.
         let mut boss = Browser::signed_in(&app, "boss@example.com").await;
+        assert_eq!(boss.get("/probe/admin").await.status, StatusCode::FORBIDDEN);
+        assert_eq!(boss.get("/api/auth/me").await.body["user"]["admin"], false);
+        let (b, _) = users.by_email("boss@example.com").await.unwrap().unwrap();
+        let mut tx = app.state().db().begin().await.unwrap();
+        users.mark_verified(&mut tx, b.id).await.unwrap();
+        tx.commit().await.unwrap();
         assert_eq!(boss.get("/probe/admin").await.status, StatusCode::OK);
         assert_eq!(boss.get("/api/auth/me").await.body["user"]["admin"], true);
         let mut tx = app.state().db().begin().await.unwrap();
@@ -527,6 +692,22 @@ hearth::db_tests! {
         let a = b.post("/api/auth/signup", json!({"email": "stranger@example.com", "password": PASSWORD})).await;
         assert_eq!((a.status, a.code(), a.field()), (StatusCode::FORBIDDEN, "signup_closed", "email"));
         assert_eq!(count(&app, "SELECT count(*) FROM hearth_user").await, 2);
+        // Anyone can sign up with a listed address; until the mailed link
+        // proves they own it, the signed-in routes stay shut. Their own
+        // account's routes stay open, so they can ask for the link again.
+        let a = b.log_in("ana@team.example", PASSWORD).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        let a = b.get("/probe/me").await;
+        assert_eq!((a.status, a.code()), (StatusCode::FORBIDDEN, "email_unverified"));
+        assert_eq!(b.post("/probe/note", json!("hi")).await.code(), "email_unverified");
+        assert_eq!(b.get("/api/auth/me").await.status, StatusCode::OK);
+        assert_eq!(b.post("/api/auth/resend-verification", json!({})).await.status, StatusCode::ACCEPTED);
+        let users = app.state().auth().users();
+        let (u, _) = users.by_email("ana@team.example").await.unwrap().unwrap();
+        let mut tx = app.state().db().begin().await.unwrap();
+        users.mark_verified(&mut tx, u.id).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(b.get("/probe/me").await.status, StatusCode::OK);
         app.stop().await;
     }
 

@@ -25,6 +25,59 @@ async fn spawn_with_mail(backend: Backend) -> Option<(TestApp, SmtpSink)> {
 }
 
 hearth::db_tests! {
+    async fn a_listed_admin_address_grants_nothing_until_it_is_verified(backend) {
+        let sink = SmtpSink::start().await;
+        let Some(app) = TestApp::spawn_with(&app(), backend, |c| {
+            sink.configure(c);
+            c.jobs.poll_interval = hearth::config::Duration::from_millis(100);
+            c.auth.admins = vec!["boss@example.com".into()];
+        }).await else { return };
+        // Someone who does not own the listed address signs up with it.
+        let mut b = Browser::new(&app);
+        b.start().await;
+        b.sign_up("boss@example.com", PASSWORD).await;
+        let a = b.log_in("boss@example.com", PASSWORD).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        assert_eq!((a.body["user"]["verified"].as_bool(), a.body["user"]["admin"].as_bool()), (Some(false), Some(false)));
+        assert_eq!(b.get("/probe/admin").await.status, StatusCode::FORBIDDEN);
+        assert_eq!(b.get("/metrics").await.status, StatusCode::FORBIDDEN);
+        assert_eq!(b.get("/api/auth/me").await.body["user"]["admin"], false);
+        // The owner follows the mailed link: now the list counts.
+        let token = sink.next().await.token_for("/auth/verify-email").unwrap();
+        let a = b.post("/api/auth/verify-email", json!({"token": token})).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        assert_eq!(a.body["user"]["admin"], true);
+        assert_eq!(b.get("/probe/admin").await.status, StatusCode::OK);
+        assert_eq!(b.get("/metrics").await.status, StatusCode::OK);
+        app.stop().await;
+    }
+
+    async fn a_password_change_or_logging_out_everywhere_revokes_reset_links(backend) {
+        let Some((app, sink)) = spawn_with_mail(backend).await else { return };
+        let mut b = Browser::signed_in(&app, "ana@example.com").await;
+        let _verification = sink.next().await;
+        // A link asked for, then the password changed: the link is dead.
+        assert_eq!(b.post("/api/auth/recover", json!({"email": "ana@example.com"})).await.status, StatusCode::ACCEPTED);
+        let link = sink.next().await.token_for("/auth/reset").unwrap();
+        let a = b.post("/api/auth/change-password", json!({"password": PASSWORD, "new_password": "a new long passphrase"})).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        let a = b.post("/api/auth/reset", json!({"token": link, "new_password": "the thief's passphrase"})).await;
+        assert_eq!((a.status, a.code()), (StatusCode::BAD_REQUEST, "invalid_token"));
+        // A link asked for, then every session ended: the link is dead too.
+        assert_eq!(b.post("/api/auth/recover", json!({"email": "ana@example.com"})).await.status, StatusCode::ACCEPTED);
+        let link = sink.next().await.token_for("/auth/reset").unwrap();
+        assert_eq!(b.post("/api/auth/logout-everywhere", json!({})).await.status, StatusCode::OK);
+        let mut thief = Browser::new(&app);
+        thief.start().await;
+        let a = thief.post("/api/auth/reset", json!({"token": link, "new_password": "the thief's passphrase"})).await;
+        assert_eq!(a.code(), "invalid_token");
+        assert_eq!(count(&app, "SELECT count(*) FROM hearth_token WHERE kind = 'reset'").await, 0);
+        let mut owner = Browser::new(&app);
+        owner.start().await;
+        assert_eq!(owner.log_in("ana@example.com", "a new long passphrase").await.status, StatusCode::OK);
+        app.stop().await;
+    }
+
     async fn signup_mails_a_link_that_verifies_the_address(backend) {
         let Some((app, sink)) = spawn_with_mail(backend).await else { return };
         let mut b = Browser::new(&app);

@@ -45,7 +45,7 @@ hearth::db_tests! {
         }
         assert!(!found.is_empty(), "no scheduled backup appeared in {}", dir.display());
         let unpacked = tempfile::tempdir().unwrap();
-        let manifest = extract(&dir.join(&found[0]), unpacked.path(), &Progress::hidden()).unwrap();
+        let manifest = extract(&dir.join(&found[0]), unpacked.path(), &Progress::hidden(), u64::MAX).unwrap();
         assert_eq!(manifest.app, app.state().name());
         assert!(manifest.tables.contains_key("hearth_cron"));
         assert!(manifest.levels().contains_key("hearth"));
@@ -72,7 +72,7 @@ hearth::db_tests! {
         }
         assert_eq!(archives(&t.backup_dir()), written[1..].to_vec());
         let unpacked = tempfile::tempdir().unwrap();
-        let manifest = extract(&t.backup_dir().join(&written[2]), unpacked.path(), &Progress::hidden()).unwrap();
+        let manifest = extract(&t.backup_dir().join(&written[2]), unpacked.path(), &Progress::hidden(), u64::MAX).unwrap();
         let paths: Vec<&str> = manifest.entries.iter().map(|e| e.path.as_str()).collect();
         assert!(paths.contains(&"files/avatars/ana.png") && paths.contains(&"files/notes.txt"), "{paths:?}");
         assert_eq!(std::fs::read(unpacked.path().join("files/notes.txt")).unwrap(), b"hello");

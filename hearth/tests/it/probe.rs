@@ -96,6 +96,16 @@ impl Module for Probe {
                     get(|peer: hearth::http::PeerAddr| async move {
                         peer.0.map_or_else(|| "none".to_owned(), |a| a.to_string())
                     }),
+                )
+                // A public route that looks at the session and then, wrongly,
+                // asks for the signed-in user: no CSRF check stands behind it.
+                .route(
+                    "/probe/public-act",
+                    post(
+                        |_seen: hearth::auth::MaybeSession, me: CurrentUser| async move {
+                            format!("acted for {}", me.user.email)
+                        },
+                    ),
                 ),
         );
         ctx.signed_in(

@@ -248,6 +248,19 @@ hearth::db_tests! {
         assert_eq!(res.status(), StatusCode::OK);
     }
 
+    async fn over_tls_the_session_cookie_is_secure_and_host_only(backend) {
+        let Some((app_, tls_client, _dir)) = tls_app(backend, |_| {}).await else { return };
+        let mut b = crate::accounts::Browser::new(&app_);
+        b.http = tls_client;
+        let a = b.get("/api/auth/csrf").await;
+        let set_cookie = a.headers.get("set-cookie").unwrap().to_str().unwrap().to_owned();
+        assert!(set_cookie.starts_with("__Host-hearth_session="), "{set_cookie}");
+        assert!(set_cookie.contains("; Secure") && set_cookie.contains("Path=/"), "{set_cookie}");
+        b.sign_up("ana@example.com", crate::accounts::PASSWORD).await;
+        assert_eq!(b.log_in("ana@example.com", crate::accounts::PASSWORD).await.status, StatusCode::OK);
+        assert_eq!(b.get("/api/auth/me").await.status, StatusCode::OK);
+    }
+
     async fn http2_connections_are_not_held_to_the_header_deadline(backend) {
         // After its first request an HTTP/2 connection is hyper's business:
         // idle past the deadline, it is still the same connection.

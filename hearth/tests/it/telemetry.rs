@@ -114,8 +114,14 @@ hearth::db_tests! {
         assert!((now - cron).abs() < 600.0, "{cron} vs {now}");
         // Scrapes themselves are counted under their route, by status.
         assert!(text.contains("route=\"/metrics\",status=\"401\""), "{text}");
-        // An admin's session is enough.
+        // An admin's session is enough, once a listed address is verified.
         let mut boss = Browser::signed_in(&app, "boss@example.com").await;
+        assert_eq!(boss.get("/metrics").await.status, StatusCode::FORBIDDEN);
+        let users = app.state().auth().users();
+        let (b, _) = users.by_email("boss@example.com").await.unwrap().unwrap();
+        let mut tx = app.state().db().begin().await.unwrap();
+        users.mark_verified(&mut tx, b.id).await.unwrap();
+        tx.commit().await.unwrap();
         let a = boss.get("/metrics").await;
         assert_eq!(a.status, StatusCode::OK);
         assert!(a.body.as_str().unwrap().contains("# TYPE hearth_http_requests counter"));

@@ -82,7 +82,9 @@ impl Module for Account {
                 )
                 .route("/auth/reset", get(pages::reset_form).post(pages::reset)),
         );
-        ctx.signed_in(
+        // The account's own pages work before the address is verified:
+        // that is where the link is sent again.
+        ctx.own_account(
             Router::new()
                 .route("/account", get(pages::account))
                 .route(
@@ -95,9 +97,9 @@ impl Module for Account {
                     "/auth/change-password",
                     get(pages::change_password_form).post(pages::change_password),
                 )
-                .route("/members", get(pages::members))
                 .route("/api/whoami", get(pages::whoami)),
         );
+        ctx.verified(Router::new().route("/members", get(pages::members)));
         ctx.admin(
             Router::new()
                 .route("/admin", get(pages::admin))

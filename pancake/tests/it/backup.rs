@@ -205,7 +205,7 @@ fn forged(tdb: &TestDb, archive: &Path, app: &str, newer_module: Option<&str>) -
         .dir()
         .join(format!("unpacked-{app}-{}", newer_module.is_some()));
     std::fs::create_dir_all(&unpacked).unwrap();
-    let mut manifest = extract(archive, &unpacked, &Progress::hidden()).unwrap();
+    let mut manifest = extract(archive, &unpacked, &Progress::hidden(), u64::MAX).unwrap();
     manifest.app = app.to_owned();
     if let Some(module) = newer_module {
         manifest.migrations.push(ManifestMigration {

@@ -85,7 +85,9 @@ hearth::db_tests! {
         let addr = base.trim_start_matches("http://").to_owned();
         let (code, report, out) = doctor(&tdb, &[], &["--addr", &addr]);
         assert_eq!(code, Some(0), "{report:#}{}", text(&out.stderr));
-        for name in ["config", "data dir", "database", "migrations", "queue", "workers", "cron", "server"] {
+        // `migrate` and `serve` made the data dir 0750 and the SQLite files
+        // (with the -wal and -shm of the running server) 0600.
+        for name in ["config", "data dir", "file modes", "database", "migrations", "queue", "workers", "cron", "server"] {
             assert_eq!(status(&report, name).0, "ok", "{name}: {report:#}");
         }
         assert!(status(&report, "database").1.contains(if backend == Backend::Sqlite { "SQLite" } else { "PostgreSQL" }));
@@ -108,6 +110,18 @@ hearth::db_tests! {
         let (code, report, _) = doctor(&tdb, &[], &["--addr", &addr]);
         assert_eq!(code, Some(0));
         assert_eq!(status(&report, "server").0, "skip");
+        // A world-readable file in the data dir is a warning that names it.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let secret = tdb.dir().join("data").join(hearth::auth::SECRET_FILE);
+            std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let (code, report, _) = doctor(&tdb, &[], &[]);
+            assert_eq!(code, Some(0), "a warning does not fail the report");
+            let (s, value, hint) = status(&report, "file modes");
+            assert_eq!(s, "warn", "{report:#}");
+            assert!(value.contains("secret.key is 644") && hint.contains("chmod 600"), "{value} / {hint}");
+        }
     }
 
     async fn doctor_names_what_is_broken(backend) {
