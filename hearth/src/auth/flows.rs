@@ -490,7 +490,7 @@ pub async fn resend_verification(state: &AppState, me: &CurrentUser) -> Result<(
     .await?;
     if !me.user.verified {
         let mut tx = state.db().begin().await?;
-        mailing::queue_verification(state, &mut tx, me.user.id, &me.user.email).await?;
+        mailing::queue_verification(state, &mut tx, me.user.id).await?;
         tx.commit().await?;
     }
     Ok(())

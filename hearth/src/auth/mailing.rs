@@ -1,18 +1,25 @@
-//! The mails of the account flows, decided off the request path.
+//! The mails of the account flows, decided and sent off the request path.
 //!
 //! Signup and recovery answer the same whether or not an address has an
 //! account, and do the same work while answering: they queue one of these
 //! jobs with the address. The job then looks the account up and issues the
-//! verification or reset token and the message (or tells an existing
-//! account that someone tried to sign up with it), in one transaction. So
-//! neither the answer nor its timing depends on the account existing.
+//! verification or reset token and sends the message (or tells an existing
+//! account that someone tried to sign up with it). So neither the answer
+//! nor its timing depends on the account existing.
+//!
+//! A link is never stored. The jobs carry an address or an account id;
+//! when one runs, it issues the token (only its hash is written), builds the
+//! message and hands it to the mailer itself, not to the `hearth.mail`
+//! queue. If the mailer fails, the token is revoked and the job retries
+//! with a fresh one. So a copy of the database (a backup, a dead job kept
+//! for weeks, a pending job while SMTP is down) holds no link that works.
 
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
 use crate::auth::tokens::NewToken;
-use crate::jobs::{JobName, JobRun};
-use crate::mail::{self, templates};
+use crate::jobs::{JobName, JobRun, Permanent};
+use crate::mail::{self, Mail, MailError, templates};
 
 /// Token kind of email-verification links.
 pub const VERIFY_KIND: &str = "verify_email";
@@ -38,43 +45,101 @@ pub struct RecoverMail {
     pub email: String,
 }
 
+/// What the job that sends a new verification link gets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyMail {
+    /// The account.
+    pub user_id: i64,
+}
+
 /// After a signup: the verification link, or a note to the existing account.
+/// As patient as `hearth.mail`, since it sends the message itself.
 pub const SIGNUP_MAIL: JobName<SignupMail> = JobName::new("hearth.auth.signup_mail")
     .queue("mail")
-    .max_attempts(5);
+    .max_attempts(12);
 
 /// After a recovery request: a reset link, if the address has an account.
 pub const RECOVER_MAIL: JobName<RecoverMail> = JobName::new("hearth.auth.recover_mail")
     .queue("mail")
-    .max_attempts(5);
+    .max_attempts(12);
 
-/// Issues a verification token for account `user_id` and queues its
-/// message, in the caller's transaction.
+/// A new verification link for an account that is not verified yet
+/// (resend, `user create` without `--verified`).
+pub const VERIFY_MAIL: JobName<VerifyMail> = JobName::new("hearth.auth.verify_mail")
+    .queue("mail")
+    .max_attempts(12);
+
+/// Queues a new verification link for account `user_id`, in the caller's
+/// transaction.
 pub(crate) async fn queue_verification(
     state: &AppState,
     tx: &mut crate::db::Tx,
     user_id: i64,
-    email: &str,
 ) -> anyhow::Result<()> {
-    let c = state.auth().config();
-    let (secret, _) = state
-        .tokens()
-        .issue(
-            tx,
-            NewToken::new(VERIFY_KIND, c.verify_ttl.get())
-                .owner(user_id.to_string())
-                .data(email)
-                .single_use(),
-        )
+    state
+        .jobs()
+        .enqueue(tx, VERIFY_MAIL.job(&VerifyMail { user_id }))
         .await?;
+    Ok(())
+}
+
+/// Issues `token` (after revoking the owner's earlier tokens of `replaces`,
+/// if given), puts its link (`<public_url><path>?token=…`) in the message
+/// `build` makes, and sends it now. When the message cannot be handed over
+/// the token is revoked again, so that only links that went out can work,
+/// and the error is returned for the job to retry.
+async fn send_link(
+    state: &AppState,
+    token: NewToken,
+    replaces: Option<(&str, &str)>,
+    path: &str,
+    build: impl FnOnce(&str) -> Result<Mail, askama::Error>,
+) -> anyhow::Result<()> {
+    let mut tx = state.db().begin().await?;
+    if let Some((kind, owner)) = replaces {
+        state.tokens().revoke_owned(&mut tx, kind, owner).await?;
+    }
+    let (secret, issued) = state.tokens().issue(&mut tx, token).await?;
+    tx.commit().await?;
     let link = format!(
-        "{}/auth/verify-email?token={}",
+        "{}{path}?token={}",
         state.config().public_url(),
         secret.expose()
     );
-    let message = templates::verify(state.name(), email, &link, c.verify_ttl.get())?;
-    mail::enqueue(state.jobs(), tx, &message).await?;
-    Ok(())
+    let sent = match build(&link) {
+        Ok(message) => state.mailer().send_now(&message).await,
+        Err(e) => Err(MailError::Invalid(e.to_string())),
+    };
+    let Err(e) = sent else {
+        return Ok(());
+    };
+    let revoked = async {
+        let mut tx = state.db().begin().await?;
+        state.tokens().revoke(&mut tx, issued.id).await?;
+        tx.commit().await
+    };
+    if let Err(r) = revoked.await {
+        // It expires on its own; nobody has its link.
+        tracing::warn!(error = %r, "could not revoke the token of an unsent link");
+    }
+    match e {
+        MailError::Invalid(m) => Err(Permanent(m).into()),
+        other => Err(other.into()),
+    }
+}
+
+/// Sends a verification link for `user_id` at `email`.
+async fn send_verification(state: &AppState, user_id: i64, email: &str) -> anyhow::Result<()> {
+    let c = state.auth().config();
+    let token = NewToken::new(VERIFY_KIND, c.verify_ttl.get())
+        .owner(user_id.to_string())
+        .data(email)
+        .single_use();
+    send_link(state, token, None, "/auth/verify-email", |link| {
+        templates::verify(state.name(), email, link, c.verify_ttl.get())
+    })
+    .await
 }
 
 async fn signup_mail(run: JobRun<SignupMail>) -> anyhow::Result<()> {
@@ -84,21 +149,35 @@ async fn signup_mail(run: JobRun<SignupMail>) -> anyhow::Result<()> {
         // Deleted since; nothing to say.
         return Ok(());
     };
-    let mut tx = state.db().begin().await?;
-    if run.payload.created && !user.verified {
-        queue_verification(state, &mut tx, user.id, email).await?;
-    } else if !run.payload.created {
-        let base = state.config().public_url();
-        let message = templates::registered(
-            state.name(),
-            email,
-            &format!("{base}/auth/login"),
-            &format!("{base}/auth/recover"),
-        )?;
-        mail::enqueue(state.jobs(), &mut tx, &message).await?;
+    if run.payload.created {
+        if !user.verified {
+            send_verification(state, user.id, email).await?;
+        }
+        return Ok(());
     }
+    // No link in this one: it may go through the queue like any mail.
+    let base = state.config().public_url();
+    let message = templates::registered(
+        state.name(),
+        email,
+        &format!("{base}/auth/login"),
+        &format!("{base}/auth/recover"),
+    )?;
+    let mut tx = state.db().begin().await?;
+    mail::enqueue(state.jobs(), &mut tx, &message).await?;
     tx.commit().await?;
     Ok(())
+}
+
+async fn verify_mail(run: JobRun<VerifyMail>) -> anyhow::Result<()> {
+    let state = &run.state;
+    match state.auth().users().by_id(run.payload.user_id).await? {
+        Some((user, _)) if !user.verified && !user.disabled => {
+            send_verification(state, user.id, &user.email).await
+        }
+        // Verified, disabled or deleted since: nothing to send.
+        _ => Ok(()),
+    }
 }
 
 async fn recover_mail(run: JobRun<RecoverMail>) -> anyhow::Result<()> {
@@ -110,35 +189,24 @@ async fn recover_mail(run: JobRun<RecoverMail>) -> anyhow::Result<()> {
     };
     let c = state.auth().config();
     let owner = user.id.to_string();
-    let mut tx = state.db().begin().await?;
+    let token = NewToken::new(RESET_KIND, c.reset_ttl.get())
+        .owner(owner.clone())
+        .data(email.as_str())
+        .single_use();
     // Only the newest link works: a mailbox that leaked an older one loses nothing.
-    state
-        .tokens()
-        .revoke_owned(&mut tx, RESET_KIND, &owner)
-        .await?;
-    let (secret, _) = state
-        .tokens()
-        .issue(
-            &mut tx,
-            NewToken::new(RESET_KIND, c.reset_ttl.get())
-                .owner(owner)
-                .data(email.as_str())
-                .single_use(),
-        )
-        .await?;
-    let link = format!(
-        "{}/auth/reset?token={}",
-        state.config().public_url(),
-        secret.expose()
-    );
-    let message = templates::reset(state.name(), email, &link, c.reset_ttl.get())?;
-    mail::enqueue(state.jobs(), &mut tx, &message).await?;
-    tx.commit().await?;
-    Ok(())
+    send_link(
+        state,
+        token,
+        Some((RESET_KIND, &owner)),
+        "/auth/reset",
+        |link| templates::reset(state.name(), email, link, c.reset_ttl.get()),
+    )
+    .await
 }
 
-/// Registers the two jobs.
+/// Registers the jobs.
 pub(crate) fn register_own(ctx: &mut crate::Context<'_>) {
     ctx.job(SIGNUP_MAIL, signup_mail);
     ctx.job(RECOVER_MAIL, recover_mail);
+    ctx.job(VERIFY_MAIL, verify_mail);
 }

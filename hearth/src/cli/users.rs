@@ -155,7 +155,7 @@ pub(super) async fn user_command(state: &AppState, cmd: UserCommand) -> anyhow::
             if verified {
                 users.mark_verified(&mut tx, id).await?;
             } else {
-                crate::auth::mailing::queue_verification(state, &mut tx, id, &email).await?;
+                crate::auth::mailing::queue_verification(state, &mut tx, id).await?;
             }
             tx.commit().await?;
             let what = if admin { "admin account" } else { "account" };

@@ -70,8 +70,13 @@ pub struct JobName<P> {
     max_attempts: Option<u32>,
     timeout: Option<Duration>,
     priority: i32,
+    redact: Option<Redact>,
     _payload: PhantomData<fn() -> P>,
 }
+
+/// Turns a dead job's JSON payload into what may be kept (see
+/// [`JobName::redact_when_dead`]).
+pub type Redact = fn(&str) -> String;
 
 impl<P> Clone for JobName<P> {
     fn clone(&self) -> Self {
@@ -99,6 +104,7 @@ impl<P> JobName<P> {
             max_attempts: None,
             timeout: None,
             priority: 0,
+            redact: None,
             _payload: PhantomData,
         }
     }
@@ -128,6 +134,18 @@ impl<P> JobName<P> {
     #[must_use]
     pub const fn priority(mut self, p: i32) -> Self {
         self.priority = p;
+        self
+    }
+
+    /// Rewrites the payload of a job of this name when it dies, in the
+    /// transaction that moves it to `dead`. Dead jobs are kept for
+    /// `jobs.dead_retention` and copied by backups; a payload that may hold
+    /// a secret (a mail with a link in it) keeps only what an operator
+    /// needs to see, such as the recipient. A redacted job usually cannot be
+    /// retried: its handler should refuse what `redact` leaves.
+    #[must_use]
+    pub const fn redact_when_dead(mut self, redact: Redact) -> Self {
+        self.redact = Some(redact);
         self
     }
 

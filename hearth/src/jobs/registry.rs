@@ -42,6 +42,8 @@ pub(crate) struct JobDef {
     pub priority: i32,
     /// Checks that a JSON payload decodes into the handler's type.
     pub validate: fn(&str) -> Result<(), String>,
+    /// What a dead job's payload becomes, if it must not be kept.
+    pub redact: Option<super::Redact>,
     pub handler: Handler,
 }
 
@@ -119,6 +121,7 @@ impl JobDef {
             timeout: name.timeout,
             priority: name.priority,
             validate: |s| decode::<P>(s).map(|_| ()),
+            redact: name.redact,
             handler,
         }
     }

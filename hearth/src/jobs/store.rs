@@ -464,12 +464,13 @@ pub(crate) async fn complete(
 }
 
 /// What to do with a job that did not succeed.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) enum Next {
     /// Back to pending, due at this time.
     Retry(i64),
-    /// To the dead table.
-    Dead,
+    /// To the dead table, with this payload instead of its own when its
+    /// name redacts dead jobs.
+    Dead(Option<String>),
     /// Back to pending now with the attempt given back (shutdown interrupted it).
     Release,
 }
@@ -498,7 +499,7 @@ async fn move_out(
     next: Next,
     now: i64,
 ) -> Result<bool, sqlx::Error> {
-    let moved = match next {
+    let moved = match &next {
         Next::Retry(_) | Next::Release => {
             // A retry is due at its backoff time and records the error; a
             // release is due now, gives the interrupted attempt back and
@@ -521,16 +522,17 @@ async fn move_out(
             .await?
             .rows_affected())
         }
-        Next::Dead => {
+        Next::Dead(redacted) => {
             let n = with_tx!(tx, t => sqlx::query(concat!(
                 "INSERT INTO hearth_job_dead (", job_cols!(), ", died_at)
-                 SELECT id, queue, name, payload, priority, run_at, attempts, max_attempts, timeout_ms, unique_key, $3, created_at, $4
+                 SELECT id, queue, name, COALESCE($5, payload), priority, run_at, attempts, max_attempts, timeout_ms, unique_key, $3, created_at, $4
                  FROM hearth_job_active WHERE id = $1 AND attempts = $2"
             ))
             .bind(id)
             .bind(attempts)
             .bind(error)
             .bind(now)
+            .bind(redacted.as_deref())
             .execute(&mut **t)
             .await?
             .rows_affected());
@@ -573,38 +575,40 @@ pub(crate) struct Expired {
 }
 
 /// Takes up to `limit` jobs whose lease ended before `now` back out of
-/// `active`: to `pending` (due now) or, when out of attempts, to `dead`.
-pub(crate) async fn rescue(db: &Db, now: i64, limit: i64) -> Result<Vec<Expired>, sqlx::Error> {
+/// `active`: to `pending` (due now) or, when out of attempts, to `dead`
+/// (redacted by `redact_for` of their name, when it gives a redactor).
+pub(crate) async fn rescue(
+    db: &Db,
+    now: i64,
+    limit: i64,
+    redact_for: &(dyn Fn(&str) -> Option<super::Redact> + Sync),
+) -> Result<Vec<Expired>, sqlx::Error> {
     let mut tx = db.begin().await?;
-    type Row = (i64, String, String, i64, i64, String);
+    type Row = (i64, String, String, i64, i64, String, String);
     let rows: Vec<Row> = match tx.conn_mut() {
-        TxConn::Postgres(t) => {
-            sqlx::query_as(
-                "SELECT id, queue, name, attempts, max_attempts, worker FROM hearth_job_active
+        TxConn::Postgres(t) => sqlx::query_as(
+            "SELECT id, queue, name, attempts, max_attempts, worker, payload FROM hearth_job_active
                  WHERE lease_until < $1 ORDER BY lease_until LIMIT $2 FOR UPDATE SKIP LOCKED",
-            )
-            .bind(now)
-            .bind(limit)
-            .fetch_all(&mut **t)
-            .await?
-        }
-        TxConn::Sqlite(t) => {
-            sqlx::query_as(
-                "SELECT id, queue, name, attempts, max_attempts, worker FROM hearth_job_active
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut **t)
+        .await?,
+        TxConn::Sqlite(t) => sqlx::query_as(
+            "SELECT id, queue, name, attempts, max_attempts, worker, payload FROM hearth_job_active
                  WHERE lease_until < $1 ORDER BY lease_until LIMIT $2",
-            )
-            .bind(now)
-            .bind(limit)
-            .fetch_all(&mut **t)
-            .await?
-        }
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut **t)
+        .await?,
     };
     let mut out = Vec::with_capacity(rows.len());
-    for (id, queue, name, attempts, max_attempts, worker) in rows {
+    for (id, queue, name, attempts, max_attempts, worker, payload) in rows {
         let error =
             format!("lease expired: worker {worker} stopped renewing it (crashed or stalled)");
         let next = if attempts >= max_attempts {
-            Next::Dead
+            Next::Dead(redact_for(&name).map(|r| r(&payload)))
         } else {
             Next::Retry(now)
         };

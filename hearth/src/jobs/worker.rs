@@ -409,11 +409,12 @@ async fn run_job(shared: &Shared, queue: &'static str, job: Claimed) {
         Ended::Failed { error, permanent } => {
             let out_of_attempts = job.attempts >= job.max_attempts;
             let next = if permanent || out_of_attempts {
-                Next::Dead
+                let redact = shared.jobs.registry().get(&job.name).and_then(|d| d.redact);
+                Next::Dead(redact.map(|r| r(&job.payload)))
             } else {
                 Next::Retry(now + millis(backoff(shared.jobs.config(), attempt)))
             };
-            let dead = matches!(next, Next::Dead);
+            let dead = matches!(next, Next::Dead(_));
             shared.state.metrics().job_failed(queue, &job.name, dead);
             if dead {
                 tracing::error!(job = job.id, name = %job.name, attempt, error = %error, "job is dead");
@@ -520,7 +521,9 @@ async fn lease_keeper(shared: Arc<Shared>, stop: CancellationToken) {
             tracing::warn!(error = %e, "renewing job leases failed");
         }
         loop {
-            match store::rescue(&db, now_ms(), 200).await {
+            let registry = shared.jobs.registry();
+            let redact_for = |name: &str| registry.get(name).and_then(|d| d.redact);
+            match store::rescue(&db, now_ms(), 200, &redact_for).await {
                 Ok(rescued) => {
                     for r in &rescued {
                         tracing::warn!(job = r.id, name = %r.name, queue = %r.queue, attempts = r.attempts, max_attempts = r.max_attempts, worker = %r.worker, "rescued a job whose lease expired");

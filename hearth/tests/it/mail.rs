@@ -24,7 +24,84 @@ async fn spawn_with_mail(backend: Backend) -> Option<(TestApp, SmtpSink)> {
     Some((app, sink))
 }
 
+/// Every job payload in every state, joined.
+async fn all_payloads(app: &TestApp) -> String {
+    let mut all = Vec::new();
+    for table in ["hearth_job_pending", "hearth_job_active", "hearth_job_dead"] {
+        let sql = format!("SELECT payload FROM {table}");
+        let rows: Vec<String> = with_db!(app.state().db(), pool => sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await).unwrap();
+        all.extend(rows);
+    }
+    all.join("\n")
+}
+
+/// Waits until a job called `name` has failed at least once and waits for
+/// its retry.
+async fn failed_once(app: &TestApp, name: &str) {
+    for _ in 0..400 {
+        let n: i64 = with_db!(app.state().db(), pool => sqlx::query_scalar("SELECT count(*) FROM hearth_job_pending WHERE name = $1 AND attempts >= 1").bind(name).fetch_one(pool).await).unwrap();
+        if n > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{name} never failed: {}", all_payloads(app).await);
+}
+
 hearth::db_tests! {
+    async fn while_smtp_is_down_no_job_holds_a_link_that_works(backend) {
+        // A port nothing listens on: every delivery is refused.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let Some(app) = TestApp::spawn_with(&app(), backend, |c| {
+            c.mail.transport = hearth::mail::Transport::Smtp;
+            c.mail.smtp.host = "127.0.0.1".into();
+            c.mail.smtp.port = Some(closed.port());
+            c.mail.smtp.security = hearth::mail::SmtpSecurity::None;
+            c.jobs.poll_interval = hearth::config::Duration::from_millis(100);
+        }).await else { return };
+        let mut b = Browser::new(&app);
+        b.start().await;
+        b.sign_up("ana@example.com", PASSWORD).await;
+        assert_eq!(b.post("/api/auth/recover", json!({"email": "ana@example.com"})).await.status, StatusCode::ACCEPTED);
+        failed_once(&app, "hearth.auth.signup_mail").await;
+        failed_once(&app, "hearth.auth.recover_mail").await;
+        // Pending, retrying: the jobs name the address, never a link, and
+        // the tokens of the links that could not go out were taken back.
+        let payloads = all_payloads(&app).await;
+        assert!(!payloads.contains("token="), "{payloads}");
+        assert!(payloads.contains("ana@example.com"), "{payloads}");
+        assert_eq!(count(&app, "SELECT count(*) FROM hearth_token WHERE kind IN ('reset', 'verify_email')").await, 0);
+        app.stop().await;
+    }
+
+    async fn a_dead_mail_keeps_its_recipient_and_subject_but_not_its_body(backend) {
+        let Some((app, _sink)) = spawn_with_mail(backend).await else { return };
+        let mail = hearth::mail::Mail {
+            // Not an address: the message can never be sent and dies at once.
+            to: "not an address".into(),
+            subject: "Your invitation".into(),
+            text: "join at https://probe.example/invite?token=SECRETSECRET".into(),
+            html: Some("<a href=\"https://probe.example/invite?token=SECRETSECRET\">join</a>".into()),
+            link: Some("https://probe.example/invite?token=SECRETSECRET".into()),
+        };
+        let mut tx = app.state().db().begin().await.unwrap();
+        hearth::mail::enqueue(app.state().jobs(), &mut tx, &mail).await.unwrap();
+        tx.commit().await.unwrap();
+        let mut dead = Vec::new();
+        for _ in 0..400 {
+            dead = with_db!(app.state().db(), pool => sqlx::query_scalar::<_, String>("SELECT payload FROM hearth_job_dead WHERE name = 'hearth.mail'").fetch_all(pool).await).unwrap();
+            if !dead.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(dead.len(), 1, "the mail job did not die");
+        assert!(!dead[0].contains("SECRETSECRET"), "{}", dead[0]);
+        let kept: serde_json::Value = serde_json::from_str(&dead[0]).unwrap();
+        assert_eq!((kept["to"].as_str(), kept["subject"].as_str(), kept["redacted"].as_bool()), (Some("not an address"), Some("Your invitation"), Some(true)));
+        app.stop().await;
+    }
+
     async fn a_listed_admin_address_grants_nothing_until_it_is_verified(backend) {
         let sink = SmtpSink::start().await;
         let Some(app) = TestApp::spawn_with(&app(), backend, |c| {
