@@ -23,7 +23,11 @@
 //!
 //! The CSRF token of a session is an HMAC of its token under a key derived
 //! from the app's secret: bound to the session, different for every session,
-//! and the same on every page of it, so forms can carry it without a write.
+//! and the same for its whole life, so forms can carry it without a write.
+//! It is never sent as it is: each response carries it XORed with fresh
+//! random bytes, followed by those bytes. Otherwise a compressed page that
+//! also reflects an attacker's input would leak it a byte at a time through
+//! its length (BREACH); masked, no two responses hold the same bytes.
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use base64::Engine as _;
@@ -41,6 +45,9 @@ use crate::db::Tx;
 use crate::error::Error;
 use crate::jobs::now_ms;
 use crate::with_db;
+
+/// Bytes in a CSRF token (an HMAC-SHA256).
+const CSRF_LEN: usize = 32;
 
 /// The token kind of sessions.
 pub const SESSION_KIND: &str = "session";
@@ -346,17 +353,48 @@ impl Auth {
         crate::auth::CsrfField::new(&self.csrf_token(session))
     }
 
-    /// The CSRF token of the session whose token is `secret`.
+    /// The CSRF token of the session whose token is `secret`, masked for
+    /// one response: a new string every call, each of them accepted.
     pub fn csrf_for(&self, secret: &Secret) -> String {
-        let mut mac = self.keys().csrf_mac();
-        mac.update(secret.expose().as_bytes());
-        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        let raw = self.raw_csrf(secret);
+        let mut mask = [0_u8; CSRF_LEN];
+        if getrandom::fill(&mut mask).is_err() {
+            // Without OS randomness the mask only loses its BREACH defence;
+            // the token itself stays bound to the session.
+            mask.iter_mut().for_each(|b| *b = fastrand::u8(..));
+        }
+        let mut masked = [0_u8; 2 * CSRF_LEN];
+        for i in 0..CSRF_LEN {
+            masked[i] = raw[i] ^ mask[i];
+            masked[CSRF_LEN + i] = mask[i];
+        }
+        URL_SAFE_NO_PAD.encode(masked)
     }
 
-    /// Whether `presented` is the CSRF token of `session`, compared in constant time.
+    /// The session's CSRF token itself, never sent as it is.
+    fn raw_csrf(&self, secret: &Secret) -> [u8; CSRF_LEN] {
+        let mut mac = self.keys().csrf_mac();
+        mac.update(secret.expose().as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Whether `presented` is the CSRF token of `session` (masked, or as
+    /// it is), compared in constant time.
     pub fn csrf_matches(&self, session: &Session, presented: &str) -> bool {
-        let want = self.csrf_token(session);
-        want.len() == presented.len() && bool::from(want.as_bytes().ct_eq(presented.as_bytes()))
+        let Ok(bytes) = URL_SAFE_NO_PAD.decode(presented) else {
+            return false;
+        };
+        let mut token = [0_u8; CSRF_LEN];
+        match bytes.len() {
+            CSRF_LEN => token.copy_from_slice(&bytes),
+            n if n == 2 * CSRF_LEN => {
+                for i in 0..CSRF_LEN {
+                    token[i] = bytes[i] ^ bytes[CSRF_LEN + i];
+                }
+            }
+            _ => return false,
+        }
+        bool::from(self.raw_csrf(session.secret()).ct_eq(&token))
     }
 }
 

@@ -275,6 +275,32 @@ hearth::db_tests! {
         app.stop().await;
     }
 
+    async fn the_csrf_token_differs_in_every_response_and_each_works(backend) {
+        let Some(app) = spawn(backend, |_| {}).await else { return };
+        let mut b = Browser::signed_in(&app, "ana@example.com").await;
+        // Compression next to reflected input must not be able to reveal it
+        // byte by byte (BREACH): no two responses carry the same bytes.
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let a = b.get("/api/auth/csrf").await;
+            seen.push(a.body["csrf_token"].as_str().unwrap().to_owned());
+        }
+        assert!(seen[0] != seen[1] && seen[1] != seen[2] && seen[0] != seen[2], "{seen:?}");
+        for token in &seen {
+            b.csrf = Some(token.clone());
+            assert_eq!(b.post("/probe/note", json!("hi")).await.status, StatusCode::OK);
+        }
+        // Another session's masked token, and a mangled one, still fail.
+        let mut other = Browser::signed_in(&app, "bo@example.com").await;
+        other.csrf = Some(seen[0].clone());
+        assert_eq!(other.post("/probe/note", json!("hi")).await.code(), "csrf_failed");
+        let mut mangled = seen[1].clone().into_bytes();
+        mangled[3] = if mangled[3] == b'A' { b'B' } else { b'A' };
+        b.csrf = Some(String::from_utf8(mangled).unwrap());
+        assert_eq!(b.post("/probe/note", json!("hi")).await.code(), "csrf_failed");
+        app.stop().await;
+    }
+
     async fn a_session_planted_before_login_is_worthless_after_it(backend) {
         let Some(app) = spawn(backend, |_| {}).await else { return };
         let _account = Browser::signed_in(&app, "victim@example.com").await;
