@@ -114,6 +114,7 @@ struct Inner {
     mailer: Mailer,
     metrics: Metrics,
     notifier: Notifier,
+    circuit: Option<crate::db::circuit::Circuit>,
     login_page: Option<&'static str>,
 }
 
@@ -136,6 +137,12 @@ impl AppState {
     /// The database pool.
     pub fn db(&self) -> &Db {
         &self.0.db
+    }
+
+    /// The circuit that makes requests fail fast while PostgreSQL is down
+    /// (`None` on SQLite, which cannot go away).
+    pub fn db_circuit(&self) -> Option<&crate::db::circuit::Circuit> {
+        self.0.circuit.as_ref()
     }
 
     /// Every module's spec, hearth's own first.
@@ -325,6 +332,12 @@ impl App {
         })?;
         let metrics = Metrics::new(&config, self.name);
         let notifier = Notifier::new(&config, self.name);
+        let circuit = match (&db, jobs.worker_db()) {
+            (Db::Postgres(main), Db::Postgres(workers)) => {
+                Some(crate::db::circuit::Circuit::new(&[main, workers]))
+            }
+            _ => None,
+        };
         let state = AppState(Arc::new(Inner {
             name: self.name,
             version: self.version,
@@ -338,6 +351,7 @@ impl App {
             mailer,
             metrics,
             notifier,
+            circuit,
             login_page: self.login_page,
         }));
         let mut ctx = Context::new(&state);

@@ -192,6 +192,15 @@ impl From<sqlx::Error> for Error {
         if matches!(e, sqlx::Error::PoolTimedOut) {
             return Self::unavailable("database_busy", "the database is busy, try again");
         }
+        // So is a connection that was lost or refused: the request did not
+        // fail because of what it asked, and may be tried again.
+        if crate::db::circuit::is_unavailable(&e) {
+            tracing::warn!(error = %e, "the database could not be reached");
+            return Self::unavailable(
+                "database_unavailable",
+                "the database cannot be reached right now, try again shortly",
+            );
+        }
         Self::internal(e)
     }
 }

@@ -82,6 +82,11 @@ pub struct HttpConfig {
     pub body_limit: u64,
     /// Time a handler has to produce a response; longer gets 503.
     pub request_timeout: Duration,
+    /// Longest a request body may stall before the next bytes; longer gets 408.
+    pub body_idle_timeout: Duration,
+    /// Least average rate of a request body in bytes per second, checked
+    /// once `body_idle_timeout` has passed; slower gets 408.
+    pub body_min_rate: u64,
     /// Requests handled at once; more get 503 at once rather than queueing without bound.
     pub concurrency_limit: usize,
     /// Open connections at once; the listener stops accepting above it.
@@ -158,6 +163,8 @@ impl Default for HttpConfig {
         Self {
             body_limit: 2 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
+            body_idle_timeout: Duration::from_secs(10),
+            body_min_rate: 1024,
             concurrency_limit: 1024,
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(10),
@@ -321,6 +328,12 @@ impl Config {
         if self.http.request_timeout.is_zero() {
             return Err(ConfigError::new(
                 "http.request_timeout",
+                "must be greater than 0",
+            ));
+        }
+        if self.http.body_idle_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "http.body_idle_timeout",
                 "must be greater than 0",
             ));
         }

@@ -12,6 +12,7 @@
 //! so a transaction takes the write lock up front (waiting on the busy timeout)
 //! instead of failing with `SQLITE_BUSY` when it upgrades from a read.
 
+pub mod circuit;
 pub mod migrate;
 
 use std::path::Path;

@@ -94,18 +94,21 @@ struct Shared {
     json_headers: HeaderMap,
     metrics: Metrics,
     notifier: Notifier,
+    circuit: Option<crate::db::circuit::Circuit>,
 }
 
 impl FrontLayer {
     /// `etag_limit`: JSON bodies larger than this get no ETag (they would have
     /// to be buffered whole to hash them). `limits` are checked for every request.
-    /// `metrics` records every request; `notifier` hears of panics and 5xx.
+    /// `metrics` records every request; `notifier` hears of panics and 5xx;
+    /// `circuit` hears of requests that failed for want of the database.
     pub(crate) fn new(
         etag_limit: u64,
         limits: Limits,
         security: SecurityHeaders,
         metrics: Metrics,
         notifier: Notifier,
+        circuit: Option<crate::db::circuit::Circuit>,
     ) -> Self {
         let json_headers = json_headers(&security);
         Self(Arc::new(Shared {
@@ -115,6 +118,7 @@ impl FrontLayer {
             security,
             metrics,
             notifier,
+            circuit,
         }))
     }
 }
@@ -223,6 +227,7 @@ impl Service<Request> for Front {
             route: Cell::new(None),
             peer: PEER.take(),
             pipeline: Some(self.shared.clone()),
+            body: Cell::new(BodyWait::Done),
         };
         let shared = self.shared.clone();
         // The inner service is called here, not inside the future: a router is
@@ -250,6 +255,11 @@ impl Service<Request> for Front {
                 // this future (see `request_future_fits_the_allocators_fast_path`).
                 let mut res = match &mut stage {
                     Stage::Run(running) => match running.await {
+                        // The handler answered whatever its extractor made of
+                        // a body that stopped arriving: the client's fault.
+                        Ok(_) if body_wait() == BodyWait::TimedOut => {
+                            super::limits::body_timeout().into_response()
+                        }
                         Ok(res) => res,
                         Err(panic) => panicked(panic),
                     },
@@ -288,6 +298,14 @@ impl Service<Request> for Front {
                 shared
                     .metrics
                     .http(&seen.method, route.as_ref(), status, duration);
+                if status == 503
+                    && let Some(circuit) = &shared.circuit
+                    && res.extensions().get::<ErrorBody>().is_some_and(|b| {
+                        matches!(&*b.code, "database_busy" | "database_unavailable")
+                    })
+                {
+                    circuit.suspect();
+                }
                 if status >= 500 {
                     // By route pattern, so an outage is one subject, not
                     // one per URL. A panic leaves no pattern: its path
@@ -337,6 +355,8 @@ struct Current {
     peer: Option<SocketAddr>,
     // For `json_response_headers`; `None` in tests that only need the id.
     pipeline: Option<Arc<Shared>>,
+    // Whether the handler is waiting on the client's body, or gave up on it.
+    body: Cell<BodyWait>,
 }
 
 tokio::task_local! {
@@ -412,6 +432,7 @@ pub(crate) fn in_request<R>(id: &'static str, user: Option<i64>, f: impl FnOnce(
             route: Cell::new(None),
             peer: None,
             pipeline: None,
+            body: Cell::new(BodyWait::Done),
         },
         f,
     )
@@ -456,6 +477,27 @@ pub(crate) fn set_current_route(route: Route) {
 /// Records the signed-in user of the current request, for its log lines.
 pub(crate) fn set_current_user(id: i64) {
     let _ = CURRENT.try_with(|c| c.user.set(Some(id)));
+}
+
+/// Where the current request stands with its body, as the body tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyWait {
+    /// Not waiting on the client (nothing read yet, some arrived, or all).
+    Done,
+    /// The handler waits for bytes the client has not sent.
+    Waiting,
+    /// The client sent too slowly: the request is answered 408.
+    TimedOut,
+}
+
+/// Records where the current request stands with its body.
+pub(crate) fn set_body_wait(w: BodyWait) {
+    let _ = CURRENT.try_with(|c| c.body.set(w));
+}
+
+/// Where the current request stands with its body.
+pub(crate) fn body_wait() -> BodyWait {
+    CURRENT.try_with(|c| c.body.get()).unwrap_or(BodyWait::Done)
 }
 
 /// True for a 200 answer to GET or HEAD: the responses ETags are for.
@@ -793,10 +835,19 @@ mod tests {
         let config = crate::config::Config::default();
         let layer = FrontLayer::new(
             1024,
-            Limits::new(8, std::time::Duration::from_secs(5), 1024),
+            Limits::new(
+                8,
+                std::time::Duration::from_secs(5),
+                1024,
+                super::super::limits::BodyPace {
+                    idle: std::time::Duration::from_secs(5),
+                    min_rate: 0,
+                },
+            ),
             SecurityHeaders::from_config(&config),
             Metrics::new(&config, "test"),
             Notifier::new(&config, "test"),
+            None,
         );
         let mut front = layer.layer(Router::new().route("/", axum::routing::get(|| async { "x" })));
         let fut = front.call(Request::new(Body::empty()));

@@ -17,16 +17,17 @@
 //! fires; a request costs a counter update when its head arrives and a clock
 //! read when its response body is dropped.
 //!
-//! Once a connection turns out to speak HTTP/2 (its first request says so) it
-//! is no longer watched: its streams are multiplexed, and hyper's HTTP/2
-//! keep-alive settings cover it. Until then it is held to the same deadline
-//! for its first request as any other connection.
+//! An HTTP/2 connection is held to the same rule with its streams as the
+//! requests: while any stream is open the deadline does not run, and once
+//! the last one is done the connection must start another within the
+//! timeout or be closed. Answering keep-alive pings does not count as use,
+//! so an idle connection cannot be kept open forever that way.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -34,13 +35,13 @@ use axum::body::{Body, Bytes};
 use axum::response::Response;
 use futures_util::FutureExt as _;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
-use hyper::{Request, Version};
 use tokio::time::Sleep;
 
-/// What one connection's deadline watches. The counters are only touched
-/// from the connection's own task for HTTP/1 (hyper starts and drops each
-/// request there), so relaxed atomics suffice: they are atomics only because
-/// the task may move between threads, which already synchronizes.
+/// What one connection's deadline watches. For HTTP/1 the counters are only
+/// touched from the connection's own task (hyper starts and drops each
+/// request there); HTTP/2 streams may end on other tasks, but a count kept
+/// by atomic adds is exact whatever the order, and a stale `idle_since`
+/// read only moves the next look by one timeout.
 #[derive(Debug)]
 pub(crate) struct Clock {
     epoch: Instant,
@@ -51,8 +52,6 @@ pub(crate) struct Clock {
     /// When the connection last became ready for a head, in milliseconds
     /// since `epoch`.
     idle_since_ms: AtomicU64,
-    /// Set once a request arrives over HTTP/2.
-    h2: AtomicBool,
 }
 
 impl Clock {
@@ -63,27 +62,20 @@ impl Clock {
             timeout,
             open: AtomicU32::new(0),
             idle_since_ms: AtomicU64::new(0),
-            h2: AtomicBool::new(false),
         })
     }
 
-    /// Notes that the head of `req` has arrived. The returned guard goes with
-    /// the request's response; the deadline runs again once it is dropped.
-    pub(crate) fn head_arrived<B>(self: &Arc<Self>, req: &Request<B>) -> Option<Open> {
-        if req.version() == Version::HTTP_2 {
-            self.h2.store(true, Ordering::Relaxed);
-            return None;
-        }
+    /// Notes that the head of a request (or an HTTP/2 stream) has arrived.
+    /// The returned guard goes with the response; the deadline runs again
+    /// once the last open one is dropped.
+    pub(crate) fn head_arrived(self: &Arc<Self>) -> Open {
         self.open.fetch_add(1, Ordering::Relaxed);
-        Some(Open(self.clone()))
+        Open(self.clone())
     }
 
     /// What to do when the timer fires at `now`.
     fn on_fire(&self, now: Instant) -> Next {
         let timeout = self.timeout;
-        if self.h2.load(Ordering::Relaxed) {
-            return Next::Stop;
-        }
         if self.open.load(Ordering::Relaxed) > 0 {
             // Busy: look again one timeout from now; the request's end will
             // have set the real start of the next wait by then.
@@ -107,8 +99,6 @@ enum Next {
     At(Instant),
     /// The head is late: close the connection.
     Close,
-    /// HTTP/2: stop watching.
-    Stop,
 }
 
 /// A request in progress on its connection (see [`Clock::head_arrived`]).
@@ -137,8 +127,11 @@ pin_project_lite::pin_project! {
 
 impl<F> Tracked<F> {
     /// `inner`, whose body will carry `open`.
-    pub(crate) fn new(inner: F, open: Option<Open>) -> Self {
-        Self { inner, open }
+    pub(crate) fn new(inner: F, open: Open) -> Self {
+        Self {
+            inner,
+            open: Some(open),
+        }
     }
 }
 
@@ -196,7 +189,6 @@ pin_project_lite::pin_project! {
         // The timer has been polled since it was last set, so it will wake
         // the task when it fires; until then a cheap check stands in for a poll.
         registered: bool,
-        stopped: bool,
     }
 }
 
@@ -209,7 +201,6 @@ impl<C> Watched<C> {
             timer: tokio::time::sleep_until(first),
             clock,
             registered: false,
-            stopped: false,
         }
     }
 }
@@ -221,9 +212,6 @@ impl<C: Future> Future for Watched<C> {
         let mut this = self.project();
         if let Poll::Ready(out) = this.conn.poll(cx) {
             return Poll::Ready(Some(out));
-        }
-        if *this.stopped {
-            return Poll::Pending;
         }
         loop {
             // Most wake-ups are the connection's own; polling the timer on each
@@ -248,10 +236,6 @@ impl<C: Future> Future for Watched<C> {
                     tracing::debug!("request head not received in time; closing the connection");
                     return Poll::Ready(None);
                 }
-                Next::Stop => {
-                    *this.stopped = true;
-                    return Poll::Pending;
-                }
             }
         }
     }
@@ -260,12 +244,6 @@ impl<C: Future> Future for Watched<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn request(version: Version) -> Request<()> {
-        let mut req = Request::new(());
-        *req.version_mut() = version;
-        req
-    }
 
     #[test]
     fn the_deadline_runs_only_while_no_request_is_open() {
@@ -279,22 +257,17 @@ mod tests {
         );
         assert_eq!(clock.on_fire(start + t), Next::Close);
         // A request in progress holds the deadline off, however long it runs.
-        let open = clock.head_arrived(&request(Version::HTTP_11));
-        assert!(open.is_some());
+        let open = clock.head_arrived();
         let late = start + Duration::from_secs(60);
         assert_eq!(clock.on_fire(late), Next::At(late + t));
-        // Once its response is dropped, the next head is due a timeout later.
+        // Several at once (HTTP/2 streams): only the last one's end counts.
+        let second = clock.head_arrived();
         drop(open);
+        assert_eq!(clock.on_fire(late), Next::At(late + t));
+        // Once its response is dropped, the next head is due a timeout later.
+        drop(second);
         let idle = clock.epoch + Duration::from_millis(clock.idle_since_ms.load(Ordering::Relaxed));
         assert_eq!(clock.on_fire(idle), Next::At(idle + t));
         assert_eq!(clock.on_fire(idle + t), Next::Close);
-    }
-
-    #[test]
-    fn http2_connections_are_left_alone() {
-        let t = Duration::from_secs(1);
-        let clock = Clock::new(t);
-        assert!(clock.head_arrived(&request(Version::HTTP_2)).is_none());
-        assert_eq!(clock.on_fire(clock.epoch + 2 * t), Next::Stop);
     }
 }

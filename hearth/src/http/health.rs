@@ -22,12 +22,24 @@ pub(crate) async fn healthz() -> Json<serde_json::Value> {
 }
 
 pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>> {
+    if state
+        .db_circuit()
+        .is_some_and(crate::db::circuit::Circuit::is_open)
+    {
+        return Err(Error::unavailable(
+            "not_ready",
+            "the database is unreachable",
+        ));
+    }
     let check = async {
         state.db().ping().await?;
         migrate::status(state.db(), state.specs()).await
     };
     let status = match tokio::time::timeout(READY_TIMEOUT, check).await {
         Err(_) => {
+            if let Some(c) = state.db_circuit() {
+                c.suspect();
+            }
             return Err(Error::unavailable(
                 "not_ready",
                 "the database did not answer within 2s",
@@ -35,6 +47,9 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<serde_j
         }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness check failed");
+            if let Some(c) = state.db_circuit() {
+                c.suspect();
+            }
             return Err(Error::unavailable(
                 "not_ready",
                 "the database is unreachable",

@@ -10,6 +10,13 @@
 //! gets 503 `timeout`. Response bodies that stream after the head (SSE,
 //! downloads) are not cut by the timeout.
 //!
+//! A request body is the client's to send, and a slow one must cost the
+//! server nothing: while a handler waits for bytes that have not arrived,
+//! its request does not count against the concurrency limit, and a body
+//! that stalls for `http.body_idle_timeout`, or arrives slower than
+//! `http.body_min_rate` on average after that long, ends the request with
+//! 408 `body_timeout`. Neither is a server error, so neither is notified.
+//!
 //! These are plain calls made by the `front` layer rather than a layer of
 //! their own: every layer boxes its future, and one box per request is enough.
 
@@ -18,11 +25,11 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicIsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::{Body, HttpBody as _};
+use axum::body::{Body, Bytes, HttpBody as _};
 use axum::extract::Request;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -40,17 +47,30 @@ pub(crate) struct Limits {
     in_flight: Arc<InFlight>,
     timeout: Duration,
     body_limit: u64,
+    body: BodyPace,
+}
+
+/// How fast a request body must arrive.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyPace {
+    /// Longest wait for the next bytes.
+    pub idle: Duration,
+    /// Least average rate in bytes per second, once `idle` has passed.
+    pub min_rate: u64,
 }
 
 /// How many requests are running, against how many may.
 ///
 /// A counter rather than a semaphore: a request over the limit is refused,
 /// never queued, so there are no waiters to keep, and a semaphore takes a
-/// lock on every release.
+/// lock on every release. Signed, because a request waiting on its body
+/// gives its place back and takes it again, and a body that outlives its
+/// request (moved into a task) may take it back after the permit is gone:
+/// the count is briefly one lower, never wrapped.
 #[derive(Debug)]
 struct InFlight {
-    now: AtomicUsize,
-    max: usize,
+    now: AtomicIsize,
+    max: isize,
 }
 
 /// One request's place under the concurrency limit, given back on drop.
@@ -71,14 +91,20 @@ pub(crate) struct Admitted {
 }
 
 impl Limits {
-    pub(crate) fn new(concurrency: usize, timeout: Duration, body_limit: u64) -> Self {
+    pub(crate) fn new(
+        concurrency: usize,
+        timeout: Duration,
+        body_limit: u64,
+        body: BodyPace,
+    ) -> Self {
         Self {
             in_flight: Arc::new(InFlight {
-                now: AtomicUsize::new(0),
-                max: concurrency,
+                now: AtomicIsize::new(0),
+                max: isize::try_from(concurrency).unwrap_or(isize::MAX),
             }),
             timeout,
             body_limit,
+            body,
         }
     }
 
@@ -98,13 +124,16 @@ impl Limits {
             Some(len) if len > self.body_limit => {
                 return Err(Refusal::TooLarge(self.body_limit));
             }
+            _ if req.body().is_end_stream() => {}
             // hyper holds a body with a declared length to exactly that length.
-            Some(_) => {}
-            None if req.body().is_end_stream() => {}
+            Some(_) => {
+                let body = std::mem::take(req.body_mut());
+                *req.body_mut() = Body::new(self.paced(body));
+            }
             None => {
                 let limit = usize::try_from(self.body_limit).unwrap_or(usize::MAX);
                 let body = std::mem::take(req.body_mut());
-                *req.body_mut() = Body::new(Limited::new(body, limit));
+                *req.body_mut() = Body::new(self.paced(Limited::new(body, limit)));
             }
         }
         // axum's extractors stop at 2 MiB on their own; lift that ceiling only
@@ -128,6 +157,146 @@ impl Limits {
             timeout: self.timeout,
         })
     }
+}
+
+impl Limits {
+    fn paced<B>(&self, inner: B) -> ClientBody<B> {
+        ClientBody {
+            inner,
+            pace: self.body,
+            in_flight: self.in_flight.clone(),
+            started: Instant::now(),
+            received: 0,
+            timer: None,
+            waiting: false,
+        }
+    }
+}
+
+/// 408: the client sent its body too slowly.
+pub(crate) fn body_timeout() -> Error {
+    Error::new(
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        "body_timeout",
+        "the request body arrived too slowly",
+    )
+}
+
+/// The error a timed-out body reports to whatever reads it.
+#[derive(Debug)]
+struct BodyTimedOut;
+
+impl std::fmt::Display for BodyTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request body arrived too slowly")
+    }
+}
+
+impl std::error::Error for BodyTimedOut {}
+
+pin_project_lite::pin_project! {
+    /// A request body held to [`BodyPace`], which gives its request's
+    /// place under the concurrency limit back while the handler waits for
+    /// the client.
+    struct ClientBody<B> {
+        #[pin]
+        inner: B,
+        pace: BodyPace,
+        in_flight: Arc<InFlight>,
+        started: Instant,
+        received: u64,
+        // Armed the first time the body has to wait.
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
+        waiting: bool,
+    }
+
+    impl<B> PinnedDrop for ClientBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if *this.waiting {
+                this.in_flight.now.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+    }
+}
+
+impl<B> axum::body::HttpBody for ClientBody<B>
+where
+    B: axum::body::HttpBody<Data = Bytes>,
+    B::Error: Into<axum::BoxError>,
+{
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let mut this = self.project();
+        match this.inner.as_mut().poll_frame(cx) {
+            Poll::Pending => {
+                if !*this.waiting {
+                    *this.waiting = true;
+                    this.in_flight.now.fetch_sub(1, Ordering::AcqRel);
+                    super::front::set_body_wait(super::front::BodyWait::Waiting);
+                }
+                let idle = this.pace.idle;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Err(timed_out(this.waiting, this.in_flight))));
+                }
+                Poll::Pending
+            }
+            Poll::Ready(frame) => {
+                if *this.waiting {
+                    *this.waiting = false;
+                    this.in_flight.now.fetch_add(1, Ordering::AcqRel);
+                    super::front::set_body_wait(super::front::BodyWait::Done);
+                }
+                if let Some(Ok(f)) = &frame
+                    && let Some(data) = f.data_ref()
+                {
+                    *this.received += data.len() as u64;
+                    let elapsed = this.started.elapsed();
+                    let floor = this.pace.min_rate.saturating_mul(elapsed.as_secs());
+                    if elapsed > this.pace.idle && *this.received < floor {
+                        return Poll::Ready(Some(Err(timed_out(this.waiting, this.in_flight))));
+                    }
+                }
+                if let Some(timer) = this.timer.as_mut() {
+                    timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + this.pace.idle);
+                }
+                Poll::Ready(frame.map(|r| r.map_err(Into::into)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Gives up on a body: its request takes its place back (it is about to be
+/// answered) and will be answered 408.
+fn timed_out(waiting: &mut bool, in_flight: &InFlight) -> axum::BoxError {
+    if *waiting {
+        *waiting = false;
+        in_flight.now.fetch_add(1, Ordering::AcqRel);
+    }
+    super::front::set_body_wait(super::front::BodyWait::TimedOut);
+    tracing::info!(
+        request_id = crate::http::current_request_id().unwrap_or_default(),
+        "the request body arrived too slowly; answering 408"
+    );
+    Box::new(BodyTimedOut)
 }
 
 /// Why a request was refused before reaching its handler.
@@ -198,6 +367,11 @@ where
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         if timer.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
+        }
+        // Still waiting on the client's body at the deadline: the client's
+        // fault, not the server's.
+        if super::front::body_wait() != super::front::BodyWait::Done {
+            return Poll::Ready(Ok(body_timeout().into_response()));
         }
         tracing::warn!(
             timeout_ms = this.admitted.timeout.as_millis() as u64,

@@ -145,10 +145,15 @@ pub(crate) fn pipeline(state: &AppState, ctx: Context<'_>) -> Pipeline {
                 http.concurrency_limit,
                 http.request_timeout.get(),
                 http.body_limit,
+                limits::BodyPace {
+                    idle: http.body_idle_timeout.get(),
+                    min_rate: http.body_min_rate,
+                },
             ),
             security::SecurityHeaders::from_config(state.config()),
             state.metrics().clone(),
             state.notifier().clone(),
+            state.db_circuit().cloned(),
         ))
         .service(router);
     Pipeline(stack)

@@ -88,7 +88,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
     type Future = Tracked<<super::Pipeline as tower::Service<axum::extract::Request>>::Future>;
 
     fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
-        let open = self.clock.head_arrived(&req);
+        let open = self.clock.head_arrived();
         let req = req.map(Body::new);
         // Through a task-local rather than a request extension (see `front`).
         super::front::set_next_peer(self.peer);

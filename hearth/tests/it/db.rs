@@ -271,3 +271,131 @@ async fn unknown_database_schemes_are_named() {
         "{err}"
     );
 }
+
+/// A TCP proxy in front of PostgreSQL that the test can cut, as if the
+/// server stopped, and bring back on the same port.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    upstream: String,
+    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let proxy = Proxy {
+            addr,
+            upstream,
+            tasks: Default::default(),
+        };
+        proxy.serve(listener);
+        proxy
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let (upstream, tasks) = (self.upstream.clone(), self.tasks.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                tasks.lock().unwrap().push(conn.abort_handle());
+            }
+        });
+        self.tasks.lock().unwrap().push(accept.abort_handle());
+    }
+
+    /// Drops every connection and stops listening.
+    fn cut(&self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+
+    /// Listens again on the same port.
+    async fn restore(&self) {
+        let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
+        self.serve(listener);
+    }
+}
+
+async fn get(url: &str) -> (StatusCode, serde_json::Value) {
+    let res = client().get(url).send().await.unwrap();
+    let status = res.status();
+    (status, res.json().await.unwrap_or_default())
+}
+
+/// PostgreSQL only: SQLite is a file in the process and cannot go away.
+#[tokio::test]
+async fn a_lost_postgres_is_a_503_that_fails_fast_until_it_is_back() {
+    let Some(tdb) = TestDb::create(Backend::Postgres).await else {
+        return;
+    };
+    let opts: sqlx::postgres::PgConnectOptions = tdb.url().parse().unwrap();
+    let upstream = format!("{}:{}", opts.get_host(), opts.get_port());
+    let proxy = Proxy::start(upstream.clone()).await;
+    let mut config = TestApp::config(&tdb);
+    let url = tdb.url().replacen(&upstream, &proxy.addr.to_string(), 1);
+    config.database_url = Some(hearth::config::Secret::new(url));
+    config.db.acquire_timeout = hearth::config::Duration::from_secs(3);
+    let running = TestApp::try_start(&app(), config).await.unwrap();
+    let base = format!("http://{}", running.local_addr().unwrap());
+    let items = format!("{base}/probe/items");
+    assert_eq!(get(&items).await.0, StatusCode::OK);
+
+    proxy.cut();
+    // The pooled connection was reset under the request: a 503 to retry,
+    // never a 500.
+    let (status, body) = get(&items).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let code = body["error"]["code"].as_str().unwrap().to_owned();
+    assert!(
+        code == "database_unavailable" || code == "database_busy",
+        "{body}"
+    );
+    assert!(!body.to_string().contains("Io"), "no internals: {body}");
+    let circuit = running.state().db_circuit().unwrap().clone();
+    for _ in 0..200 {
+        if circuit.is_open() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(circuit.is_open(), "the circuit did not open");
+    // Known down: refused at once as unavailable (without the circuit the
+    // pool would retry for the whole acquire timeout and say "busy").
+    let (status, body) = get(&items).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("database_unavailable")
+        ),
+        "{body}"
+    );
+    assert_eq!(
+        get(&format!("{base}/readyz")).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(get(&format!("{base}/healthz")).await.0, StatusCode::OK);
+
+    proxy.restore().await;
+    let mut back = false;
+    for _ in 0..300 {
+        if get(&items).await.0 == StatusCode::OK {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        back,
+        "requests did not succeed again after the database came back"
+    );
+    assert!(!circuit.is_open());
+    running.shutdown().await;
+}

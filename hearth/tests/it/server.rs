@@ -113,7 +113,69 @@ async fn read_chunked_response(conn: &mut tokio::net::TcpStream) -> String {
     read_until(conn, |text| text.ends_with("\r\n0\r\n\r\n")).await
 }
 
+/// Starts a POST to `/probe/echo` that declares `len` bytes of body and
+/// sends only `sent` of them.
+async fn stalled_body(
+    addr: std::net::SocketAddr,
+    len: usize,
+    sent: &[u8],
+) -> tokio::net::TcpStream {
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /probe/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(sent).await.unwrap();
+    conn
+}
+
 hearth::db_tests! {
+    async fn a_body_that_stalls_or_trickles_gets_408_and_starves_nobody(backend) {
+        let Some(app_) = TestApp::spawn_with(&app(), backend, |c| {
+            c.http.body_idle_timeout = ConfigDuration::from_millis(400);
+            c.http.body_min_rate = 1000;
+            c.http.concurrency_limit = 2;
+        }).await else { return };
+        // More stalled bodies than the concurrency limit: while their
+        // handlers wait for the client, they hold no place, so an ordinary
+        // request still gets in.
+        let mut stalled = Vec::new();
+        for _ in 0..4 {
+            stalled.push(stalled_body(app_.addr(), 100, b"{\"x\":").await);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let res = client().get(app_.url("/probe/items")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "a stalled body starved this request");
+        // Each stalled body is answered 408, as JSON, naming the cause.
+        for conn in &mut stalled {
+            let text = read_response(conn).await;
+            assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+            assert!(text.contains("\"code\":\"body_timeout\""), "{text}");
+        }
+        // A body that keeps coming, but slower than the least rate.
+        let mut conn = stalled_body(app_.addr(), 200, b"{").await;
+        let mut answer = None;
+        for _ in 0..40 {
+            if conn.write_all(b" ").await.is_err() {
+                break;
+            }
+            let mut peek = [0u8; 16];
+            if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(150), conn.peek(&mut peek)).await
+                && n > 0
+            {
+                answer = Some(read_response(&mut conn).await);
+                break;
+            }
+        }
+        let text = answer.expect("the trickling body was never answered");
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        // The places were all given back.
+        for _ in 0..3 {
+            let res = client().get(app_.url("/probe/items")).send().await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+        }
+    }
+
     async fn clients_that_trickle_headers_are_disconnected(backend) {
         let Some(app_) = with_header_timeout(backend, 300).await else {
             return;
@@ -261,9 +323,7 @@ hearth::db_tests! {
         assert_eq!(b.get("/api/auth/me").await.status, StatusCode::OK);
     }
 
-    async fn http2_connections_are_not_held_to_the_header_deadline(backend) {
-        // After its first request an HTTP/2 connection is hyper's business:
-        // idle past the deadline, it is still the same connection.
+    async fn an_http2_connection_is_kept_while_a_stream_is_open_and_closed_when_idle(backend) {
         let Some((app_, tls_client, _dir)) = tls_app(backend, |c| {
             c.http.header_read_timeout = ConfigDuration::from_millis(300);
         }).await else { return };
@@ -273,8 +333,17 @@ hearth::db_tests! {
             res.text().await.unwrap()
         };
         let first = peer().await;
+        // A stream open past the deadline (a response dripping for 1.2 s)
+        // keeps the connection: another request shares it.
+        let drip = tls_client.get(app_.url("/probe/drip?n=6&ms=200")).send().await.unwrap();
+        assert_eq!(drip.version(), reqwest::Version::HTTP_2);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert_eq!(peer().await, first, "the connection was closed under an open stream");
+        assert_eq!(drip.text().await.unwrap(), "tick\n".repeat(6));
+        // No stream open past the deadline: the connection is closed, and
+        // the next request comes on a new one.
         tokio::time::sleep(Duration::from_millis(1000)).await;
-        assert_eq!(peer().await, first, "the HTTP/2 connection was closed and opened again");
+        assert_ne!(peer().await, first, "an idle HTTP/2 connection was kept open");
     }
 }
 
