@@ -98,7 +98,7 @@ for engine in $ENGINES; do
     URL="${PG_ADMIN%/*}/hearth_bench_auth"
   fi
   ENV=(HEARTH_SECRET_KEY="$SECRET" DATABASE_URL="$URL" HEARTH_LOG=warn
-       HEARTH_AUTH__LIMITS__LOGIN_PER_IP__MAX=100000000)
+       HEARTH_AUTH__LIMITS__LOGIN_PER_IP__MAX=100000000 HEARTH_HTTP__MAX_CONNECTIONS_PER_IP=0)
   # BENCH_POOL=N sets hearth's pool size (db.max_connections); the baseline keeps 10.
   if [ -n "${BENCH_POOL:-}" ]; then ENV+=(HEARTH_DB__MAX_CONNECTIONS="$BENCH_POOL"); fi
   env "${ENV[@]}" target/release/pancake migrate --data-dir "$DATA" >/dev/null

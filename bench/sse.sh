@@ -25,7 +25,11 @@ fi
 cargo build --release -q -p pancake -p bench --bin pancake --bin sse_clients
 DATA=$(mktemp -d)
 PORT=18089
+# Every stream comes from one address here: lift the per-address caps and
+# size the stream pool for the run.
 HEARTH_HTTP__MAX_CONNECTIONS=$((STREAMS + 1000)) HEARTH_LOG=warn \
+  HEARTH_HTTP__MAX_CONNECTIONS_PER_IP=0 HEARTH_REALTIME__MAX_STREAMS_PER_IP=0 \
+  HEARTH_REALTIME__MAX_STREAMS=$((STREAMS + 100)) \
   target/release/pancake serve --addr 127.0.0.1:$PORT --data-dir "$DATA" &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true; rm -rf "$DATA"' EXIT

@@ -55,6 +55,11 @@ const HEARTH_SQLITE: &[Migration] = &[
         "accounts",
         include_str!("../migrations/sqlite/0005_accounts.sql"),
     ),
+    Migration::new(
+        6,
+        "job_effects",
+        include_str!("../migrations/sqlite/0006_job_effects.sql"),
+    ),
 ];
 
 const HEARTH_POSTGRES: &[Migration] = &[
@@ -82,6 +87,11 @@ const HEARTH_POSTGRES: &[Migration] = &[
         5,
         "accounts",
         include_str!("../migrations/postgres/0005_accounts.sql"),
+    ),
+    Migration::new(
+        6,
+        "job_effects",
+        include_str!("../migrations/postgres/0006_job_effects.sql"),
     ),
 ];
 
@@ -115,6 +125,7 @@ struct Inner {
     metrics: Metrics,
     notifier: Notifier,
     circuit: Option<crate::db::circuit::Circuit>,
+    streams: crate::realtime::Streams,
     login_page: Option<&'static str>,
 }
 
@@ -137,6 +148,11 @@ impl AppState {
     /// The database pool.
     pub fn db(&self) -> &Db {
         &self.0.db
+    }
+
+    /// The pool SSE streams and long polls take a place in.
+    pub fn streams(&self) -> &crate::realtime::Streams {
+        &self.0.streams
     }
 
     /// The circuit that makes requests fail fast while PostgreSQL is down
@@ -338,6 +354,10 @@ impl App {
             }
             _ => None,
         };
+        let streams = crate::realtime::Streams::new(
+            config.realtime.streams_cap(config.http.max_connections),
+            config.realtime.max_streams_per_ip,
+        );
         let state = AppState(Arc::new(Inner {
             name: self.name,
             version: self.version,
@@ -352,6 +372,7 @@ impl App {
             metrics,
             notifier,
             circuit,
+            streams,
             login_page: self.login_page,
         }));
         let mut ctx = Context::new(&state);
@@ -478,6 +499,9 @@ impl App {
             Background::start(&built.state, current && built.state.config().jobs.in_serve);
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let http_cfg = built.state.config().http.clone();
+        // A proxy in front speaks for many clients: its connections are not
+        // held to the per-address cap.
+        let proxies = built.state.auth().proxy_trust().proxies.clone();
         let router = built.router.clone();
         let pubsub = built.state.pubsub().clone();
         let task = tokio::spawn(async move {
@@ -487,7 +511,7 @@ impl App {
                 // Open SSE streams and long polls end now; clients reconnect elsewhere.
                 pubsub.close();
             };
-            http::server::serve(listener, router, &http_cfg, tls, stop).await;
+            http::server::serve(listener, router, &http_cfg, &proxies, tls, stop).await;
         });
         tracing::info!(
             app = self.name,

@@ -91,6 +91,10 @@ pub struct HttpConfig {
     pub concurrency_limit: usize,
     /// Open connections at once; the listener stops accepting above it.
     pub max_connections: usize,
+    /// Open connections at once from one client address (an IPv6 client by
+    /// its /64); more are closed as soon as they are accepted. 0: no cap.
+    /// Connections from `auth.trusted_proxies` are not counted.
+    pub max_connections_per_ip: usize,
     /// Time a client has to send its request headers.
     pub header_read_timeout: Duration,
     /// Time a TLS handshake may take.
@@ -167,6 +171,7 @@ impl Default for HttpConfig {
             body_min_rate: 1024,
             concurrency_limit: 1024,
             max_connections: 10_000,
+            max_connections_per_ip: 256,
             header_read_timeout: Duration::from_secs(10),
             tls_handshake_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(20),
@@ -378,6 +383,12 @@ impl Config {
         if let Some(url) = &self.database_url {
             crate::db::DbKind::from_url(url.expose())
                 .map_err(|e| ConfigError::new("database_url", e.to_string()))?;
+        }
+        if self.realtime.max_stream_age.is_zero() {
+            return Err(ConfigError::new(
+                "realtime.max_stream_age",
+                "must be greater than 0",
+            ));
         }
         if self.realtime.keep_alive.is_zero() {
             return Err(ConfigError::new(

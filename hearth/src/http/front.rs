@@ -479,6 +479,17 @@ pub(crate) fn set_current_user(id: i64) {
     let _ = CURRENT.try_with(|c| c.user.set(Some(id)));
 }
 
+/// Gives the current request's concurrency place back until the guard is
+/// dropped, for a handler about to wait on something outside the server
+/// (a long poll). Keep the guard inside the handler's future; `None`
+/// outside a request.
+pub fn step_aside() -> Option<super::limits::StepAside> {
+    CURRENT
+        .try_with(|c| c.pipeline.as_ref().map(|p| p.limits.step_aside()))
+        .ok()
+        .flatten()
+}
+
 /// Where the current request stands with its body, as the body tells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum BodyWait {

@@ -173,6 +173,25 @@ impl Limits {
     }
 }
 
+/// A request that waits on something outside the server (a long poll) and
+/// has given its concurrency place back meanwhile; it takes it back when
+/// dropped, which happens inside the request, before its permit goes.
+#[derive(Debug)]
+pub struct StepAside(Arc<InFlight>);
+
+impl Limits {
+    pub(crate) fn step_aside(&self) -> StepAside {
+        self.in_flight.now.fetch_sub(1, Ordering::AcqRel);
+        StepAside(self.in_flight.clone())
+    }
+}
+
+impl Drop for StepAside {
+    fn drop(&mut self) {
+        self.0.now.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
 /// 408: the client sent its body too slowly.
 pub(crate) fn body_timeout() -> Error {
     Error::new(

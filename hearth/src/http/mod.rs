@@ -19,6 +19,7 @@ mod head_deadline;
 mod health;
 mod json;
 mod limits;
+mod refusals;
 mod route_tag;
 mod security;
 pub mod server;
@@ -37,9 +38,11 @@ use crate::module::Context;
 pub(crate) use front::in_request as front_in_request;
 pub use front::{
     PeerAddr, RequestId, current_peer, current_request_id, current_user_id, prefers_html,
+    step_aside,
 };
 pub(crate) use front::{current as front_current, set_current_user as front_set_current_user};
 pub use json::Json;
+pub use limits::StepAside;
 pub use security::DEFAULT_CSP;
 
 type Stack = compress::Compress<front::Front>;

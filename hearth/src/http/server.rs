@@ -3,7 +3,11 @@
 //! Each connection runs under a header read deadline (`head_deadline`), so a
 //! client that trickles its headers, or leaves a kept-alive connection idle,
 //! cannot hold a connection forever. The number of open connections is
-//! bounded; at the bound the loop stops accepting until one closes. On
+//! bounded; at the bound the loop stops accepting until one closes. So is
+//! the number from one client address (`http.max_connections_per_ip`, an
+//! IPv6 client by its /64): one more is closed as soon as it is accepted,
+//! so that a single client cannot take every connection. Addresses in
+//! `auth.trusted_proxies` are exempt, since a proxy carries many clients. On
 //! shutdown the listener is closed, connections are told to finish their
 //! in-flight requests, and the loop waits for them at most
 //! `http.shutdown_timeout`.
@@ -121,16 +125,59 @@ where
     let clock = Clock::new(header_timeout);
     let service = ConnService::new(router, peer, clock.clone());
     let conn = builder
-        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .serve_connection_with_upgrades(TokioIo::new(super::refusals::Refusals::new(io)), service)
         .into_owned();
     Watched::new(watcher.watch(conn), clock)
 }
 
+/// Open connections per client address, for `http.max_connections_per_ip`.
+#[derive(Default)]
+struct PerAddress {
+    open: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// One connection's place in [`PerAddress`], given back when dropped.
+struct AddressPlace(Arc<PerAddress>, String);
+
+impl PerAddress {
+    /// Counts a connection from `key`, unless `max` are open already.
+    fn enter(self: &Arc<Self>, key: String, max: usize) -> Option<AddressPlace> {
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = open.entry(key.clone()).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(AddressPlace(self.clone(), key))
+    }
+}
+
+impl Drop for AddressPlace {
+    fn drop(&mut self) {
+        let mut open = self
+            .0
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.1);
+            }
+        }
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` completes, then drains.
+/// Connections from `proxies` are not held to the per-address cap.
 pub async fn serve(
     listener: TcpListener,
     router: super::Pipeline,
     cfg: &HttpConfig,
+    proxies: &[super::client_ip::IpNet],
     tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -155,6 +202,8 @@ pub async fn serve(
     let connections = Arc::new(Semaphore::new(cfg.max_connections));
     let handshake_timeout = cfg.tls_handshake_timeout.get();
     let header_timeout = cfg.header_read_timeout.get();
+    let per_address = Arc::new(PerAddress::default());
+    let mut refused_logged = std::time::Instant::now() - Duration::from_secs(60);
     tokio::pin!(shutdown);
 
     loop {
@@ -176,6 +225,26 @@ pub async fn serve(
                 }
             },
             () = &mut shutdown => break,
+        };
+        let place = if cfg.max_connections_per_ip == 0
+            || proxies.iter().any(|p| p.contains(peer.ip()))
+        {
+            None
+        } else {
+            let key = super::client_ip::limit_key(peer.ip());
+            match per_address.enter(key, cfg.max_connections_per_ip) {
+                Some(place) => Some(place),
+                None => {
+                    // Closed unanswered: answering would cost the very work
+                    // the cap is there to bound. Logged at most once a minute.
+                    if refused_logged.elapsed() > Duration::from_secs(60) {
+                        refused_logged = std::time::Instant::now();
+                        tracing::warn!(%peer, max = cfg.max_connections_per_ip, "a client address is over its connection cap; closing its new connections");
+                    }
+                    drop(stream);
+                    continue;
+                }
+            }
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
@@ -215,6 +284,7 @@ pub async fn serve(
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
+            drop(place);
             drop(permit);
         });
     }

@@ -340,6 +340,35 @@ pub struct JobRun<P> {
     pub state: AppState,
 }
 
+impl<P> JobRun<P> {
+    /// Makes this job's effects happen once even though the job may run
+    /// more than once. Call it inside the transaction that writes the
+    /// effects, first: it records the job as done in that transaction and
+    /// returns `true`, or returns `false` when an earlier attempt's
+    /// transaction already committed (the attempt then should do nothing
+    /// and return `Ok`).
+    ///
+    /// Why: a job runs at least once. A worker that dies after the
+    /// handler's transaction commits but before the job is marked finished
+    /// leaves the job to be run again; so does a lost lease. With `once`,
+    /// the second run finds the record and the effects are not repeated.
+    /// Effects outside the database (a mail, a call to another service)
+    /// cannot be covered this way; give those an idempotency key of
+    /// [`id`](Self::id), which is the same on every attempt.
+    ///
+    /// ```ignore
+    /// let mut tx = run.state.db().begin().await?;
+    /// if !run.once(&mut tx).await? {
+    ///     return Ok(());
+    /// }
+    /// /* insert, update, publish… */
+    /// tx.commit().await?;
+    /// ```
+    pub async fn once(&self, tx: &mut Tx) -> Result<bool, sqlx::Error> {
+        store::record_effect(tx, self.id, now_ms()).await
+    }
+}
+
 /// The job queue of one app: enqueue, inspect and manage jobs.
 ///
 /// Cheap to clone; get it with [`AppState::jobs`].
@@ -647,6 +676,7 @@ impl Jobs {
             |d: crate::config::Duration| i64::try_from(d.get().as_millis()).unwrap_or(i64::MAX / 2);
         let history = store::purge_history(&self.0.db, now - span(self.0.config.history)).await?;
         let dead = store::purge_dead(&self.0.db, now - span(self.0.config.dead_retention)).await?;
+        store::purge_effects(&self.0.db, now - span(self.0.config.lease)).await?;
         Ok((history, dead))
     }
 

@@ -866,6 +866,37 @@ pub(crate) async fn retry(db: &Db, id: i64, now: i64) -> Result<String, JobError
     Ok(queue)
 }
 
+/// Records, in the handler's transaction, that job `id` committed its
+/// effects: `false` when a record exists already (an earlier attempt
+/// committed). On PostgreSQL a concurrent attempt waits here for the first
+/// one's transaction and then finds its record.
+pub(crate) async fn record_effect(tx: &mut Tx, id: i64, now: i64) -> Result<bool, sqlx::Error> {
+    let inserted = with_tx!(tx, t => sqlx::query(
+        "INSERT INTO hearth_job_effect (job_id, done_at) VALUES ($1, $2) ON CONFLICT (job_id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(now)
+    .execute(&mut **t)
+    .await?
+    .rows_affected());
+    Ok(inserted == 1)
+}
+
+/// Deletes the effect records of jobs that can no longer run (gone from
+/// pending, active and dead) and were recorded before `cutoff`.
+pub(crate) async fn purge_effects(db: &Db, cutoff: i64) -> Result<u64, sqlx::Error> {
+    with_db!(db, pool => sqlx::query(
+        "DELETE FROM hearth_job_effect WHERE done_at < $1
+           AND job_id NOT IN (SELECT id FROM hearth_job_pending)
+           AND job_id NOT IN (SELECT id FROM hearth_job_active)
+           AND job_id NOT IN (SELECT id FROM hearth_job_dead)",
+    )
+    .bind(cutoff)
+    .execute(pool)
+    .await
+    .map(|r| r.rows_affected()))
+}
+
 /// Deletes dead jobs that died before `cutoff`.
 pub(crate) async fn purge_dead(db: &Db, cutoff: i64) -> Result<u64, sqlx::Error> {
     with_db!(db, pool => sqlx::query("DELETE FROM hearth_job_dead WHERE died_at < $1")

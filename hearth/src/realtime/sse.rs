@@ -6,6 +6,13 @@
 //! resumes from the table. A comment line is sent every `keep_alive` so that
 //! proxies do not close an idle stream. Memory per stream is bounded: a
 //! subscriber that falls behind drops its buffer and re-reads from the table.
+//!
+//! Every stream and long poll holds a [`Slot`] in the app's bounded pool
+//! for as long as it lasts. A stream ends after `realtime.max_stream_age`
+//! (it tells the browser to come back after a second), so no connection is
+//! held forever and a node can be drained; the browser resumes where it
+//! was. While a long poll waits, its request does not count against the
+//! concurrency limit.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -16,7 +23,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::{Stream, StreamExt as _};
 use serde::{Deserialize, Serialize};
 
+use super::RealtimeConfig;
 use super::pubsub::{Message, PubSub, Subscription};
+use super::streams::Slot;
 
 /// The id a reconnecting client last saw: the `Last-Event-ID` header, or an
 /// `after` query parameter for clients that cannot set headers.
@@ -59,26 +68,46 @@ impl<S: Send + Sync> FromRequestParts<S> for LastEventId {
     }
 }
 
+/// How long a browser waits before it resumes a stream that ended.
+const RESUME_AFTER: Duration = Duration::from_secs(1);
+
 /// An SSE response that streams `channel`, resuming after `last` when the
-/// client reconnects. Events are named `message` and carry the JSON payload.
+/// client reconnects, holding `slot` until it ends. Events are named
+/// `message` and carry the JSON payload; keep-alive and the longest life
+/// come from `config`.
 pub fn sse(
     pubsub: &PubSub,
     channel: &str,
     last: LastEventId,
-    keep_alive: Duration,
+    slot: Slot,
+    config: &RealtimeConfig,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + Send + 'static> {
-    stream(pubsub.subscribe(channel, last.0), keep_alive)
+    stream(pubsub.subscribe(channel, last.0), slot, config)
 }
 
-/// An SSE response over an existing subscription.
+/// An SSE response over an existing subscription (see [`sse`]).
 pub fn stream(
     sub: Subscription,
-    keep_alive: Duration,
+    slot: Slot,
+    config: &RealtimeConfig,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + Send + 'static> {
+    // The first event only sets the browser's reconnection delay.
+    let hello = futures_util::stream::once(async { Ok(Event::default().retry(RESUME_AFTER)) });
     let events = sub
         .into_stream()
-        .map(|m| Ok(Event::default().id(m.id.to_string()).data(m.payload)));
-    Sse::new(events).keep_alive(KeepAlive::new().interval(keep_alive).text("keep-alive"))
+        .map(|m| Ok(Event::default().id(m.id.to_string()).data(m.payload)))
+        .take_until(tokio::time::sleep(config.max_stream_age.get()));
+    // The slot lives as long as the stream, and is given back when the
+    // stream ends or the client goes away (the body is dropped).
+    let events = hello.chain(events).map(move |e| {
+        let _held = &slot;
+        e
+    });
+    Sse::new(events).keep_alive(
+        KeepAlive::new()
+            .interval(config.keep_alive.get())
+            .text("keep-alive"),
+    )
 }
 
 /// What a long poll returns.
@@ -91,14 +120,19 @@ pub struct Poll {
 }
 
 /// Long polling: messages of `channel` after `after`, waiting up to `wait`
-/// for the first one. Without `after` it answers at once with no messages
-/// and the current last id, which the client uses from then on.
+/// for the first one, holding `slot` meanwhile. Without `after` it answers
+/// at once with no messages and the current last id, which the client uses
+/// from then on.
 pub async fn long_poll(
     pubsub: &PubSub,
     channel: &str,
     after: Option<i64>,
     wait: Duration,
+    slot: Slot,
 ) -> Result<Poll, crate::Error> {
+    let _slot = slot;
+    // Parked, not working: the wait does not take a concurrency place.
+    let _aside = crate::http::step_aside();
     let Some(after) = after else {
         let last_id = pubsub.last_id(channel).await?;
         return Ok(Poll {

@@ -294,6 +294,26 @@ async fn drained(jobs: &Jobs) {
 }
 
 hearth::db_tests! {
+    async fn once_keeps_a_rerun_from_repeating_effects_that_committed(backend) {
+        let Some(app) = TestApp::spawn_with(&crate::probe::app(), backend, fast).await else { return };
+        let jobs = app.state().jobs().clone();
+        let id = jobs.enqueue_now(crate::probe::EFFECT.job(&"effect-1".to_owned())).await.unwrap().id;
+        eventually("the job to finish", || async {
+            jobs.history(10).await.unwrap().into_iter().find(|h| h.id == id)
+        }).await;
+        let db = app.state().db().clone();
+        // Two attempts ran; the item was stored by the first only.
+        let history = jobs.history(10).await.unwrap();
+        assert_eq!(history.iter().find(|h| h.id == id).unwrap().attempts, 2);
+        assert_eq!(count(&db, "SELECT count(*) FROM probe_item WHERE name = 'effect-1'").await, 1);
+        assert_eq!(count(&db, "SELECT count(*) FROM hearth_job_effect").await, 1);
+        // Once the job is gone for good (and a lease has passed), its record goes too.
+        with_db!(&db, pool => sqlx::query("UPDATE hearth_job_effect SET done_at = 0").execute(pool).await.map(|_| ())).unwrap();
+        jobs.housekeeping().await.unwrap();
+        assert_eq!(count(&db, "SELECT count(*) FROM hearth_job_effect").await, 0);
+        app.stop().await;
+    }
+
     async fn a_committed_order_enqueues_its_job_once_and_a_rolled_back_one_none(backend) {
         let Some(app) = TestApp::spawn_with(&chores(), backend, fast).await else { return };
         let c = client();

@@ -40,6 +40,11 @@ pub const FAIL: hearth::jobs::JobName<()> = hearth::jobs::JobName::new("probe.fa
 pub const PANIC: hearth::jobs::JobName<()> =
     hearth::jobs::JobName::new("probe.panic").max_attempts(1);
 
+/// Stores an item named by its payload, once, and reports failure after
+/// its first attempt committed: as if the worker died before recording
+/// that the job finished.
+pub const EFFECT: hearth::jobs::JobName<String> = hearth::jobs::JobName::new("probe.effect");
+
 impl Module for Probe {
     fn spec(&self) -> ModuleSpec {
         ModuleSpec::new("probe").migrations(SQLITE, POSTGRES)
@@ -131,6 +136,23 @@ impl Module for Probe {
         ctx.job(PANIC, |_run: JobRun<()>| async move {
             if std::hint::black_box(true) {
                 panic!("probe.panic panics");
+            }
+            Ok(())
+        });
+        ctx.job(EFFECT, |run: JobRun<String>| async move {
+            let mut tx = run.state.db().begin().await?;
+            if run.once(&mut tx).await? {
+                hearth::with_tx!(&mut tx, t => sqlx::query(
+                    "INSERT INTO probe_item (name, weight, created_at) VALUES ($1, 1, 0)",
+                )
+                .bind(&run.payload)
+                .execute(&mut **t)
+                .await
+                .map(|_| ()))?;
+            }
+            tx.commit().await?;
+            if run.attempt == 1 {
+                hearth::anyhow::bail!("the completion of attempt 1 was lost");
             }
             Ok(())
         });

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use axum::extract::Path;
 use futures_util::StreamExt as _;
 use hearth::prelude::*;
-use hearth::realtime::{Message, sse};
+use hearth::realtime::{Message, Slot, sse};
 use hearth::testing::{Backend, TestApp};
 use hearth::{sqlx, with_db};
 use reqwest::StatusCode;
@@ -45,16 +45,17 @@ async fn stream(
     State(state): State<AppState>,
     Path(channel): Path<String>,
     last: LastEventId,
+    slot: Slot,
 ) -> Result<axum::response::Response> {
     if !hearth::realtime::pubsub::valid_channel(&channel) {
         return Err(Error::validation("channel", "invalid channel name"));
     }
-    let keep_alive = state.config().realtime.keep_alive.get();
     Ok(axum::response::IntoResponse::into_response(sse::sse(
         state.pubsub(),
         &channel,
         last,
-        keep_alive,
+        slot,
+        &state.config().realtime,
     )))
 }
 
@@ -62,10 +63,11 @@ async fn poll(
     State(state): State<AppState>,
     Path(channel): Path<String>,
     last: LastEventId,
+    slot: Slot,
 ) -> Result<Json<hearth::realtime::Poll>> {
     let wait = state.config().long_poll_wait();
     Ok(Json(
-        sse::long_poll(state.pubsub(), &channel, last.0, wait).await?,
+        sse::long_poll(state.pubsub(), &channel, last.0, wait, slot).await?,
     ))
 }
 
@@ -194,15 +196,120 @@ hearth::db_tests! {
         ids.extend(publisher.await.unwrap());
         assert_eq!(events.iter().map(|e| e.0).collect::<Vec<_>>(), ids, "{text}");
         assert_eq!(events[2].1, r#"{"n":2}"#);
-        // An idle stream gets keep-alive comments.
+        // A stream first tells the browser how soon to come back, then an
+        // idle one gets keep-alive comments.
         let res = c.get(app.url("/rt/quiet/stream")).send().await.unwrap();
         let mut body = res.bytes_stream();
-        let first = tokio::time::timeout(Duration::from_secs(20), body.next()).await.unwrap().unwrap().unwrap();
-        assert!(String::from_utf8_lossy(&first).contains(": keep-alive"), "{first:?}");
+        let mut seen = String::new();
+        while !seen.contains(": keep-alive") {
+            let chunk = tokio::time::timeout(Duration::from_secs(20), body.next()).await.unwrap().unwrap().unwrap();
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        assert!(seen.starts_with("retry: 1000\n"), "{seen:?}");
         // A reconnecting browser sends Last-Event-ID and gets what came after.
         let res = c.get(app.url("/rt/room-1/stream")).header("last-event-id", ids[0].to_string()).send().await.unwrap();
         let (events, _) = read_events(res, 2).await;
         assert_eq!(events.iter().map(|e| e.0).collect::<Vec<_>>(), ids[1..]);
+        app.stop().await;
+    }
+
+    async fn streams_and_long_polls_have_a_bounded_pool_of_their_own(backend) {
+        let Some(app) = TestApp::spawn_with(&app(), backend, |c| {
+            quick(c);
+            // Clients told apart by the address a (trusted) proxy names.
+            c.auth.trusted_proxies = vec!["127.0.0.0/8".into()];
+            c.realtime.max_streams = 3;
+            c.realtime.max_streams_per_ip = 2;
+            c.realtime.poll_wait = hearth::config::Duration::from_secs(20);
+            c.http.concurrency_limit = 2;
+        }).await else { return };
+        let c = client();
+        let open = |who: &'static str| {
+            c.get(app.url("/rt/room/stream")).header("x-forwarded-for", who).send()
+        };
+        let a1 = open("198.51.100.1").await.unwrap();
+        let a2 = open("198.51.100.1").await.unwrap();
+        assert_eq!((a1.status(), a2.status()), (StatusCode::OK, StatusCode::OK));
+        // One address gets its share and no more.
+        let a3 = open("198.51.100.1").await.unwrap();
+        assert_eq!(a3.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(a3.json::<Value>().await.unwrap()["error"]["code"], "too_many_streams");
+        let b = open("198.51.100.2").await.unwrap();
+        assert_eq!(b.status(), StatusCode::OK);
+        // The pool is full: another client is told to come back.
+        let c1 = open("198.51.100.3").await.unwrap();
+        assert_eq!(c1.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(c1.headers().get("retry-after").is_some());
+        assert_eq!(c1.json::<Value>().await.unwrap()["error"]["code"], "too_many_streams");
+        // Everything else still works.
+        assert_eq!(c.get(app.url("/healthz")).send().await.unwrap().status(), StatusCode::OK);
+        assert_eq!(c.get(app.url("/api/auth/csrf")).send().await.unwrap().status(), StatusCode::OK);
+        // A stream that ends gives its place back.
+        drop(a1);
+        let mut reopened = None;
+        for _ in 0..100 {
+            let r = open("198.51.100.3").await.unwrap();
+            if r.status() == StatusCode::OK {
+                reopened = Some(r);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(reopened.is_some(), "the place of a closed stream was not given back");
+        drop((a2, b, reopened));
+        for _ in 0..100 {
+            if app.state().streams().open() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(app.state().streams().open(), 0);
+
+        // Long polls waiting for news hold no concurrency place: with the
+        // limit at 2 and three of them parked, requests still get in.
+        let last: Value = c.get(app.url("/rt/lp/poll")).send().await.unwrap().json().await.unwrap();
+        let after = last["last_id"].as_i64().unwrap();
+        let mut polls = Vec::new();
+        for who in ["198.51.100.4", "198.51.100.5", "198.51.100.6"] {
+            let req = c.get(app.url(&format!("/rt/lp/poll?after={after}"))).header("x-forwarded-for", who);
+            polls.push(tokio::spawn(async move { req.send().await.unwrap().json::<Value>().await.unwrap() }));
+        }
+        for _ in 0..200 {
+            if app.state().streams().open() == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(app.state().streams().open(), 3);
+        for _ in 0..3 {
+            assert_eq!(c.get(app.url("/api/auth/csrf")).send().await.unwrap().status(), StatusCode::OK);
+        }
+        // News ends the polls.
+        assert_eq!(c.post(app.url("/rt/lp")).json(&json!({"n": 1})).send().await.unwrap().status(), StatusCode::OK);
+        for p in polls {
+            assert_eq!(p.await.unwrap()["messages"].as_array().unwrap().len(), 1);
+        }
+        app.stop().await;
+    }
+
+    async fn an_sse_stream_ends_after_its_longest_life_and_the_browser_resumes(backend) {
+        let Some(app) = TestApp::spawn_with(&app(), backend, |c| {
+            quick(c);
+            c.realtime.max_stream_age = hearth::config::Duration::from_millis(800);
+        }).await else { return };
+        let c = client();
+        let first = app.state().pubsub().publish_now("aged", &json!({"n": 1})).await.unwrap();
+        let res = c.get(app.url("/rt/aged/stream")).header("last-event-id", (first - 1).to_string()).send().await.unwrap();
+        // The whole body arrives: the stream ended on its own.
+        let text = tokio::time::timeout(Duration::from_secs(20), res.text()).await.expect("the stream never ended").unwrap();
+        assert!(text.starts_with("retry: 1000\n"), "{text}");
+        assert!(text.contains(&format!("id: {first}\n")), "{text}");
+        assert_eq!(app.state().streams().open(), 0);
+        // What was published meanwhile comes with the resumed stream.
+        let second = app.state().pubsub().publish_now("aged", &json!({"n": 2})).await.unwrap();
+        let res = c.get(app.url("/rt/aged/stream")).header("last-event-id", first.to_string()).send().await.unwrap();
+        let (events, _) = read_events(res, 1).await;
+        assert_eq!(events[0].0, second);
         app.stop().await;
     }
 

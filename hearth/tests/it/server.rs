@@ -129,7 +129,97 @@ async fn stalled_body(
     conn
 }
 
+/// Whether the server closes `conn` without a word.
+async fn closed_unanswered(conn: &mut tokio::net::TcpStream) -> bool {
+    let mut buf = Vec::new();
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+/// A GET of `/healthz` on a fresh connection, or `None` if it was closed.
+async fn healthz_on_new_connection(addr: std::net::SocketAddr) -> Option<String> {
+    let mut conn = tokio::net::TcpStream::connect(addr).await.ok()?;
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    (!buf.is_empty()).then(|| String::from_utf8_lossy(&buf).into_owned())
+}
+
 hearth::db_tests! {
+    async fn requests_hyper_refuses_get_the_json_error_shape(backend) {
+        let Some(app_) = TestApp::spawn(&app(), backend).await else { return };
+        let big = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(1024 * 1024));
+        let cases: [(&[u8], &str, &str); 4] = [
+            (b"POST /probe/echo HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", "400", "bad_request"),
+            (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n", "400", "bad_request"),
+            (b"POST /probe/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", "400", "bad_request"),
+            (big.as_bytes(), "431", "headers_too_large"),
+        ];
+        for (raw, status, code) in cases {
+            let mut conn = tokio::net::TcpStream::connect(app_.addr()).await.unwrap();
+            // The server may answer and close before it has read all of a
+            // large head; what it wrote is still there to read.
+            let _ = conn.write_all(raw).await;
+            let mut buf = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut buf)).await.unwrap();
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            assert!(text.starts_with(&format!("HTTP/1.1 {status} ")), "{text}");
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            assert!(head.contains("content-type: application/json"), "{text}");
+            let v: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(v["error"]["code"], code, "{text}");
+        }
+        // The server is unharmed.
+        assert_eq!(client().get(app_.url("/healthz")).send().await.unwrap().status(), StatusCode::OK);
+    }
+
+    async fn one_address_cannot_take_every_connection(backend) {
+        let Some(app_) = TestApp::spawn_with(&app(), backend, |c| {
+            c.http.max_connections_per_ip = 3;
+        }).await else { return };
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(tokio::net::TcpStream::connect(app_.addr()).await.unwrap());
+        }
+        // The fourth is closed at once; the three stay open.
+        let mut fourth = tokio::net::TcpStream::connect(app_.addr()).await.unwrap();
+        assert!(closed_unanswered(&mut fourth).await, "a fourth connection from one address was served");
+        held[0].write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        assert!(read_response(&mut held[0]).await.starts_with("HTTP/1.1 200"));
+        // Once one closes, its place is free again.
+        drop(held.pop());
+        let mut served = None;
+        for _ in 0..100 {
+            served = healthz_on_new_connection(app_.addr()).await;
+            if served.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(served.unwrap_or_default().starts_with("HTTP/1.1 200"));
+        app_.stop().await;
+
+        // A trusted proxy speaks for many clients: it is not capped.
+        let Some(app_) = TestApp::spawn_with(&app(), backend, |c| {
+            c.http.max_connections_per_ip = 3;
+            c.auth.trusted_proxies = vec!["127.0.0.1".into()];
+        }).await else { return };
+        let mut held = Vec::new();
+        for _ in 0..6 {
+            held.push(tokio::net::TcpStream::connect(app_.addr()).await.unwrap());
+        }
+        let last = held.last_mut().unwrap();
+        last.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        assert!(read_response(last).await.starts_with("HTTP/1.1 200"));
+    }
+
     async fn a_body_that_stalls_or_trickles_gets_408_and_starves_nobody(backend) {
         let Some(app_) = TestApp::spawn_with(&app(), backend, |c| {
             c.http.body_idle_timeout = ConfigDuration::from_millis(400);

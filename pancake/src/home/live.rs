@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use hearth::axum::response as axum_response;
 use hearth::jobs::{JobName, JobRun};
 use hearth::prelude::*;
-use hearth::realtime::{Poll, sse};
+use hearth::realtime::{Poll, Slot, sse};
 use serde::{Deserialize, Serialize};
 
 use super::store;
@@ -104,7 +104,9 @@ fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
-/// The `home.publish` handler.
+/// The `home.publish` handler. A run that follows a crash after an earlier
+/// attempt committed finds that attempt's record (`run.once`) and stores
+/// and publishes nothing a second time.
 pub async fn publish(run: JobRun<NewNotice>) -> hearth::anyhow::Result<()> {
     let n = &run.payload;
     if let Some(days) = n.expires_in_days
@@ -116,6 +118,9 @@ pub async fn publish(run: JobRun<NewNotice>) -> hearth::anyhow::Result<()> {
     let now = now_secs();
     let expires_at = n.expires_in_days.map(|d| now + i64::from(d) * 86_400);
     let mut tx = state.db().begin().await?;
+    if !run.once(&mut tx).await? {
+        return Ok(());
+    }
     let notice = store::insert(&mut tx, &n.title.0, &n.body.0, now, expires_at).await?;
     let total = store::count(&mut tx).await?;
     state
@@ -137,16 +142,27 @@ pub async fn cleanup(run: JobRun<()>) -> hearth::anyhow::Result<()> {
 pub(super) async fn stream(
     State(state): State<AppState>,
     last: LastEventId,
+    slot: Slot,
 ) -> axum_response::Response {
-    let keep_alive = state.config().realtime.keep_alive.get();
-    axum_response::IntoResponse::into_response(sse::sse(state.pubsub(), CHANNEL, last, keep_alive))
+    let realtime = &state.config().realtime;
+    axum_response::IntoResponse::into_response(sse::sse(
+        state.pubsub(),
+        CHANNEL,
+        last,
+        slot,
+        realtime,
+    ))
 }
 
 /// `GET /api/notices/poll?after=ID`: the long-polling fallback.
-pub(super) async fn poll(State(state): State<AppState>, last: LastEventId) -> Result<Json<Poll>> {
+pub(super) async fn poll(
+    State(state): State<AppState>,
+    last: LastEventId,
+    slot: Slot,
+) -> Result<Json<Poll>> {
     let wait = state.config().long_poll_wait();
     Ok(Json(
-        sse::long_poll(state.pubsub(), CHANNEL, last.0, wait).await?,
+        sse::long_poll(state.pubsub(), CHANNEL, last.0, wait, slot).await?,
     ))
 }
 

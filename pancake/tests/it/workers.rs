@@ -131,6 +131,60 @@ hearth::db_tests! {
         state.db().close().await;
     }
 
+    async fn notices_published_by_a_worker_killed_mid_burndown_are_stored_once(backend) {
+        let Some(db) = TestDb::create(backend).await else { return };
+        migrate(db.dir(), &db);
+        let app = pancake::app();
+        let mut config = TestApp::config(&db);
+        config.jobs.in_serve = false;
+        let state = app.build(config.clone(), app.open_db(&config).await.unwrap()).unwrap().state;
+        let jobs = state.jobs().clone();
+        const N: i64 = 400;
+        let notices: Vec<_> = (0..N)
+            .map(|i| {
+                let n: pancake::home::live::NewNotice = serde_json::from_value(serde_json::json!({"title": format!("n{i}"), "body": "b"})).unwrap();
+                pancake::home::live::PUBLISH.job(&n)
+            })
+            .collect();
+        let mut tx = state.db().begin().await.unwrap();
+        jobs.enqueue_batch(&mut tx, notices).await.unwrap();
+        tx.commit().await.unwrap();
+        let stored = || async {
+            hearth::with_db!(state.db(), pool => hearth::sqlx::query_scalar::<_, i64>("SELECT count(*) FROM home_notice").fetch_one(pool).await).unwrap()
+        };
+        // The site starts with a welcome notice of its own.
+        let before = stored().await;
+        // Kill the first worker in the middle of the burndown: jobs whose
+        // notices committed but whose completion was not yet recorded are
+        // run again by the second worker.
+        let mut first = worker(&db);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while stored().await < before + N / 4 {
+            assert!(Instant::now() < deadline, "the first worker stored nothing");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        first.kill().unwrap();
+        let _ = first.wait();
+        let at_kill = stored().await - before;
+        let second = worker(&db);
+        loop {
+            let stats = jobs.stats().await.unwrap();
+            if stats.iter().all(|q| q.pending == 0 && q.active == 0) {
+                break;
+            }
+            assert!(Instant::now() < deadline + Duration::from_secs(60), "the queue did not drain: {stats:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let out = tokio::task::spawn_blocking(move || sigterm_and_wait(second)).await.unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let history = jobs.history(10_000).await.unwrap();
+        let rerun = history.iter().filter(|h| h.name == "home.publish" && h.attempts > 1).count();
+        let total = stored().await - before;
+        eprintln!("killed after {at_kill} of {N} notices; {rerun} job(s) ran again; {} duplicate notice(s)", total - N);
+        assert_eq!(total, N, "a notice was stored twice");
+        state.db().close().await;
+    }
+
     async fn jobs_and_cron_commands_manage_the_queue(backend) {
         let Some(db) = TestDb::create(backend).await else { return };
         migrate(db.dir(), &db);
