@@ -68,6 +68,33 @@ fn migrate(dir: &Path, db: &TestDb) {
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
+/// The migrated database's app state, to enqueue and inspect from the test
+/// while worker processes do the work.
+async fn queue_side(db: &TestDb) -> hearth::AppState {
+    migrate(db.dir(), db);
+    let app = pancake::app();
+    let config = TestApp::config(db);
+    app.build(config.clone(), app.open_db(&config).await.unwrap())
+        .unwrap()
+        .state
+}
+
+/// Waits until nothing is pending or active, at most a minute.
+async fn drained(jobs: &hearth::jobs::Jobs) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stats = jobs.stats().await.unwrap();
+        if stats.iter().all(|q| q.pending == 0 && q.active == 0) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the workers did not drain the queue: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 hearth::db_tests! {
     async fn a_job_of_a_killed_worker_is_rescued_by_another_within_the_lease(backend) {
         let Some(db) = TestDb::create(backend).await else { return };
@@ -99,24 +126,13 @@ hearth::db_tests! {
 
     async fn two_worker_processes_share_a_database_without_running_a_job_twice(backend) {
         let Some(db) = TestDb::create(backend).await else { return };
-        migrate(db.dir(), &db);
-        let app = pancake::app();
-        let config = TestApp::config(&db);
-        let state = app.build(config.clone(), app.open_db(&config).await.unwrap()).unwrap().state;
+        let state = queue_side(&db).await;
         let jobs = state.jobs().clone();
         let mut tx = state.db().begin().await.unwrap();
         jobs.enqueue_batch(&mut tx, (0..400).map(|_| PING.job(&Ping::default())).collect()).await.unwrap();
         tx.commit().await.unwrap();
         let workers = [worker(&db), worker(&db)];
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let stats = jobs.stats().await.unwrap();
-            if stats.iter().all(|q| q.pending == 0 && q.active == 0) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "the workers did not drain the queue: {stats:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        drained(&jobs).await;
         for w in workers {
             let out = tokio::task::spawn_blocking(move || sigterm_and_wait(w)).await.unwrap();
             assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -133,11 +149,7 @@ hearth::db_tests! {
 
     async fn notices_published_by_a_worker_killed_mid_burndown_are_stored_once(backend) {
         let Some(db) = TestDb::create(backend).await else { return };
-        migrate(db.dir(), &db);
-        let app = pancake::app();
-        let mut config = TestApp::config(&db);
-        config.jobs.in_serve = false;
-        let state = app.build(config.clone(), app.open_db(&config).await.unwrap()).unwrap().state;
+        let state = queue_side(&db).await;
         let jobs = state.jobs().clone();
         const N: i64 = 400;
         let notices: Vec<_> = (0..N)
@@ -167,14 +179,7 @@ hearth::db_tests! {
         let _ = first.wait();
         let at_kill = stored().await - before;
         let second = worker(&db);
-        loop {
-            let stats = jobs.stats().await.unwrap();
-            if stats.iter().all(|q| q.pending == 0 && q.active == 0) {
-                break;
-            }
-            assert!(Instant::now() < deadline + Duration::from_secs(60), "the queue did not drain: {stats:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        drained(&jobs).await;
         let out = tokio::task::spawn_blocking(move || sigterm_and_wait(second)).await.unwrap();
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
         let history = jobs.history(10_000).await.unwrap();
