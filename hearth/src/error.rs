@@ -195,7 +195,9 @@ impl From<sqlx::Error> for Error {
         // So is a connection that was lost or refused: the request did not
         // fail because of what it asked, and may be tried again.
         if crate::db::circuit::is_unavailable(&e) {
-            tracing::warn!(error = %e, "the database could not be reached");
+            // The circuit logs the outage once; a line per request would
+            // flood the log while it lasts.
+            tracing::debug!(error = %e, "the database could not be reached");
             return Self::unavailable(
                 "database_unavailable",
                 "the database cannot be reached right now, try again shortly",
