@@ -356,13 +356,18 @@ impl<P> JobRun<P> {
     /// cannot be covered this way; give those an idempotency key of
     /// [`id`](Self::id), which is the same on every attempt.
     ///
-    /// ```ignore
-    /// let mut tx = run.state.db().begin().await?;
-    /// if !run.once(&mut tx).await? {
-    ///     return Ok(());
+    /// ```no_run
+    /// use hearth::prelude::*;
+    ///
+    /// async fn handler(run: JobRun<String>) -> hearth::anyhow::Result<()> {
+    ///     let mut tx = run.state.db().begin().await?;
+    ///     if !run.once(&mut tx).await? {
+    ///         return Ok(());
+    ///     }
+    ///     /* insert, update, publish… */
+    ///     tx.commit().await?;
+    ///     Ok(())
     /// }
-    /// /* insert, update, publish… */
-    /// tx.commit().await?;
     /// ```
     pub async fn once(&self, tx: &mut Tx) -> Result<bool, sqlx::Error> {
         store::record_effect(tx, self.id, now_ms()).await
