@@ -203,7 +203,7 @@ pub async fn serve(
     let handshake_timeout = cfg.tls_handshake_timeout.get();
     let header_timeout = cfg.header_read_timeout.get();
     let per_address = Arc::new(PerAddress::default());
-    let mut refused_logged = std::time::Instant::now() - Duration::from_secs(60);
+    let mut refused_logged: Option<std::time::Instant> = None;
     tokio::pin!(shutdown);
 
     loop {
@@ -237,8 +237,8 @@ pub async fn serve(
                 None => {
                     // Closed unanswered: answering would cost the very work
                     // the cap is there to bound. Logged at most once a minute.
-                    if refused_logged.elapsed() > Duration::from_secs(60) {
-                        refused_logged = std::time::Instant::now();
+                    if refused_logged.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                        refused_logged = Some(std::time::Instant::now());
                         tracing::warn!(%peer, max = cfg.max_connections_per_ip, "a client address is over its connection cap; closing its new connections");
                     }
                     drop(stream);
