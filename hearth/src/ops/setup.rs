@@ -145,10 +145,12 @@ fn scram_verifier(password: &str, salt: &[u8]) -> String {
     let b64 = base64::engine::general_purpose::STANDARD;
     let salted: [u8; 32] =
         pbkdf2::pbkdf2_hmac_array::<Sha256, 32>(password.as_bytes(), salt, ITERATIONS);
+    // HMAC pads a key shorter than its block with zeros; padding it here
+    // gives the same MAC through the infallible fixed-size constructor.
+    let mut block = [0_u8; 64];
+    block[..32].copy_from_slice(&salted);
     let key = |label: &[u8]| {
-        // HMAC takes a key of any length.
-        let mut mac = <Hmac<Sha256> as hmac::digest::KeyInit>::new_from_slice(&salted)
-            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        let mut mac = <Hmac<Sha256> as hmac::digest::KeyInit>::new(&block.into());
         mac.update(label);
         mac.finalize().into_bytes()
     };
