@@ -10,7 +10,9 @@
 //! walk, and the address that handed it to us counts instead: skipping it
 //! would let a client's own entry further left win.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::http::HeaderMap;
 
@@ -122,6 +124,48 @@ pub fn limit_key(ip: IpAddr) -> String {
         IpAddr::V6(v6) => {
             let net = Ipv6Addr::from_bits(masked(v6.to_bits(), 128, 64));
             format!("{net}/64")
+        }
+    }
+}
+
+/// Places held per client (keyed by [`limit_key`]), for caps on what one
+/// address may hold open at once: connections, streams.
+#[derive(Debug, Default)]
+pub struct PerClient {
+    open: Mutex<HashMap<String, usize>>,
+}
+
+/// One place of a client in a [`PerClient`], given back when dropped.
+#[derive(Debug)]
+pub struct ClientPlace {
+    of: Arc<PerClient>,
+    key: String,
+}
+
+impl PerClient {
+    /// Takes a place for `key`, unless it holds `max` already.
+    pub fn enter(self: &Arc<Self>, key: &str, max: usize) -> Option<ClientPlace> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = open.entry(key.to_owned()).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(ClientPlace {
+            of: self.clone(),
+            key: key.to_owned(),
+        })
+    }
+}
+
+impl Drop for ClientPlace {
+    fn drop(&mut self) {
+        let mut open = self.of.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
         }
     }
 }

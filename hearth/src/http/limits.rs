@@ -168,7 +168,7 @@ impl Limits {
             started: Instant::now(),
             received: 0,
             timer: None,
-            waiting: false,
+            waiting: None,
         }
     }
 }
@@ -179,10 +179,16 @@ impl Limits {
 #[derive(Debug)]
 pub struct StepAside(Arc<InFlight>);
 
+impl StepAside {
+    fn new(in_flight: &Arc<InFlight>) -> Self {
+        in_flight.now.fetch_sub(1, Ordering::AcqRel);
+        Self(in_flight.clone())
+    }
+}
+
 impl Limits {
     pub(crate) fn step_aside(&self) -> StepAside {
-        self.in_flight.now.fetch_sub(1, Ordering::AcqRel);
-        StepAside(self.in_flight.clone())
+        StepAside::new(&self.in_flight)
     }
 }
 
@@ -226,16 +232,8 @@ pin_project_lite::pin_project! {
         received: u64,
         // Armed the first time the body has to wait.
         timer: Option<Pin<Box<tokio::time::Sleep>>>,
-        waiting: bool,
-    }
-
-    impl<B> PinnedDrop for ClientBody<B> {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            if *this.waiting {
-                this.in_flight.now.fetch_add(1, Ordering::AcqRel);
-            }
-        }
+        // Held while the handler waits for the client's bytes.
+        waiting: Option<StepAside>,
     }
 }
 
@@ -254,9 +252,8 @@ where
         let mut this = self.project();
         match this.inner.as_mut().poll_frame(cx) {
             Poll::Pending => {
-                if !*this.waiting {
-                    *this.waiting = true;
-                    this.in_flight.now.fetch_sub(1, Ordering::AcqRel);
+                if this.waiting.is_none() {
+                    *this.waiting = Some(StepAside::new(this.in_flight));
                     super::front::set_body_wait(super::front::BodyWait::Waiting);
                 }
                 let idle = this.pace.idle;
@@ -264,14 +261,13 @@ where
                     .timer
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
                 if timer.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Some(Err(timed_out(this.waiting, this.in_flight))));
+                    *this.waiting = None;
+                    return Poll::Ready(Some(Err(timed_out())));
                 }
                 Poll::Pending
             }
             Poll::Ready(frame) => {
-                if *this.waiting {
-                    *this.waiting = false;
-                    this.in_flight.now.fetch_add(1, Ordering::AcqRel);
+                if this.waiting.take().is_some() {
                     super::front::set_body_wait(super::front::BodyWait::Done);
                 }
                 if let Some(Ok(f)) = &frame
@@ -281,7 +277,7 @@ where
                     let elapsed = this.started.elapsed();
                     let floor = this.pace.min_rate.saturating_mul(elapsed.as_secs());
                     if elapsed > this.pace.idle && *this.received < floor {
-                        return Poll::Ready(Some(Err(timed_out(this.waiting, this.in_flight))));
+                        return Poll::Ready(Some(Err(timed_out())));
                     }
                 }
                 if let Some(timer) = this.timer.as_mut() {
@@ -303,13 +299,9 @@ where
     }
 }
 
-/// Gives up on a body: its request takes its place back (it is about to be
-/// answered) and will be answered 408.
-fn timed_out(waiting: &mut bool, in_flight: &InFlight) -> axum::BoxError {
-    if *waiting {
-        *waiting = false;
-        in_flight.now.fetch_add(1, Ordering::AcqRel);
-    }
+/// Gives up on a body (its request has taken its place back, as it is about
+/// to be answered): the request will be answered 408.
+fn timed_out() -> axum::BoxError {
     super::front::set_body_wait(super::front::BodyWait::TimedOut);
     tracing::info!(
         request_id = crate::http::current_request_id().unwrap_or_default(),

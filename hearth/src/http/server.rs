@@ -130,47 +130,6 @@ where
     Watched::new(watcher.watch(conn), clock)
 }
 
-/// Open connections per client address, for `http.max_connections_per_ip`.
-#[derive(Default)]
-struct PerAddress {
-    open: std::sync::Mutex<std::collections::HashMap<String, usize>>,
-}
-
-/// One connection's place in [`PerAddress`], given back when dropped.
-struct AddressPlace(Arc<PerAddress>, String);
-
-impl PerAddress {
-    /// Counts a connection from `key`, unless `max` are open already.
-    fn enter(self: &Arc<Self>, key: String, max: usize) -> Option<AddressPlace> {
-        let mut open = self
-            .open
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = open.entry(key.clone()).or_insert(0);
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(AddressPlace(self.clone(), key))
-    }
-}
-
-impl Drop for AddressPlace {
-    fn drop(&mut self) {
-        let mut open = self
-            .0
-            .open
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = open.get_mut(&self.1) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.1);
-            }
-        }
-    }
-}
-
 /// Serves `router` on `listener` until `shutdown` completes, then drains.
 /// Connections from `proxies` are not held to the per-address cap.
 pub async fn serve(
@@ -202,7 +161,7 @@ pub async fn serve(
     let connections = Arc::new(Semaphore::new(cfg.max_connections));
     let handshake_timeout = cfg.tls_handshake_timeout.get();
     let header_timeout = cfg.header_read_timeout.get();
-    let per_address = Arc::new(PerAddress::default());
+    let per_address = Arc::new(super::client_ip::PerClient::default());
     let mut refused_logged: Option<std::time::Instant> = None;
     tokio::pin!(shutdown);
 
@@ -232,7 +191,7 @@ pub async fn serve(
             None
         } else {
             let key = super::client_ip::limit_key(peer.ip());
-            match per_address.enter(key, cfg.max_connections_per_ip) {
+            match per_address.enter(&key, cfg.max_connections_per_ip) {
                 Some(place) => Some(place),
                 None => {
                     // Closed unanswered: answering would cost the very work

@@ -11,15 +11,15 @@
 //! `too_many_streams`, a client over its share 429. The place is given back
 //! when the stream or the poll ends.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
 use crate::app::AppState;
 use crate::error::Error;
+use crate::http::client_ip::{ClientPlace, PerClient};
 
 /// The pool; cheap to clone. Reach it with `state.streams()`.
 #[derive(Debug, Clone)]
@@ -30,7 +30,7 @@ struct Inner {
     max: usize,
     per_client: usize,
     open: AtomicUsize,
-    by_client: Mutex<HashMap<String, usize>>,
+    by_client: Arc<PerClient>,
 }
 
 impl Streams {
@@ -41,7 +41,7 @@ impl Streams {
             max,
             per_client,
             open: AtomicUsize::new(0),
-            by_client: Mutex::new(HashMap::new()),
+            by_client: Arc::default(),
         }))
     }
 
@@ -68,16 +68,12 @@ impl Streams {
             client: None,
         };
         if inner.per_client > 0 {
-            let mut by = inner
-                .by_client
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let n = by.entry(client.to_owned()).or_insert(0);
-            if *n >= inner.per_client {
-                return Err(Error::too_many_requests(5).with_code("too_many_streams"));
-            }
-            *n += 1;
-            slot.client = Some(client.to_owned());
+            slot.client = Some(
+                inner
+                    .by_client
+                    .enter(client, inner.per_client)
+                    .ok_or_else(|| Error::too_many_requests(5).with_code("too_many_streams"))?,
+            );
         }
         Ok(slot)
     }
@@ -93,25 +89,12 @@ impl Streams {
 #[derive(Debug)]
 pub struct Slot {
     streams: Arc<Inner>,
-    /// The address counted, when addresses are counted.
-    client: Option<String>,
+    /// The client's place, when addresses are counted.
+    client: Option<ClientPlace>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Some(client) = self.client.take() {
-            let mut by = self
-                .streams
-                .by_client
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(n) = by.get_mut(&client) {
-                *n -= 1;
-                if *n == 0 {
-                    by.remove(&client);
-                }
-            }
-        }
         self.streams.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
