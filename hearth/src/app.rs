@@ -18,6 +18,7 @@ use crate::auth::{Auth, Tokens};
 use crate::config::Config;
 use crate::db::migrate::{self, MigrateError, Migration};
 use crate::db::{Db, DbError};
+use crate::events::Events;
 use crate::http;
 use crate::jobs::{Jobs, Workers};
 use crate::mail::Mailer;
@@ -60,6 +61,11 @@ const HEARTH_SQLITE: &[Migration] = &[
         "job_effects",
         include_str!("../migrations/sqlite/0006_job_effects.sql"),
     ),
+    Migration::new(
+        7,
+        "events",
+        include_str!("../migrations/sqlite/0007_events.sql"),
+    ),
 ];
 
 const HEARTH_POSTGRES: &[Migration] = &[
@@ -93,6 +99,11 @@ const HEARTH_POSTGRES: &[Migration] = &[
         "job_effects",
         include_str!("../migrations/postgres/0006_job_effects.sql"),
     ),
+    Migration::new(
+        7,
+        "events",
+        include_str!("../migrations/postgres/0007_events.sql"),
+    ),
 ];
 
 /// An app under construction: name, version and modules.
@@ -118,6 +129,7 @@ struct Inner {
     db: Db,
     specs: Vec<ModuleSpec>,
     jobs: Jobs,
+    events: Events,
     pubsub: PubSub,
     tokens: Tokens,
     auth: Auth,
@@ -171,6 +183,11 @@ impl AppState {
         &self.0.jobs
     }
 
+    /// Domain events: publish, and manage what subscribers hold.
+    pub fn events(&self) -> &Events {
+        &self.0.events
+    }
+
     /// Publish and subscribe.
     pub fn pubsub(&self) -> &PubSub {
         &self.0.pubsub
@@ -210,6 +227,12 @@ impl AppState {
 impl FromRef<AppState> for PubSub {
     fn from_ref(s: &AppState) -> PubSub {
         s.0.pubsub.clone()
+    }
+}
+
+impl FromRef<AppState> for Events {
+    fn from_ref(s: &AppState) -> Events {
+        s.0.events.clone()
     }
 }
 
@@ -339,6 +362,7 @@ impl App {
     pub fn build(&self, config: Config, db: Db) -> Result<Built, SpecError> {
         let specs = self.specs()?;
         let jobs = Jobs::new(db.clone(), config.jobs.clone());
+        let events = Events::new(db.clone(), config.events.clone());
         let pubsub = PubSub::new(db.clone());
         let tokens = Tokens::new(db.clone());
         let auth = Auth::new(&config, db.clone(), tokens.clone());
@@ -365,6 +389,7 @@ impl App {
             db,
             specs,
             jobs,
+            events,
             pubsub,
             tokens,
             auth,
@@ -399,6 +424,9 @@ impl App {
                 module: "jobs".into(),
                 problem,
             })?;
+        state
+            .events()
+            .install(state.specs(), std::mem::take(&mut ctx.subscribers))?;
         let resets = std::mem::take(&mut ctx.resets);
         let checks = std::mem::take(&mut ctx.checks);
         let router = http::pipeline(&state, ctx);
@@ -446,7 +474,7 @@ impl App {
         }
         let built = self.build(config, db)?;
         crate::jobs::cron::sync(built.state.db(), &built.state.jobs().schedules()).await?;
-        let background = Background::start(&built.state, true);
+        let background = Background::start(&built.state, true).await?;
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let task = tokio::spawn(async move {
             let _ = stop_rx.wait_for(|s| *s).await;
@@ -496,7 +524,7 @@ impl App {
             crate::jobs::cron::sync(built.state.db(), &built.state.jobs().schedules()).await?;
         }
         let background =
-            Background::start(&built.state, current && built.state.config().jobs.in_serve);
+            Background::start(&built.state, current && built.state.config().jobs.in_serve).await?;
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let http_cfg = built.state.config().http.clone();
         // A proxy in front speaks for many clients: its connections are not
@@ -552,12 +580,13 @@ pub struct Built {
 /// funnel's task and the metrics sampler (which also watches the database).
 struct Background {
     workers: Option<Workers>,
+    readers: Option<crate::events::consumer::Readers>,
     listener: Option<(JoinHandle<()>, CancellationToken)>,
     sampler: (JoinHandle<()>, CancellationToken),
 }
 
 impl Background {
-    fn start(state: &AppState, run_workers: bool) -> Self {
+    async fn start(state: &AppState, run_workers: bool) -> Result<Self, StartError> {
         let listener = match state.db() {
             Db::Postgres(pool) => {
                 let mut routes = listener::Routes::default();
@@ -568,6 +597,11 @@ impl Background {
                         Some(q) => wake.notify(q),
                         None => wake.notify_all(),
                     }),
+                );
+                let events = state.events().clone();
+                routes.add(
+                    crate::events::PG_CHANNEL,
+                    Arc::new(move |_: Option<&str>| events.wake()),
                 );
                 let pubsub = state.pubsub().clone();
                 routes.add(
@@ -584,6 +618,15 @@ impl Background {
         };
         // hearth's own jobs are always registered, so there is always a queue to work.
         let workers = run_workers.then(|| Workers::start(state.clone()));
+        // Event readers run wherever job workers do.
+        let readers = if run_workers {
+            let metrics = state.metrics().clone();
+            let on_pass: crate::events::consumer::OnPass =
+                Arc::new(move |module, tally| metrics.events_pass(module, tally));
+            Some(crate::events::consumer::Readers::start(state.events().clone(), on_pass).await?)
+        } else {
+            None
+        };
         state
             .notifier()
             .start(state.db().clone(), state.jobs().clone());
@@ -592,16 +635,20 @@ impl Background {
             tokio::spawn(crate::telemetry::sampler(state.clone(), stop.clone())),
             stop,
         );
-        Self {
+        Ok(Self {
             workers,
+            readers,
             listener,
             sampler,
-        }
+        })
     }
 
     async fn shutdown(self) {
         self.sampler.1.cancel();
         let _ = self.sampler.0.await;
+        if let Some(r) = self.readers {
+            r.shutdown().await;
+        }
         if let Some(w) = self.workers {
             w.shutdown().await;
         }

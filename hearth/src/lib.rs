@@ -13,6 +13,7 @@
 //! | [`db`] | SQLite (embedded default) or PostgreSQL behind one type; per-module migrations on both |
 //! | [`http`] | the request pipeline: request ids, access log, limits, errors as JSON or HTML, ETags, compression, health, TLS, graceful shutdown |
 //! | [`error`] | the one client-visible error type |
+//! | [`events`] | durable domain events between modules: publish in the caller's transaction, ordered per key, handled exactly once per module, retried and parked |
 //! | [`jobs`] | a durable job queue in the app's database: enqueue in the caller's transaction, leases, retries with backoff, dead jobs |
 //! | [`auth`] | accounts, sessions, passwords, CSRF, guards, rate limits and the `/api/auth/…` routes |
 //! | [`mail`] | mail through the job queue: SMTP via lettre, or an outbox in development |
@@ -29,6 +30,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod jobs;
 pub mod mail;
@@ -48,6 +50,7 @@ pub use module::{Context, Module, ModuleSpec};
 /// Re-exports apps need to write routes without naming hearth's own dependencies.
 pub mod prelude {
     pub use crate::db::migrate::Migration;
+    pub use crate::events::{Event, EventRun, EventSpec, Events};
     pub use crate::http::Json;
     pub use crate::jobs::{JobName, JobRun, Jobs, NewJob, Permanent};
     pub use crate::realtime::{LastEventId, PubSub};

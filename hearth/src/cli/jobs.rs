@@ -277,7 +277,7 @@ fn time(ms: Option<i64>) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
-fn age(ms: i64) -> String {
+pub(crate) fn age(ms: i64) -> String {
     if ms <= 0 {
         return "-".into();
     }

@@ -5,6 +5,7 @@
 //! An app's `main` is one call: `hearth::cli::run(app())`. Exit codes: 0 on
 //! success, 1 on a runtime failure, 2 on bad usage or bad configuration.
 
+mod events;
 mod jobs;
 mod ops;
 mod users;
@@ -57,6 +58,10 @@ enum Command {
     /// Inspect cron schedules.
     #[command(subcommand)]
     Cron(jobs::CronCommand),
+    /// See how far each module has read the domain events, and retry, skip
+    /// or replay what it holds.
+    #[command(subcommand)]
+    Events(events::EventsCommand),
     /// Create and manage accounts.
     #[command(subcommand)]
     User(users::UserCommand),
@@ -164,6 +169,7 @@ fn run_parsed(app: App, cli: Cli) -> ExitCode {
             Command::Worker => serve(&app, config, true).await,
             Command::Jobs(cmd) => jobs::run_jobs(&app, config, cmd).await,
             Command::Cron(cmd) => jobs::run_cron(&app, config, cmd).await,
+            Command::Events(cmd) => events::run_events(&app, config, cmd).await,
             Command::User(cmd) => users::run_user(&app, config, cmd).await,
             Command::Mail(cmd) => users::run_mail(&app, config, cmd).await,
             Command::Migrate { status } => run_migrate(&app, &config, status).await,

@@ -60,6 +60,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Job queue: leases, retries, concurrency.
     pub jobs: crate::jobs::JobsConfig,
+    /// Domain events: batches, retries, retention.
+    pub events: crate::events::EventsConfig,
     /// Pub/sub retention and browser streams.
     pub realtime: crate::realtime::RealtimeConfig,
     /// Accounts, sessions, passwords and the auth routes' rate limits.
@@ -152,6 +154,7 @@ impl Default for Config {
             db: DbConfig::default(),
             tls: TlsConfig::default(),
             jobs: crate::jobs::JobsConfig::default(),
+            events: crate::events::EventsConfig::default(),
             realtime: crate::realtime::RealtimeConfig::default(),
             auth: crate::auth::AuthConfig::default(),
             mail: crate::mail::MailConfig::default(),
@@ -412,6 +415,7 @@ impl Config {
         self.backup.validate()?;
         self.metrics.validate()?;
         self.notify.validate()?;
+        self.events.validate()?;
         self.jobs.validate()
     }
 

@@ -691,7 +691,8 @@ impl Jobs {
     }
 }
 
-/// hearth's own housekeeping job: purges old history, dead jobs, old
+/// hearth's own housekeeping job: purges old history, dead jobs, domain
+/// events past `events.retention` that every subscriber passed, old
 /// pub/sub messages, expired tokens and spent rate-limit counters.
 pub const HOUSEKEEPING: JobName<()> = JobName::new("hearth.housekeeping")
     .queue("hearth")
@@ -730,13 +731,15 @@ pub(crate) fn register_own(ctx: &mut crate::Context<'_>) {
         let window = auth.config().limits.longest_window();
         let since = now_ms() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX / 2);
         let counters = auth.limiter().purge(since).await?;
+        let events = run.state.events().purge().await?;
         tracing::info!(
             history,
             dead,
+            events,
             messages,
             tokens,
             counters,
-            "housekeeping purged old jobs, messages, expired tokens and rate-limit counters"
+            "housekeeping purged old jobs, events, messages, expired tokens and rate-limit counters"
         );
         Ok(())
     });

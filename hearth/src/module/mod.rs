@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use crate::app::AppState;
 use crate::db::migrate::Migration;
 use crate::db::{Db, DbKind};
+use crate::events::{Event, EventRun, EventSpec, EventTx, StartFrom, Subscriber};
 use crate::jobs::cron::{self, Schedule};
 use crate::jobs::{JobDef, JobName, JobRun, Registry};
 
@@ -37,6 +38,9 @@ pub struct ModuleSpec {
     name: &'static str,
     sqlite: &'static [Migration],
     postgres: &'static [Migration],
+    publishes: &'static [EventSpec],
+    subscribes: &'static [EventSpec],
+    start_from: StartFrom,
 }
 
 /// Why a module spec is not acceptable.
@@ -57,7 +61,49 @@ impl ModuleSpec {
             name,
             sqlite: &[],
             postgres: &[],
+            publishes: &[],
+            subscribes: &[],
+            start_from: StartFrom::Beginning,
         }
+    }
+
+    /// Declares the events this module publishes (`EventSpec::of::<E>()`
+    /// each). Publishing an event no module declares is an error.
+    #[must_use]
+    pub const fn publishes(mut self, events: &'static [EventSpec]) -> Self {
+        self.publishes = events;
+        self
+    }
+
+    /// Declares the events this module subscribes to; [`Module::register`]
+    /// adds a handler for each with [`Context::subscribe`].
+    #[must_use]
+    pub const fn subscribes(mut self, events: &'static [EventSpec]) -> Self {
+        self.subscribes = events;
+        self
+    }
+
+    /// Where this module's subscriptions start the first time it runs
+    /// (default: the oldest retained event).
+    #[must_use]
+    pub const fn start_from(mut self, start: StartFrom) -> Self {
+        self.start_from = start;
+        self
+    }
+
+    /// The events it publishes.
+    pub fn published(&self) -> &'static [EventSpec] {
+        self.publishes
+    }
+
+    /// The events it subscribes to.
+    pub fn subscribed(&self) -> &'static [EventSpec] {
+        self.subscribes
+    }
+
+    /// Where its subscriptions start.
+    pub fn starts_from(&self) -> StartFrom {
+        self.start_from
     }
 
     /// Sets the migrations; both lists must have the same versions and names.
@@ -160,6 +206,7 @@ pub struct Context<'a> {
     pub(crate) jobs: Registry,
     pub(crate) schedules: Vec<cron::Compiled>,
     pub(crate) errors: Vec<SpecError>,
+    pub(crate) subscribers: Vec<Subscriber>,
     module: &'static str,
 }
 
@@ -179,6 +226,7 @@ impl<'a> Context<'a> {
             jobs: Registry::default(),
             schedules: Vec::new(),
             errors: Vec::new(),
+            subscribers: Vec::new(),
             module: "",
         }
     }
@@ -274,6 +322,50 @@ impl<'a> Context<'a> {
                 problem,
             }),
         }
+    }
+
+    fn subscriber(&mut self) -> &mut Subscriber {
+        let module = self.module;
+        match self.subscribers.iter().position(|s| s.module == module) {
+            Some(i) => &mut self.subscribers[i],
+            None => {
+                self.subscribers.push(Subscriber::new(module));
+                let last = self.subscribers.len() - 1;
+                &mut self.subscribers[last]
+            }
+        }
+    }
+
+    /// Registers this module's handler of event `E`, which its spec must
+    /// list in [`ModuleSpec::subscribes`]. The handler gets the decoded event,
+    /// its metadata and the transaction to write through
+    /// ([`EventRun::tx`]); an `Err` (or a panic, or running past
+    /// `events.timeout`) rolls its writes back and retries the event with
+    /// backoff, then parks it for this module and its key.
+    pub fn subscribe<E, F, Fut>(&mut self, handler: F)
+    where
+        E: Event,
+        F: Fn(EventRun<E>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        if let Err(problem) = self.subscriber().add(handler) {
+            self.errors.push(SpecError {
+                module: self.module.to_owned(),
+                problem,
+            });
+        }
+    }
+
+    /// Registers the hook `events replay <module>` runs before this
+    /// module's subscriptions start over: it clears, in the replay's
+    /// transaction, everything the module derived from events.
+    pub fn on_replay<F, Fut>(&mut self, hook: F)
+    where
+        F: Fn(EventTx) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let hook: crate::events::ReplayHook = Arc::new(move |tx| Box::pin(hook(tx)));
+        self.subscriber().replay = Some(hook);
     }
 
     /// Registers the hook that clears this module's data between tests.

@@ -453,6 +453,52 @@ async fn jobs_checks(app: &App, config: &Config, db: &Db, out: &mut Vec<Check>) 
         Err(e) => out.push(check("queue", Status::Fail, e.to_string())),
     }
     out.push(cron(&state).await);
+    out.push(events(&state).await);
+}
+
+/// Each subscribing module's lag and what it holds.
+async fn events(state: &crate::AppState) -> Check {
+    let status = match state.events().status().await {
+        Ok(s) => s,
+        Err(e) => return check("events", Status::Fail, e.to_string()),
+    };
+    if status.is_empty() {
+        return check("events", Status::Ok, "no module subscribes to events");
+    }
+    let value = status
+        .iter()
+        .map(|m| {
+            format!(
+                "{}: {} behind ({}), {} parked",
+                m.module,
+                m.behind,
+                age(m.lag_ms),
+                m.parked
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let parked: Vec<&str> = status
+        .iter()
+        .filter(|m| m.parked > 0)
+        .map(|m| m.module.as_str())
+        .collect();
+    // Idle readers look every poll_interval; an unread event older than a
+    // minute beyond that is not being read.
+    let slow =
+        i64::try_from(state.config().events.poll_interval.get().as_millis()).unwrap_or(0) + 60_000;
+    if !parked.is_empty() {
+        check("events", Status::Fail, value).hint(format!(
+            "parked events in {}: read them with `events parked`, fix the cause, then `events retry` or `events skip`",
+            parked.join(", ")
+        ))
+    } else if status.iter().any(|m| m.lag_ms > slow) {
+        check("events", Status::Warn, value).hint(
+            "modules are behind: is a `serve` (with jobs.in_serve) or `worker` running, or is a transaction held open?",
+        )
+    } else {
+        check("events", Status::Ok, value)
+    }
 }
 
 /// Active jobs whose worker stopped renewing its lease (the heartbeat).

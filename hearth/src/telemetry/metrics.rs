@@ -89,6 +89,17 @@ struct JobLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModuleLabel {
+    module: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModuleState {
+    module: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ScheduleLabel {
     schedule: String,
 }
@@ -162,6 +173,11 @@ struct Inner {
     job_failures: Family<JobLabels, Counter>,
     job_dead: Family<JobLabels, Counter>,
     cron_success: Family<ScheduleLabel, FloatGauge>,
+    events_handled: Family<ModuleLabel, Counter>,
+    events_failed: Family<ModuleLabel, Counter>,
+    events_lag: Family<ModuleLabel, FloatGauge>,
+    events_behind: Family<ModuleLabel, Gauge>,
+    events_held: Family<ModuleState, Gauge>,
     rss: Gauge,
     cpu: Counter<f64, AtomicU64>,
     cpu_seen: Mutex<f64>,
@@ -257,6 +273,37 @@ impl Metrics {
             "When the tick whose job last succeeded fired, unix seconds",
             cron_success.clone(),
         );
+        let events_handled = Family::<ModuleLabel, Counter>::default();
+        reg.register(
+            "events_handled",
+            "Domain events a subscribing module handled in this process",
+            events_handled.clone(),
+        );
+        let events_failed = Family::<ModuleLabel, Counter>::default();
+        reg.register(
+            "events_failed",
+            "Failed deliveries of domain events in this process (each is retried or parked)",
+            events_failed.clone(),
+        );
+        let events_lag = Family::<ModuleLabel, FloatGauge>::default();
+        reg.register_with_unit(
+            "events_lag",
+            "Age of the oldest event a subscribing module has not read yet",
+            Unit::Seconds,
+            events_lag.clone(),
+        );
+        let events_behind = Family::<ModuleLabel, Gauge>::default();
+        reg.register(
+            "events_behind",
+            "Events published that a subscribing module has not read yet",
+            events_behind.clone(),
+        );
+        let events_held = Family::<ModuleState, Gauge>::default();
+        reg.register(
+            "events_held",
+            "Events a module took out of its stream, by state (retry, parked, waiting)",
+            events_held.clone(),
+        );
         let rss = Gauge::default();
         reg.register_with_unit(
             "process_resident_memory",
@@ -300,6 +347,11 @@ impl Metrics {
             job_failures,
             job_dead,
             cron_success,
+            events_handled,
+            events_failed,
+            events_lag,
+            events_behind,
+            events_held,
             rss,
             cpu,
             cpu_seen: Mutex::new(0.0),
@@ -421,6 +473,31 @@ impl Metrics {
         }
     }
 
+    /// A pass of an event reader of `module` ended.
+    pub(crate) fn events_pass(&self, module: &str, tally: crate::events::consumer::Tally) {
+        let Some(inner) = &self.0 else { return };
+        if tally.handled == 0 && tally.failed == 0 {
+            return;
+        }
+        let label = ModuleLabel {
+            module: module.to_owned(),
+        };
+        inner
+            .events_handled
+            .get_or_create(&label)
+            .inc_by(tally.handled);
+        inner
+            .events_failed
+            .get_or_create(&label)
+            .inc_by(tally.failed);
+        if let Some(s) = &inner.statsd {
+            let _ = s
+                .count_with_tags("events.handled", tally.handled as i64)
+                .with_tag("module", module)
+                .try_send();
+        }
+    }
+
     /// Reads the gauges that live in the database and the OS. Returns
     /// whether the database answered; each part is bounded by `limit`.
     pub(crate) async fn sample(&self, state: &AppState, limit: Duration) -> bool {
@@ -430,6 +507,7 @@ impl Metrics {
         let db_ok = inner.sample_pool(state.db(), limit).await;
         if db_ok {
             inner.sample_jobs(state, limit).await;
+            inner.sample_events(state, limit).await;
         }
         inner.sample_process();
         db_ok
@@ -483,6 +561,38 @@ impl Inner {
             let _ = s.time("db.pool.acquire", waited);
         }
         ok
+    }
+
+    async fn sample_events(&self, state: &AppState, limit: Duration) {
+        let Ok(Ok(status)) = tokio::time::timeout(limit, state.events().status()).await else {
+            return;
+        };
+        for m in status {
+            let label = ModuleLabel {
+                module: m.module.clone(),
+            };
+            let lag = m.lag_ms as f64 / 1000.0;
+            self.events_lag.get_or_create(&label).set(lag);
+            self.events_behind.get_or_create(&label).set(m.behind);
+            for (st, n) in [
+                ("retry", m.retrying),
+                ("parked", m.parked),
+                ("waiting", m.waiting),
+            ] {
+                self.events_held
+                    .get_or_create(&ModuleState {
+                        module: m.module.clone(),
+                        state: st,
+                    })
+                    .set(n);
+            }
+            if let Some(s) = &self.statsd {
+                let _ = s
+                    .gauge_with_tags("events.lag_seconds", lag)
+                    .with_tag("module", &m.module)
+                    .try_send();
+            }
+        }
     }
 
     async fn sample_jobs(&self, state: &AppState, limit: Duration) {

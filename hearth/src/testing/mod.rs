@@ -407,7 +407,7 @@ fn type_class(ty: &str) -> String {
     let t = ty.to_ascii_lowercase();
     let class = if t.contains("int") {
         "integer"
-    } else if t.contains("char") || t.contains("text") || t.contains("clob") {
+    } else if t.contains("char") || t.contains("text") || t.contains("clob") || t == "uuid" {
         "text"
     } else if t.contains("blob") || t.contains("bytea") {
         "blob"

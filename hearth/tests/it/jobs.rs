@@ -238,7 +238,7 @@ fn no_workers(c: &mut Config) {
 }
 
 /// Polls `check` until it returns `Some`, failing the test after 30 s.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,

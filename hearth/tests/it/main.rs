@@ -6,6 +6,7 @@
 
 mod accounts;
 mod db;
+mod events;
 mod jobs;
 mod mail;
 mod ops;

@@ -1,0 +1,1 @@
+CREATE TABLE audit_seen (position BIGINT NOT NULL, n BIGINT NOT NULL);

@@ -1,0 +1,1 @@
+CREATE TABLE audit_seen (position INTEGER NOT NULL, n INTEGER NOT NULL);

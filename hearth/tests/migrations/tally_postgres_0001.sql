@@ -1,0 +1,7 @@
+CREATE TABLE tally_seen (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    position BIGINT NOT NULL,
+    account TEXT NOT NULL,
+    n BIGINT NOT NULL,
+    attempt INTEGER NOT NULL
+);

@@ -1,0 +1,7 @@
+CREATE TABLE tally_seen (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    position INTEGER NOT NULL,
+    account TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    attempt INTEGER NOT NULL
+);
