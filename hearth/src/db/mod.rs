@@ -179,6 +179,8 @@ async fn checkpointer(pool: SqlitePool, stop: tokio_util::sync::CancellationToke
 pub struct Tx {
     conn: TxConn,
     after_commit: Vec<Box<dyn FnOnce() + Send>>,
+    /// What was already done once in this transaction (see [`Tx::first_time`]).
+    marks: Vec<&'static str>,
 }
 
 /// The engine-specific connection inside a [`Tx`].
@@ -286,6 +288,7 @@ impl Db {
         Ok(Tx {
             conn,
             after_commit: Vec::new(),
+            marks: Vec::new(),
         })
     }
 
@@ -335,6 +338,17 @@ impl Tx {
     /// The engine-specific connection; [`with_tx!`](crate::with_tx) matches on it.
     pub fn conn_mut(&mut self) -> &mut TxConn {
         &mut self.conn
+    }
+
+    /// True the first time it is called with `mark` in this transaction:
+    /// for work needed once per transaction however often it is asked for
+    /// (a NOTIFY, which PostgreSQL sends once at commit anyway).
+    pub(crate) fn first_time(&mut self, mark: &'static str) -> bool {
+        if self.marks.contains(&mark) {
+            return false;
+        }
+        self.marks.push(mark);
+        true
     }
 
     /// Runs `action` after this transaction commits; never if it rolls back.

@@ -4,8 +4,10 @@
 //! its partition (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so another node
 //! simply moves on; `BEGIN IMMEDIATE` on SQLite), runs the held events that
 //! are due, then reads the next events past the cursor and hands each to the
-//! module's handler under a savepoint. A failure rolls back to the savepoint
-//! and takes the event out of the stream (held for retry, with the later
+//! module's handler. Passes first run without savepoints (two round trips
+//! per event saved); when a handler fails, that pass is rolled back whole and
+//! run again with a savepoint around each handler. There a failure rolls back
+//! to its savepoint and takes the event out of the stream (held for retry, with the later
 //! events of its key waiting behind it); the cursor moves past it. The
 //! cursor and the handlers' writes then commit together, which is what makes
 //! a handler's database effects happen exactly once.
@@ -108,7 +110,7 @@ async fn run(
         }
         wake.borrow_and_update();
         let pass = tokio::select! {
-            r = pass(&events, &sub, part) => r,
+            r = pass_twice(&events, &sub, part) => r,
             () = stop.cancelled() => return,
         };
         let wait = match pass {
@@ -151,14 +153,37 @@ async fn run(
     }
 }
 
-/// One transaction's worth of work for `sub` in `part`.
-async fn pass(events: &Events, sub: &Subscriber, part: i16) -> Result<(Pass, Tally), sqlx::Error> {
+/// A pass without savepoints, which cost two round trips per event; if a
+/// handler fails, that transaction is rolled back (the handlers' writes with
+/// it) and the pass runs again with a savepoint around each handler.
+async fn pass_twice(
+    events: &Events,
+    sub: &Subscriber,
+    part: i16,
+) -> Result<(Pass, Tally), sqlx::Error> {
+    match pass(events, sub, part, false).await? {
+        Some(done) => Ok(done),
+        None => Ok(pass(events, sub, part, true)
+            .await?
+            .unwrap_or((Pass::More, Tally::default()))),
+    }
+}
+
+/// One transaction's worth of work for `sub` in `part`. Without `careful`,
+/// handlers run without savepoints and the first failure gives up the whole
+/// pass (`None`).
+async fn pass(
+    events: &Events,
+    sub: &Subscriber,
+    part: i16,
+    careful: bool,
+) -> Result<Option<(Pass, Tally)>, sqlx::Error> {
     let mut tally = Tally::default();
     let now = now_ms();
     let work = store::has_work(events.db(), sub.module, part, now).await?;
     match work {
-        store::Work::None => return Ok((Pass::Idle, tally)),
-        store::Work::HeldBack => return Ok((Pass::HeldBack, tally)),
+        store::Work::None => return Ok(Some((Pass::Idle, tally))),
+        store::Work::HeldBack => return Ok(Some((Pass::HeldBack, tally))),
         store::Work::Ready => {}
     }
     let cfg = events.config();
@@ -166,7 +191,7 @@ async fn pass(events: &Events, sub: &Subscriber, part: i16) -> Result<(Pass, Tal
     let mut tx = events.db().begin().await?;
     let Some(cursor) = store::lock_cursor(&mut tx, sub.module, part).await? else {
         tx.rollback().await?;
-        return Ok((Pass::Idle, tally));
+        return Ok(Some((Pass::Idle, tally)));
     };
     let shared = EventTx::new(tx);
     let catalog = events.catalog();
@@ -207,8 +232,12 @@ async fn pass(events: &Events, sub: &Subscriber, part: i16) -> Result<(Pass, Tal
                 &e,
                 attempt,
                 catalog.get(&e.name).is_some(),
+                careful,
             )
             .await?;
+            if outcome.is_some() && !careful {
+                return Ok(None);
+            }
             let mut tx = shared.lock().await;
             match outcome {
                 None => {
@@ -282,7 +311,10 @@ async fn pass(events: &Events, sub: &Subscriber, part: i16) -> Result<(Pass, Tal
             .await?;
             continue;
         }
-        let outcome = deliver(events, sub, &shared, e, 1, declared).await?;
+        let outcome = deliver(events, sub, &shared, e, 1, declared, careful).await?;
+        if outcome.is_some() && !careful {
+            return Ok(None);
+        }
         let mut tx = shared.lock().await;
         match outcome {
             None => tally.handled += 1,
@@ -325,7 +357,7 @@ async fn pass(events: &Events, sub: &Subscriber, part: i16) -> Result<(Pass, Tal
     } else {
         Pass::Idle
     };
-    Ok((pass, tally))
+    Ok(Some((pass, tally)))
 }
 
 /// Held rows grouped by key; a keyless row is a group of its own.
@@ -362,6 +394,7 @@ async fn deliver(
     e: &Stored,
     attempt: u32,
     declared: bool,
+    careful: bool,
 ) -> Result<Option<(String, bool)>, sqlx::Error> {
     if !declared {
         return Ok(Some((
@@ -375,7 +408,9 @@ async fn deliver(
     let Some(handler) = sub.handler(&e.name) else {
         return Ok(None);
     };
-    savepoint(shared, "SAVEPOINT hearth_event").await?;
+    if careful {
+        savepoint(shared, "SAVEPOINT hearth_event").await?;
+    }
     let timeout = events.config().timeout.get();
     let fut = AssertUnwindSafe(handler(e.clone(), shared.clone(), attempt)).catch_unwind();
     let outcome = match tokio::time::timeout(timeout, fut).await {
@@ -388,12 +423,16 @@ async fn deliver(
     };
     match outcome {
         Ok(()) => {
-            savepoint(shared, "RELEASE SAVEPOINT hearth_event").await?;
+            if careful {
+                savepoint(shared, "RELEASE SAVEPOINT hearth_event").await?;
+            }
             Ok(None)
         }
         Err(f) => {
-            savepoint(shared, "ROLLBACK TO SAVEPOINT hearth_event").await?;
-            savepoint(shared, "RELEASE SAVEPOINT hearth_event").await?;
+            if careful {
+                savepoint(shared, "ROLLBACK TO SAVEPOINT hearth_event").await?;
+                savepoint(shared, "RELEASE SAVEPOINT hearth_event").await?;
+            }
             Ok(Some(match f {
                 Failure::Undecodable(p) => (p, false),
                 Failure::Failed(p) => (p, true),

@@ -452,9 +452,11 @@ impl Events {
             },
         )
         .await?;
-        store::announce(tx).await?;
-        let wake = self.0.wake.clone();
-        tx.after_commit(move || wake.send_modify(|g| *g = g.wrapping_add(1)));
+        if tx.first_time("hearth.events.announce") {
+            store::announce(tx).await?;
+            let wake = self.0.wake.clone();
+            tx.after_commit(move || wake.send_modify(|g| *g = g.wrapping_add(1)));
+        }
         Ok(Published { position, id })
     }
 
