@@ -27,8 +27,9 @@ use crate::realtime::{PubSub, listener};
 use crate::telemetry::{EventKind, Metrics, Notifier};
 
 /// hearth's own module: the tables of the job queue, cron, pub/sub, tokens and accounts.
-pub(crate) const HEARTH_SPEC: ModuleSpec =
-    ModuleSpec::new("hearth").migrations(HEARTH_SQLITE, HEARTH_POSTGRES);
+pub(crate) const HEARTH_SPEC: ModuleSpec = ModuleSpec::new("hearth")
+    .migrations(HEARTH_SQLITE, HEARTH_POSTGRES)
+    .routes(crate::auth::routes::ROUTES);
 
 const HEARTH_SQLITE: &[Migration] = &[
     Migration::new(
@@ -347,6 +348,40 @@ impl App {
         Ok(specs)
     }
 
+    /// What every module declares, for the living documentation (`story`,
+    /// `summary`, `graph`, `routes`) and the use-case runner: specs, checked
+    /// as [`specs`](Self::specs) checks them, and use cases, each of which
+    /// must be able to run and have a name unique in its module.
+    pub fn docs(&self) -> Result<Vec<crate::usecase::docs::ModuleDoc>, SpecError> {
+        let specs = self.specs()?;
+        let mut out = vec![crate::usecase::docs::ModuleDoc {
+            spec: specs[0],
+            use_cases: Vec::new(),
+            framework: true,
+        }];
+        for (m, spec) in self.modules.iter().zip(&specs[1..]) {
+            let use_cases = m.use_cases();
+            for (i, uc) in use_cases.iter().enumerate() {
+                let err = |problem: String| SpecError {
+                    module: spec.name().to_owned(),
+                    problem: format!("use case {:?}: {problem}", uc.name()),
+                };
+                if let Some(p) = uc.problem() {
+                    return Err(err(p));
+                }
+                if use_cases[..i].iter().any(|o| o.name() == uc.name()) {
+                    return Err(err("two use cases have this name".into()));
+                }
+            }
+            out.push(crate::usecase::docs::ModuleDoc {
+                spec: *spec,
+                use_cases,
+                framework: false,
+            });
+        }
+        Ok(out)
+    }
+
     /// Opens the database this config names.
     pub async fn open_db(&self, config: &Config) -> Result<Db, DbError> {
         Db::connect(&config.database_url(self.name), &config.db).await
@@ -401,15 +436,18 @@ impl App {
             login_page: self.login_page,
         }));
         let mut ctx = Context::new(&state);
-        ctx.set_module(HEARTH_SPEC.name());
+        ctx.set_module(&HEARTH_SPEC);
         crate::jobs::register_own(&mut ctx);
         crate::mail::register_own(&mut ctx);
         crate::auth::mailing::register_own(&mut ctx);
+        crate::auth::routes::register_own(&mut ctx);
         crate::ops::backup::register_own(&mut ctx);
+        ctx.finish_module();
         // specs()[0] is hearth's own; modules follow in order.
         for (m, spec) in self.modules.iter().zip(&state.specs()[1..]) {
-            ctx.set_module(spec.name());
+            ctx.set_module(spec);
             m.register(&mut ctx);
+            ctx.finish_module();
         }
         if let Some(e) = ctx.errors.drain(..).next() {
             return Err(e);

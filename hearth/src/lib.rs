@@ -8,7 +8,7 @@
 //! | capability | what it promises |
 //! |---|---|
 //! | [`app`] | the builder that turns modules and config into a running server; the same path for `main` and tests |
-//! | [`module`] | the module contract: a spec (name, migrations) and registration into public, signed-in and admin route groups |
+//! | [`module`] | the module contract: a spec (name, migrations, events, routes with their guards) and registration |
 //! | [`config`] | layered configuration (defaults, `hearth.toml`, secrets file, `HEARTH_*`, flags) with one-line errors |
 //! | [`db`] | SQLite (embedded default) or PostgreSQL behind one type; per-module migrations on both |
 //! | [`http`] | the request pipeline: request ids, access log, limits, errors as JSON or HTML, ETags, compression, health, TLS, graceful shutdown |
@@ -23,6 +23,7 @@
 //! | [`cli`] | the command line every app binary gets |
 //! | [`telemetry`] | logs: readable in dev, JSON in prod |
 //! | [`testing`] | a fresh database per test on both engines, and the real app on a random port |
+//! | [`usecase`] | use cases as data (given events and users, when a request, then a response and events): tests on both engines, stories, a coverage summary and a graph |
 
 pub mod app;
 pub mod auth;
@@ -40,6 +41,7 @@ pub mod private_fs;
 pub mod realtime;
 pub mod telemetry;
 pub mod testing;
+pub mod usecase;
 
 pub use app::{App, AppState};
 pub use config::Config;
@@ -53,7 +55,9 @@ pub mod prelude {
     pub use crate::events::{Event, EventRun, EventSpec, Events};
     pub use crate::http::Json;
     pub use crate::jobs::{JobName, JobRun, Jobs, NewJob, Permanent};
+    pub use crate::module::{Guard, RouteSpec};
     pub use crate::realtime::{LastEventId, PubSub};
+    pub use crate::usecase::{Request, UseCase};
     pub use crate::{App, AppState, Context, Db, DbKind, Error, Module, ModuleSpec, Result};
     pub use axum::Router;
     pub use axum::extract::{Query, State};

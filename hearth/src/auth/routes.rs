@@ -13,11 +13,9 @@
 //! say which of email and password was wrong. The work done is the same too
 //! (a hash is computed either way), so timing does not tell either.
 
-use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
@@ -26,27 +24,68 @@ use crate::auth::guard::CurrentUser;
 use crate::auth::{Auth, User};
 use crate::error::Error;
 use crate::http::Json;
+use crate::module::{Context, Guard, RouteSpec};
 
-/// The routes before the gatekeeper.
-pub(crate) fn public() -> Router<AppState> {
-    Router::new()
-        .route("/api/auth/csrf", get(csrf))
-        .route("/api/auth/signup", post(signup))
-        .route("/api/auth/login", post(login))
-        .route("/api/auth/logout", post(logout))
-        .route("/api/auth/verify-email", post(verify_email))
-        .route("/api/auth/recover", post(recover))
-        .route("/api/auth/reset", post(reset))
-}
+/// `/api/auth/csrf`: a CSRF token for the caller's session.
+pub const CSRF: RouteSpec = RouteSpec::get("/api/auth/csrf", Guard::Public);
+/// `/api/auth/signup`.
+pub const SIGNUP: RouteSpec = RouteSpec::post("/api/auth/signup", Guard::Public);
+/// `/api/auth/login`.
+pub const LOGIN: RouteSpec = RouteSpec::post("/api/auth/login", Guard::Public);
+/// `/api/auth/logout`.
+pub const LOGOUT: RouteSpec = RouteSpec::post("/api/auth/logout", Guard::Public);
+/// `/api/auth/verify-email`.
+pub const VERIFY_EMAIL: RouteSpec = RouteSpec::post("/api/auth/verify-email", Guard::Public);
+/// `/api/auth/recover`.
+pub const RECOVER: RouteSpec = RouteSpec::post("/api/auth/recover", Guard::Public);
+/// `/api/auth/reset`.
+pub const RESET: RouteSpec = RouteSpec::post("/api/auth/reset", Guard::Public);
+/// `/api/auth/me`.
+pub const ME: RouteSpec = RouteSpec::get("/api/auth/me", Guard::OwnAccount);
+/// `/api/auth/change-password`.
+pub const CHANGE_PASSWORD: RouteSpec =
+    RouteSpec::post("/api/auth/change-password", Guard::OwnAccount);
+/// `/api/auth/destroy`.
+pub const DESTROY: RouteSpec = RouteSpec::post("/api/auth/destroy", Guard::OwnAccount);
+/// `/api/auth/logout-everywhere`.
+pub const LOGOUT_EVERYWHERE: RouteSpec =
+    RouteSpec::post("/api/auth/logout-everywhere", Guard::OwnAccount);
+/// `/api/auth/resend-verification`.
+pub const RESEND_VERIFICATION: RouteSpec =
+    RouteSpec::post("/api/auth/resend-verification", Guard::OwnAccount);
 
-/// The routes behind the gatekeeper and the CSRF check.
-pub(crate) fn signed_in() -> Router<AppState> {
-    Router::new()
-        .route("/api/auth/me", get(me))
-        .route("/api/auth/change-password", post(change_password))
-        .route("/api/auth/destroy", post(destroy))
-        .route("/api/auth/logout-everywhere", post(logout_everywhere))
-        .route("/api/auth/resend-verification", post(resend_verification))
+/// hearth's own routes under `/api/auth/`, as its spec declares them.
+pub(crate) const ROUTES: &[RouteSpec] = &[
+    CSRF,
+    SIGNUP,
+    LOGIN,
+    LOGOUT,
+    VERIFY_EMAIL,
+    RECOVER,
+    RESET,
+    ME,
+    CHANGE_PASSWORD,
+    DESTROY,
+    LOGOUT_EVERYWHERE,
+    RESEND_VERIFICATION,
+];
+
+/// Attaches the handlers. The signed-in ones are about the caller's own
+/// account, so they stay open to an unverified user even when
+/// `auth.signup_allow` asks for verified addresses elsewhere.
+pub(crate) fn register_own(ctx: &mut Context<'_>) {
+    ctx.route(CSRF, csrf);
+    ctx.route(SIGNUP, signup);
+    ctx.route(LOGIN, login);
+    ctx.route(LOGOUT, logout);
+    ctx.route(VERIFY_EMAIL, verify_email);
+    ctx.route(RECOVER, recover);
+    ctx.route(RESET, reset);
+    ctx.route(ME, me);
+    ctx.route(CHANGE_PASSWORD, change_password);
+    ctx.route(DESTROY, destroy);
+    ctx.route(LOGOUT_EVERYWHERE, logout_everywhere);
+    ctx.route(RESEND_VERIFICATION, resend_verification);
 }
 
 /// An account as the API shows it.

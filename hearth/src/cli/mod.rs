@@ -1,10 +1,12 @@
 //! The command line every app binary gets: `serve`, `worker`, `migrate`,
 //! `jobs …`, `cron …`, `user …`, `mail test`, `setup`, `doctor`, `self-test`, `backup`,
-//! `restore`, `install`, `cleanup`, `config`, `version`.
+//! `restore`, `install`, `cleanup`, `config`, `version`, and the living
+//! documentation: `story`, `summary`, `graph`, `routes`.
 //!
 //! An app's `main` is one call: `hearth::cli::run(app())`. Exit codes: 0 on
 //! success, 1 on a runtime failure, 2 on bad usage or bad configuration.
 
+mod docs;
 mod events;
 mod jobs;
 mod ops;
@@ -103,6 +105,15 @@ enum Command {
     Config,
     /// Print the app's and hearth's versions.
     Version,
+    /// Print the modules' use cases as stories: given, when, then.
+    Story(docs::StoryArgs),
+    /// Print one grep-able line per module fact, route and use case, then
+    /// under `uncovered` every route and event no use case covers.
+    Summary(docs::SummaryArgs),
+    /// Print the graph of modules, routes and events (uncovered in red).
+    Graph(docs::GraphArgs),
+    /// List every route with its method, module and guard.
+    Routes,
 }
 
 /// Parses the command line and runs the command for `app`.
@@ -119,6 +130,16 @@ pub fn run(app: App) -> ExitCode {
 }
 
 fn run_parsed(app: App, cli: Cli) -> ExitCode {
+    // The living documentation reads only what modules declare: no config,
+    // no database.
+    let command = match cli.command {
+        Command::Story(args) => return docs::story(&app, args),
+        Command::Summary(args) => return docs::summary(&app, args),
+        Command::Graph(args) => return docs::graph(&app, args),
+        Command::Routes => return docs::routes(&app),
+        other => other,
+    };
+    let cli = Cli { command, ..cli };
     if let Command::Version = cli.command {
         println!(
             "{} {} (hearth {})",
@@ -183,7 +204,12 @@ fn run_parsed(app: App, cli: Cli) -> ExitCode {
             Command::Restore(args) => ops::run_restore(&app, config, args).await,
             Command::Install(args) => ops::run_install(&app, config, args).await,
             Command::Cleanup(args) => ops::run_cleanup(&app, config, args).await,
-            Command::Config | Command::Version => Ok(()),
+            Command::Config
+            | Command::Version
+            | Command::Story(_)
+            | Command::Summary(_)
+            | Command::Graph(_)
+            | Command::Routes => Ok(()),
         }
     });
     match result {

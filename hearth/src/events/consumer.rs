@@ -153,6 +153,48 @@ async fn run(
     }
 }
 
+/// Runs passes for every subscriber and partition, in this task, until a
+/// whole round handles and fails nothing. A partition held back by an open
+/// transaction is looked at again for up to five seconds.
+pub(crate) async fn drain(events: &Events) -> Result<u64, sqlx::Error> {
+    let subs = events.subscribers();
+    for sub in subs.iter() {
+        store::init_cursors(
+            events.db(),
+            sub.module,
+            sub.start == StartFrom::Now,
+            now_ms(),
+        )
+        .await?;
+    }
+    let mut handled = 0;
+    loop {
+        let mut progressed = false;
+        for sub in subs.iter() {
+            for part in 0..store::PARTS {
+                let mut waited = Duration::ZERO;
+                loop {
+                    let (pass, tally) = pass_twice(events, sub, part).await?;
+                    handled += tally.handled;
+                    progressed |= tally.handled + tally.failed > 0;
+                    match pass {
+                        Pass::More => {}
+                        Pass::Idle => break,
+                        Pass::HeldBack if waited < Duration::from_secs(5) => {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            waited += Duration::from_millis(10);
+                        }
+                        Pass::HeldBack => break,
+                    }
+                }
+            }
+        }
+        if !progressed {
+            return Ok(handled);
+        }
+    }
+}
+
 /// A pass without savepoints, which cost two round trips per event; if a
 /// handler fails, that transaction is rolled back (the handlers' writes with
 /// it) and the pass runs again with a savepoint around each handler.

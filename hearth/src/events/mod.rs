@@ -412,29 +412,43 @@ impl Events {
         event: &E,
         actor: Option<i64>,
     ) -> Result<Published, EventError> {
+        let payload = serde_json::to_string(event).map_err(|e| EventError::Invalid {
+            name: E::NAME,
+            problem: e.to_string(),
+        })?;
+        self.write_raw(tx, E::NAME, E::VERSION, &payload, event.key(), actor)
+            .await
+    }
+
+    /// Writes an event already serialized: the one path every publication
+    /// takes, so the checks below hold for all of them.
+    pub(crate) async fn write_raw(
+        &self,
+        tx: &mut Tx,
+        name: &'static str,
+        version: u32,
+        payload: &str,
+        key: Option<String>,
+        actor: Option<i64>,
+    ) -> Result<Published, EventError> {
         let (module, declared) = self
             .catalog()
-            .get(E::NAME)
-            .ok_or(EventError::Undeclared(E::NAME))?;
-        if declared != E::VERSION {
+            .get(name)
+            .ok_or(EventError::Undeclared(name))?;
+        if declared != version {
             return Err(EventError::Version {
-                name: E::NAME,
+                name,
                 declared,
-                version: E::VERSION,
+                version,
             });
         }
-        let invalid = |problem: String| EventError::Invalid {
-            name: E::NAME,
-            problem,
-        };
-        let payload = serde_json::to_string(event).map_err(|e| invalid(e.to_string()))?;
-        let key = event.key();
         if let Some(k) = &key
             && (k.is_empty() || k.len() > MAX_KEY)
         {
-            return Err(invalid(format!(
-                "its key must be 1 to {MAX_KEY} bytes long"
-            )));
+            return Err(EventError::Invalid {
+                name,
+                problem: format!("its key must be 1 to {MAX_KEY} bytes long"),
+            });
         }
         let id = uuid::Uuid::new_v4();
         let position = store::insert(
@@ -442,12 +456,12 @@ impl Events {
             &store::NewEvent {
                 part: store::part_of(key.as_deref()),
                 id,
-                name: E::NAME,
-                version: i32::try_from(E::VERSION).unwrap_or(i32::MAX),
+                name,
+                version: i32::try_from(version).unwrap_or(i32::MAX),
                 module,
                 actor,
                 key: key.as_deref(),
-                payload: &payload,
+                payload,
                 published_at: now_ms(),
             },
         )
@@ -458,6 +472,16 @@ impl Events {
             tx.after_commit(move || wake.send_modify(|g| *g = g.wrapping_add(1)));
         }
         Ok(Published { position, id })
+    }
+
+    /// Hands every pending event to its subscribers now, in the calling
+    /// task, until none is left that may be handled: what a use case does
+    /// between WHEN and THEN, in an app started without readers
+    /// (`jobs.in_serve = false`). Returns how many deliveries succeeded.
+    /// Events whose handler failed stay held for retry, as they would in
+    /// production; [`held`](Self::held) lists them.
+    pub async fn drain(&self) -> Result<u64, EventError> {
+        Ok(consumer::drain(self).await?)
     }
 
     /// Per subscribing module: events handled, how far behind it is, and

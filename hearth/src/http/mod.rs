@@ -94,7 +94,6 @@ pub(crate) fn pipeline(state: &AppState, ctx: Context<'_>) -> Pipeline {
     if !ctx.assets.is_empty() {
         app = app.merge(static_files::router(&ctx.assets, http.static_max_age.get()));
     }
-    app = app.merge(crate::auth::routes::public());
     // route_layer guards only the routes that exist, so unknown paths stay 404.
     // The last layer added runs first: the gatekeeper (which also checks
     // CSRF), then the group's own guard.
@@ -105,9 +104,7 @@ pub(crate) fn pipeline(state: &AppState, ctx: Context<'_>) -> Pipeline {
     if !state.auth().config().signup_allow.is_empty() && signed_in.has_routes() {
         signed_in = signed_in.route_layer(middleware::from_fn(guard::verified_gatekeeper));
     }
-    let signed_in = signed_in
-        .merge(ctx.own_account)
-        .merge(crate::auth::routes::signed_in());
+    let signed_in = signed_in.merge(ctx.own_account);
     app = app.merge(signed_in.route_layer(gate()));
     if ctx.verified.has_routes() {
         app = app.merge(

@@ -202,6 +202,55 @@ impl Workers {
     }
 }
 
+/// Runs every due job now, in the calling task and one at a time, until
+/// none is due or `limit` have run: what a use case does between WHEN and
+/// THEN, in an app started without workers. Returns how many ran; a job
+/// that fails is retried later or dies, as it would under a worker.
+pub(crate) async fn drain(state: &AppState, limit: usize) -> Result<usize, sqlx::Error> {
+    let jobs = state.jobs().clone();
+    let (done_tx, done_rx) = mpsc::channel(64);
+    let shared = Shared {
+        state: state.clone(),
+        jobs: jobs.clone(),
+        worker: worker_id(),
+        stop_claiming: CancellationToken::new(),
+        interrupt: CancellationToken::new(),
+        running: TaskTracker::new(),
+        done: done_tx,
+    };
+    let completer = tokio::spawn(completer(jobs.clone(), done_rx));
+    let db = jobs.worker_db().clone();
+    let span = millis(jobs.config().lease_span());
+    let mut ran = 0;
+    let mut outcome = Ok(());
+    'rounds: while ran < limit {
+        let mut any = false;
+        for queue in jobs.registry().queues() {
+            let now = now_ms();
+            let claimed = match store::claim(&db, queue, 16, now, now + span, &shared.worker).await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    outcome = Err(e);
+                    break 'rounds;
+                }
+            };
+            for job in claimed {
+                any = true;
+                ran += 1;
+                run_job(&shared, queue, job).await;
+            }
+        }
+        if !any {
+            break;
+        }
+    }
+    // The completer records the successes once the last sender is gone.
+    drop(shared);
+    let _ = completer.await;
+    outcome.map(|()| ran)
+}
+
 /// One queue's claim loop. It keeps up to `prefetch` claimed jobs in a local
 /// buffer beyond the running ones, refilling it when it is half empty, so a
 /// finished job's slot is filled without waiting for the database.

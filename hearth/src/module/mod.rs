@@ -1,12 +1,20 @@
 //! The module contract: what a module declares and how it plugs into an app.
 //!
-//! A module declares a [`ModuleSpec`] (a stable name and its migrations for
-//! both engines) and, in [`Module::register`], adds routes to the route
-//! groups of a [`Context`] (public, signed-in, verified, member of a group,
-//! admin), static assets, jobs, cron schedules, and a reset hook that tests
-//! use to return its tables to a clean state. Modules
-//! get what they need through [`AppState`] and axum's compile-time-checked
-//! `State` extractors; there are no globals.
+//! A module declares a [`ModuleSpec`] — a stable name, its migrations for
+//! both engines, the events it publishes and subscribes to, and its routes
+//! with their guards — and its use cases ([`Module::use_cases`]). All of it
+//! is data, so `routes`, `story`, `summary` and `graph` list it without a
+//! database. In [`Module::register`] it attaches a handler to each declared
+//! route, and adds static assets, jobs, cron schedules, event handlers and
+//! a reset hook that tests use to return its tables to a clean state. The
+//! app refuses to start when the routes registered differ from the routes
+//! declared. Modules get what they need through [`AppState`] and axum's
+//! compile-time-checked `State` extractors; there are no globals.
+
+pub mod namespace;
+mod route;
+
+pub use route::{Guard, Method, RouteSpec};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,6 +30,7 @@ use crate::db::{Db, DbKind};
 use crate::events::{Event, EventRun, EventSpec, EventTx, StartFrom, Subscriber};
 use crate::jobs::cron::{self, Schedule};
 use crate::jobs::{JobDef, JobName, JobRun, Registry};
+use crate::usecase::UseCase;
 
 /// A module: a spec plus a registration step.
 pub trait Module: Send + Sync + 'static {
@@ -30,6 +39,13 @@ pub trait Module: Send + Sync + 'static {
 
     /// Adds the module's routes, assets and hooks to `ctx`.
     fn register(&self, ctx: &mut Context<'_>);
+
+    /// The module's use cases: plain data that runs as tests on both
+    /// engines ([`use_case_tests!`](crate::use_case_tests)) and prints as
+    /// stories, a coverage summary and a graph. None by default.
+    fn use_cases(&self) -> Vec<UseCase> {
+        Vec::new()
+    }
 }
 
 /// What a module declares about itself.
@@ -41,6 +57,7 @@ pub struct ModuleSpec {
     publishes: &'static [EventSpec],
     subscribes: &'static [EventSpec],
     start_from: StartFrom,
+    routes: &'static [RouteSpec],
 }
 
 /// Why a module spec is not acceptable.
@@ -64,7 +81,21 @@ impl ModuleSpec {
             publishes: &[],
             subscribes: &[],
             start_from: StartFrom::Beginning,
+            routes: &[],
         }
+    }
+
+    /// Declares the routes this module serves; [`Module::register`]
+    /// attaches a handler to each with [`Context::route`].
+    #[must_use]
+    pub const fn routes(mut self, routes: &'static [RouteSpec]) -> Self {
+        self.routes = routes;
+        self
+    }
+
+    /// The routes it declares.
+    pub fn declared_routes(&self) -> &'static [RouteSpec] {
+        self.routes
     }
 
     /// Declares the events this module publishes (`EventSpec::of::<E>()`
@@ -146,12 +177,38 @@ impl ModuleSpec {
                     .into(),
             ));
         }
+        for (i, r) in self.routes.iter().enumerate() {
+            if let Some(problem) = r.problem() {
+                return Err(err(problem));
+            }
+            if let Guard::Group(g) = r.guard
+                && let Err(e) = crate::auth::users::check_group(g)
+            {
+                return Err(err(format!("route {r}: group `{g}`: {}", e.body().message)));
+            }
+            if self.routes[..i]
+                .iter()
+                .any(|o| o.method == r.method && o.path == r.path)
+            {
+                return Err(err(format!("route {r} is declared twice")));
+            }
+        }
         if self.sqlite.len() != self.postgres.len() {
             return Err(err(format!(
                 "{} SQLite migrations but {} PostgreSQL migrations",
                 self.sqlite.len(),
                 self.postgres.len()
             )));
+        }
+        for (engine, list) in [("SQLite", self.sqlite), ("PostgreSQL", self.postgres)] {
+            for m in list {
+                if let Some(problem) = namespace::check_migration(self.name, m.sql).first() {
+                    return Err(err(format!(
+                        "{engine} migration {} `{}`: {problem}",
+                        m.version, m.name
+                    )));
+                }
+            }
         }
         for (i, (s, p)) in self.sqlite.iter().zip(self.postgres).enumerate() {
             let expected = i as i64 + 1;
@@ -208,6 +265,10 @@ pub struct Context<'a> {
     pub(crate) errors: Vec<SpecError>,
     pub(crate) subscribers: Vec<Subscriber>,
     module: &'static str,
+    declared: &'static [RouteSpec],
+    registered: Vec<RouteSpec>,
+    all: Router<AppState>,
+    owners: Vec<(RouteSpec, &'static str)>,
 }
 
 impl<'a> Context<'a> {
@@ -228,11 +289,17 @@ impl<'a> Context<'a> {
             errors: Vec::new(),
             subscribers: Vec::new(),
             module: "",
+            declared: &[],
+            registered: Vec::new(),
+            all: Router::new(),
+            owners: Vec::new(),
         }
     }
 
-    pub(crate) fn set_module(&mut self, name: &'static str) {
-        self.module = name;
+    pub(crate) fn set_module(&mut self, spec: &ModuleSpec) {
+        self.module = spec.name();
+        self.declared = spec.declared_routes();
+        self.registered.clear();
     }
 
     /// The app's state: config, database, name and version.
@@ -240,51 +307,111 @@ impl<'a> Context<'a> {
         self.state
     }
 
-    /// Routes anyone may call.
-    pub fn public(&mut self, routes: Router<AppState>) {
-        self.public = std::mem::take(&mut self.public).merge(routes);
-    }
-
-    /// Routes that require a signed-in user; the gatekeeper and, on unsafe
-    /// methods, the CSRF check run before them. When `auth.signup_allow` is
-    /// set they also require a verified address: the list is only a list
-    /// of addresses people have proved to own.
-    pub fn signed_in(&mut self, routes: Router<AppState>) {
-        self.signed_in = std::mem::take(&mut self.signed_in).merge(routes);
-    }
-
-    /// Routes about the caller's own account (settings, resending the
-    /// verification link, changing the password, deleting the account):
-    /// signed in, verified or not, even when `auth.signup_allow` makes the
-    /// other signed-in routes require a verified address.
-    pub fn own_account(&mut self, routes: Router<AppState>) {
-        self.own_account = std::mem::take(&mut self.own_account).merge(routes);
-    }
-
-    /// Routes that require a signed-in user whose email is verified.
-    pub fn verified(&mut self, routes: Router<AppState>) {
-        self.verified = std::mem::take(&mut self.verified).merge(routes);
-    }
-
-    /// Routes that require a signed-in member of `group` (groups are stored
-    /// in the database; `user add-group` puts an account in one).
-    pub fn group(&mut self, group: &str, routes: Router<AppState>) {
-        if let Err(e) = crate::auth::users::check_group(group) {
-            self.errors.push(SpecError {
-                module: self.module.to_owned(),
-                problem: format!("group `{group}`: {}", e.body().message),
-            });
+    /// Attaches `handler` to `route`, which this module's spec must declare
+    /// ([`ModuleSpec::routes`]). The route's guard decides where it goes:
+    /// public routes before the gatekeeper; signed-in, own-account,
+    /// verified, group and admin routes behind it and the CSRF check, each
+    /// with its own guard. A route the spec does not declare, one attached
+    /// twice, or a declared one left without a handler stops the app at start.
+    pub fn route<H, T>(&mut self, route: RouteSpec, handler: H)
+    where
+        H: axum::handler::Handler<T, AppState>,
+        T: 'static,
+    {
+        let module = self.module;
+        let fail = |problem: String| SpecError {
+            module: module.to_owned(),
+            problem,
+        };
+        if !self.declared.contains(&route) {
+            self.errors.push(fail(format!(
+                "route {route} ({}) is registered but its spec does not declare it",
+                route.guard
+            )));
             return;
         }
-        match self.groups.iter_mut().find(|(g, _)| &**g == group) {
-            Some((_, r)) => *r = std::mem::take(r).merge(routes),
-            None => self.groups.push((Arc::from(group), routes)),
+        if self.registered.contains(&route) {
+            self.errors
+                .push(fail(format!("route {route} is registered twice")));
+            return;
+        }
+        // axum panics on a path it cannot route (a conflict with another
+        // module's route, say); that is a bad spec, reported like the others.
+        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Router::new().route(
+                route.path,
+                axum::routing::on(route.method.filter(), handler),
+            )
+        }));
+        let routes = match built {
+            Ok(r) => r,
+            Err(p) => {
+                let why = crate::jobs::worker::panic_message(p.as_ref());
+                self.errors.push(fail(format!("route {route}: {why}")));
+                return;
+            }
+        };
+        // Every route of every module goes through one router too, so that a
+        // path two modules claim (or two patterns axum cannot tell apart)
+        // is reported here, naming the route, rather than panicking later.
+        let all = std::mem::take(&mut self.all);
+        let copy = routes.clone();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| all.merge(copy))) {
+            Ok(all) => self.all = all,
+            Err(p) => {
+                let why = crate::jobs::worker::panic_message(p.as_ref());
+                let owner = self
+                    .owners
+                    .iter()
+                    .find(|(r, _)| r.method == route.method && r.path == route.path)
+                    .map(|(_, m)| format!(" (module `{m}` serves it already)"))
+                    .unwrap_or_default();
+                self.errors
+                    .push(fail(format!("route {route}: {why}{owner}")));
+                return;
+            }
+        }
+        self.owners.push((route, module));
+        self.registered.push(route);
+        let merged = |r: &mut Router<AppState>, routes| {
+            let taken = std::mem::take(r);
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| taken.merge(routes)))
+        };
+        let result = match route.guard {
+            Guard::Public => merged(&mut self.public, routes).map(|r| self.public = r),
+            Guard::SignedIn => merged(&mut self.signed_in, routes).map(|r| self.signed_in = r),
+            Guard::OwnAccount => {
+                merged(&mut self.own_account, routes).map(|r| self.own_account = r)
+            }
+            Guard::Verified => merged(&mut self.verified, routes).map(|r| self.verified = r),
+            Guard::Admin => merged(&mut self.admin, routes).map(|r| self.admin = r),
+            Guard::Group(group) => match self.groups.iter_mut().position(|(g, _)| &**g == group) {
+                Some(i) => merged(&mut self.groups[i].1, routes).map(|r| self.groups[i].1 = r),
+                None => {
+                    self.groups.push((Arc::from(group), routes));
+                    Ok(())
+                }
+            },
+        };
+        if let Err(p) = result {
+            let why = crate::jobs::worker::panic_message(p.as_ref());
+            self.errors.push(fail(format!("route {route}: {why}")));
         }
     }
 
-    /// Routes that require an admin; both gatekeepers run before them.
-    pub fn admin(&mut self, routes: Router<AppState>) {
-        self.admin = std::mem::take(&mut self.admin).merge(routes);
+    /// Checks that every route the current module declares got a handler.
+    pub(crate) fn finish_module(&mut self) {
+        for r in self.declared {
+            if !self.registered.contains(r) {
+                self.errors.push(SpecError {
+                    module: self.module.to_owned(),
+                    problem: format!(
+                        "route {r} is declared in the spec but register() attaches no handler to it"
+                    ),
+                });
+            }
+        }
+        self.registered.clear();
     }
 
     /// A file served at `/static/<path>` with an ETag and `Cache-Control`.
@@ -395,9 +522,22 @@ impl<'a> Context<'a> {
 mod tests {
     use super::*;
 
-    const A: &[Migration] = &[Migration::new(1, "create_a", "CREATE TABLE a (id BIGINT)")];
-    const B: &[Migration] = &[Migration::new(1, "create_b", "CREATE TABLE b (id BIGINT)")];
-    const GAP: &[Migration] = &[Migration::new(2, "create_a", "CREATE TABLE a (id BIGINT)")];
+    const A: &[Migration] = &[Migration::new(
+        1,
+        "create_a",
+        "CREATE TABLE blog_a (id BIGINT)",
+    )];
+    const B: &[Migration] = &[Migration::new(
+        1,
+        "create_b",
+        "CREATE TABLE blog_b (id BIGINT)",
+    )];
+    const GAP: &[Migration] = &[Migration::new(
+        2,
+        "create_a",
+        "CREATE TABLE blog_a (id BIGINT)",
+    )];
+    const OUTSIDE: &[Migration] = &[Migration::new(1, "create", "CREATE TABLE post (id BIGINT)")];
 
     #[test]
     fn spec_check_rejects_bad_names_and_mismatched_lists() {
@@ -406,6 +546,13 @@ mod tests {
         assert!(ModuleSpec::new("9blog").check().is_err());
         assert!(ModuleSpec::new("").check().is_err());
         assert!(ModuleSpec::new("blog").migrations(A, &[]).check().is_err());
+        let outside = ModuleSpec::new("blog").migrations(OUTSIDE, OUTSIDE).check();
+        assert!(
+            outside
+                .as_ref()
+                .is_err_and(|e| e.problem.contains("creates `post`")),
+            "{outside:?}"
+        );
         assert!(ModuleSpec::new("blog").migrations(A, B).check().is_err());
         assert!(
             ModuleSpec::new("blog")

@@ -424,3 +424,56 @@ fn type_class(ty: &str) -> String {
     };
     class.to_owned()
 }
+
+/// What breaks storage isolation in an app's sources: for each module, the
+/// Rust files under `src/<module>/` (or `src/<module>.rs`) that name
+/// another module's tables, one line each. Empty when every module keeps
+/// to its own tables. Migrations are checked when the app starts (a module
+/// whose migrations reach outside its namespace is refused); this covers
+/// the queries in the code.
+pub fn storage_problems(app: &App, src: &std::path::Path) -> Vec<String> {
+    let specs = match app.specs() {
+        Ok(s) => s,
+        Err(e) => return vec![e.to_string()],
+    };
+    let tables = crate::module::namespace::tables(&specs);
+    let mut problems = Vec::new();
+    for spec in specs.iter().skip(1) {
+        let mut files = Vec::new();
+        let single = src.join(format!("{}.rs", spec.name()));
+        if single.is_file() {
+            files.push(single);
+        }
+        collect_rs(&src.join(spec.name()), &mut files);
+        for file in files {
+            let Ok(text) = std::fs::read_to_string(&file) else {
+                problems.push(format!("{}: cannot be read", file.display()));
+                continue;
+            };
+            for (owner, table) in
+                crate::module::namespace::foreign_tables(&tables, spec.name(), &text)
+            {
+                problems.push(format!(
+                    "{}: module `{}` names `{table}`, a table of module `{owner}`",
+                    file.display(),
+                    spec.name()
+                ));
+            }
+        }
+    }
+    problems
+}
+
+fn collect_rs(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            collect_rs(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}

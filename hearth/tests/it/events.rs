@@ -142,18 +142,19 @@ async fn stray_handler(State(state): State<AppState>) -> Result<Json<Value>> {
 
 struct Ledger;
 
+const POST: RouteSpec = RouteSpec::post("/ledger/post", Guard::Public);
+const STRAY: RouteSpec = RouteSpec::post("/ledger/stray", Guard::Public);
+
 impl Module for Ledger {
     fn spec(&self) -> ModuleSpec {
         ModuleSpec::new("ledger")
             .migrations(LEDGER_SQLITE, LEDGER_POSTGRES)
             .publishes(POSTED)
+            .routes(&[POST, STRAY])
     }
     fn register(&self, ctx: &mut Context<'_>) {
-        ctx.public(
-            Router::new()
-                .route("/ledger/post", post(post_handler))
-                .route("/ledger/stray", post(stray_handler)),
-        );
+        ctx.route(POST, post_handler);
+        ctx.route(STRAY, stray_handler);
     }
 }
 

@@ -81,20 +81,22 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
+const ORDERS: RouteSpec = RouteSpec::post("/chores/orders", Guard::Public);
+const ENQUEUE: RouteSpec = RouteSpec::post("/chores/enqueue", Guard::Public);
+
 impl Module for Chores {
     fn spec(&self) -> ModuleSpec {
-        ModuleSpec::new("chores").migrations(SQLITE, POSTGRES)
+        ModuleSpec::new("chores")
+            .migrations(SQLITE, POSTGRES)
+            .routes(&[ORDERS, ENQUEUE])
     }
 
     fn register(&self, ctx: &mut Context<'_>) {
-        ctx.public(
-            Router::new()
-                .route("/chores/orders", post(place_order))
-                .route("/chores/enqueue", post(enqueue_by_name)),
-        );
+        ctx.route(ORDERS, place_order);
+        ctx.route(ENQUEUE, enqueue_by_name);
         ctx.job(RECORD, |run: JobRun<Task>| async move {
             let db = run.state.db();
-            with_db!(db, pool => sqlx::query("INSERT INTO chore_run (job_id, attempt, note, at_ms) VALUES ($1, $2, $3, $4)")
+            with_db!(db, pool => sqlx::query("INSERT INTO chores_run (job_id, attempt, note, at_ms) VALUES ($1, $2, $3, $4)")
                 .bind(run.id)
                 .bind(i64::from(run.attempt))
                 .bind(&run.payload.note)
@@ -110,7 +112,7 @@ impl Module for Chores {
                 }
             }
             if let Some(item) = &t.needs_order {
-                let n: i64 = with_db!(db, pool => sqlx::query_scalar("SELECT count(*) FROM chore_order WHERE item = $1")
+                let n: i64 = with_db!(db, pool => sqlx::query_scalar("SELECT count(*) FROM chores_order WHERE item = $1")
                     .bind(item)
                     .fetch_one(pool)
                     .await)?;
@@ -129,7 +131,7 @@ impl Module for Chores {
         });
         ctx.job(ONCE, |run: JobRun<u32>| async move {
             let worker = format!("{:?}", std::thread::current().id());
-            with_db!(run.state.db(), pool => sqlx::query("INSERT INTO chore_once (job_id, worker) VALUES ($1, $2)")
+            with_db!(run.state.db(), pool => sqlx::query("INSERT INTO chores_once (job_id, worker) VALUES ($1, $2)")
                 .bind(run.id)
                 .bind(worker)
                 .execute(pool)
@@ -139,7 +141,7 @@ impl Module for Chores {
         });
         ctx.job(TICK, |run: JobRun<String>| async move {
             let at = run.scheduled_at.duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
-            with_db!(run.state.db(), pool => sqlx::query("INSERT INTO chore_run (job_id, attempt, note, at_ms) VALUES ($1, $2, $3, $4)")
+            with_db!(run.state.db(), pool => sqlx::query("INSERT INTO chores_run (job_id, attempt, note, at_ms) VALUES ($1, $2, $3, $4)")
                 .bind(run.id)
                 .bind(i64::from(run.attempt))
                 .bind(&run.payload)
@@ -179,7 +181,7 @@ async fn place_order(
     Json(order): Json<Order>,
 ) -> Result<Json<serde_json::Value>> {
     let mut tx = state.db().begin().await?;
-    with_tx!(&mut tx, t => sqlx::query("INSERT INTO chore_order (item) VALUES ($1)")
+    with_tx!(&mut tx, t => sqlx::query("INSERT INTO chores_order (item) VALUES ($1)")
         .bind(&order.item)
         .execute(&mut **t)
         .await
@@ -259,7 +261,7 @@ async fn count(db: &Db, sql: &'static str) -> i64 {
 
 /// (attempt, at_ms) of each run of job `id`, in order.
 async fn runs_of(db: &Db, id: i64) -> Vec<(i64, i64)> {
-    with_db!(db, pool => sqlx::query_as("SELECT attempt, at_ms FROM chore_run WHERE job_id = $1 ORDER BY id")
+    with_db!(db, pool => sqlx::query_as("SELECT attempt, at_ms FROM chores_run WHERE job_id = $1 ORDER BY id")
         .bind(id)
         .fetch_all(pool)
         .await)
@@ -325,10 +327,10 @@ hearth::db_tests! {
         }
         let db = app.state().db().clone();
         drained(app.state().jobs()).await;
-        assert_eq!(count(&db, "SELECT count(*) FROM chore_order").await, 5);
-        assert_eq!(count(&db, "SELECT count(*) FROM chore_run WHERE note LIKE 'kept-%'").await, 5);
-        assert_eq!(count(&db, "SELECT count(DISTINCT note) FROM chore_run").await, 5);
-        assert_eq!(count(&db, "SELECT count(*) FROM chore_run WHERE note LIKE 'lost-%'").await, 0);
+        assert_eq!(count(&db, "SELECT count(*) FROM chores_order").await, 5);
+        assert_eq!(count(&db, "SELECT count(*) FROM chores_run WHERE note LIKE 'kept-%'").await, 5);
+        assert_eq!(count(&db, "SELECT count(DISTINCT note) FROM chores_run").await, 5);
+        assert_eq!(count(&db, "SELECT count(*) FROM chores_run WHERE note LIKE 'lost-%'").await, 0);
         let history = app.state().jobs().history(100).await.unwrap();
         assert_eq!(history.len(), 5, "{history:?}");
         assert!(history.iter().all(|h| h.attempts == 1 && h.name == "chores.record"));
@@ -367,7 +369,7 @@ hearth::db_tests! {
         assert_eq!(serde_json::from_str::<serde_json::Value>(&dead.payload).unwrap()["note"], "doomed");
         let err = jobs.retry(id + 1000).await.unwrap_err();
         assert!(err.to_string().contains("no dead job"), "{err}");
-        with_db!(app.state().db(), pool => sqlx::query("INSERT INTO chore_order (item) VALUES ('fix')").execute(pool).await.map(|_| ())).unwrap();
+        with_db!(app.state().db(), pool => sqlx::query("INSERT INTO chores_order (item) VALUES ('fix')").execute(pool).await.map(|_| ())).unwrap();
         jobs.retry(id).await.unwrap();
         let done = eventually("the retried job to finish", || async {
             jobs.history(10).await.unwrap().into_iter().find(|h| h.id == id)
@@ -453,7 +455,7 @@ hearth::db_tests! {
         let worker = chores().start_worker(config).await.unwrap();
         drained(&jobs).await;
         worker.shutdown().await;
-        let notes: Vec<(String, i64)> = with_db!(app.state().db(), pool => sqlx::query_as("SELECT note, at_ms FROM chore_run ORDER BY id").fetch_all(pool).await).unwrap();
+        let notes: Vec<(String, i64)> = with_db!(app.state().db(), pool => sqlx::query_as("SELECT note, at_ms FROM chores_run ORDER BY id").fetch_all(pool).await).unwrap();
         let order: Vec<&str> = notes.iter().map(|n| n.0.as_str()).collect();
         assert_eq!(order, ["high", "normal", "low", "late"]);
         assert!(notes[3].1 >= enqueued_at + 500 - 100, "the delayed job ran early: {notes:?}");
@@ -566,7 +568,7 @@ hearth::db_tests! {
             w.shutdown().await;
         }
         let db = app.state().db();
-        assert_eq!(count(db, "SELECT count(*) FROM chore_once").await, i64::from(n));
+        assert_eq!(count(db, "SELECT count(*) FROM chores_once").await, i64::from(n));
         assert!(jobs.list(JobState::Dead, None, 10).await.unwrap().is_empty());
         let history = jobs.history(10_000).await.unwrap();
         assert_eq!(history.len(), n as usize);
@@ -617,8 +619,8 @@ hearth::db_tests! {
         }
         // Active only means claimed; the handler writes its row a moment later.
         let db = app.state().db().clone();
-        eventually("the long job to start", || async { (count(&db, "SELECT count(*) FROM chore_run").await >= 1).then_some(()) }).await;
-        let ran: Vec<i64> = with_db!(&db, pool => sqlx::query_scalar("SELECT job_id FROM chore_run").fetch_all(pool).await).unwrap();
+        eventually("the long job to start", || async { (count(&db, "SELECT count(*) FROM chores_run").await >= 1).then_some(()) }).await;
+        let ran: Vec<i64> = with_db!(&db, pool => sqlx::query_scalar("SELECT job_id FROM chores_run").fetch_all(pool).await).unwrap();
         assert_eq!(ran, vec![long], "only the long job may have started");
         worker.shutdown().await;
         // All four are pending again, none charged an attempt.
@@ -646,13 +648,13 @@ hearth::db_tests! {
         }
         let db = app.state().db().clone();
         eventually("five ticks", || async {
-            (count(&db, "SELECT count(*) FROM chore_run WHERE note = 'tick'").await >= 5).then_some(())
+            (count(&db, "SELECT count(*) FROM chores_run WHERE note = 'tick'").await >= 5).then_some(())
         }).await;
         for n in nodes {
             n.shutdown().await;
         }
         drained(app.state().jobs()).await;
-        let ticks: Vec<i64> = with_db!(&db, pool => sqlx::query_scalar("SELECT at_ms FROM chore_run WHERE note = 'tick' ORDER BY at_ms").fetch_all(pool).await).unwrap();
+        let ticks: Vec<i64> = with_db!(&db, pool => sqlx::query_scalar("SELECT at_ms FROM chores_run WHERE note = 'tick' ORDER BY at_ms").fetch_all(pool).await).unwrap();
         // One job per tick, on whole seconds, with no tick left out.
         for pair in ticks.windows(2) {
             assert_eq!(pair[1] - pair[0], 1000, "ticks {ticks:?}");
@@ -695,7 +697,7 @@ hearth::db_tests! {
         let once = listed.iter().find(|c| c.name == "chores.hourly_once").unwrap();
         assert_eq!(once.last_result.as_deref(), Some("done"));
         assert_eq!(once.last_tick, Some(long_ago));
-        let notes: Vec<String> = with_db!(&db, pool => sqlx::query_scalar("SELECT note FROM chore_run ORDER BY id").fetch_all(pool).await).unwrap();
+        let notes: Vec<String> = with_db!(&db, pool => sqlx::query_scalar("SELECT note FROM chores_run ORDER BY id").fetch_all(pool).await).unwrap();
         assert_eq!(notes, ["once"], "one job for all missed ticks, none for the skipping schedule");
         app.stop().await;
     }

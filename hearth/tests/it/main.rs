@@ -16,3 +16,4 @@ mod realtime;
 mod server;
 mod telemetry;
 mod tokens;
+mod usecases;

@@ -8,6 +8,8 @@ use std::time::Duration;
 use hearth::auth::CurrentUser;
 use hearth::db::migrate::Migration;
 use hearth::http::Json;
+use hearth::module::Guard::{Admin, Group, Public, SignedIn, Verified};
+use hearth::module::RouteSpec as R;
 use hearth::prelude::*;
 use hearth::{sqlx, with_db};
 use serde::{Deserialize, Serialize};
@@ -45,93 +47,97 @@ pub const PANIC: hearth::jobs::JobName<()> =
 /// that the job finished.
 pub const EFFECT: hearth::jobs::JobName<String> = hearth::jobs::JobName::new("probe.effect");
 
+/// Every route the probe serves, in every route group.
+pub const ROUTES: &[R] = &[
+    R::get("/probe/panic", Public),
+    R::get("/probe/slow", Public),
+    R::post("/probe/echo", Public),
+    R::get("/probe/items", Public),
+    R::post("/probe/items", Public),
+    R::get("/probe/big", Public),
+    R::get("/probe/drip", Public),
+    R::get("/probe/own-csp", Public),
+    R::get("/probe/own-csp-json", Public),
+    R::get("/probe/request-id", Public),
+    R::get("/probe/peer", Public),
+    R::post("/probe/public-act", Public),
+    R::get("/probe/me", SignedIn),
+    R::post("/probe/note", SignedIn),
+    R::get("/probe/verified", Verified),
+    R::get("/probe/editors", Group("editors")),
+    R::get("/probe/admin", Admin),
+];
+
 impl Module for Probe {
     fn spec(&self) -> ModuleSpec {
-        ModuleSpec::new("probe").migrations(SQLITE, POSTGRES)
+        ModuleSpec::new("probe")
+            .migrations(SQLITE, POSTGRES)
+            .routes(ROUTES)
     }
 
     fn register(&self, ctx: &mut Context<'_>) {
-        ctx.public(
-            Router::new()
-                .route("/probe/panic", get(panic_now))
-                .route(
-                    "/probe/slow",
-                    get({
-                        let arrived = self.arrived.clone();
-                        move |q: Query<SlowQuery>| {
-                            arrived.fetch_add(1, Ordering::SeqCst);
-                            slow(q)
-                        }
-                    }),
-                )
-                .route("/probe/echo", post(echo))
-                .route("/probe/items", get(list_items).post(add_item))
-                .route("/probe/big", get(big))
-                .route("/probe/drip", get(drip))
-                .route(
-                    "/probe/own-csp",
-                    get(|| async {
-                        (
-                            [(
-                                "content-security-policy",
-                                "default-src 'self' https://maps.example",
-                            )],
-                            "map",
-                        )
-                    }),
-                )
-                .route(
-                    "/probe/own-csp-json",
-                    get(|| async {
-                        (
-                            [(
-                                "content-security-policy",
-                                "default-src 'self' https://maps.example",
-                            )],
-                            Json(serde_json::json!({ "map": true })),
-                        )
-                    }),
-                )
-                .route(
-                    "/probe/request-id",
-                    get(|id: hearth::http::RequestId| async move { id.as_str().to_owned() }),
-                )
-                .route(
-                    "/probe/peer",
-                    get(|peer: hearth::http::PeerAddr| async move {
-                        peer.0.map_or_else(|| "none".to_owned(), |a| a.to_string())
-                    }),
-                )
-                // A public route that looks at the session and then, wrongly,
-                // asks for the signed-in user: no CSRF check stands behind it.
-                .route(
-                    "/probe/public-act",
-                    post(
-                        |_seen: hearth::auth::MaybeSession, me: CurrentUser| async move {
-                            format!("acted for {}", me.user.email)
-                        },
-                    ),
-                ),
+        ctx.route(R::get("/probe/panic", Public), panic_now);
+        ctx.route(R::get("/probe/slow", Public), {
+            let arrived = self.arrived.clone();
+            move |q: Query<SlowQuery>| {
+                arrived.fetch_add(1, Ordering::SeqCst);
+                slow(q)
+            }
+        });
+        ctx.route(R::post("/probe/echo", Public), echo);
+        ctx.route(R::get("/probe/items", Public), list_items);
+        ctx.route(R::post("/probe/items", Public), add_item);
+        ctx.route(R::get("/probe/big", Public), big);
+        ctx.route(R::get("/probe/drip", Public), drip);
+        ctx.route(R::get("/probe/own-csp", Public), || async {
+            (
+                [(
+                    "content-security-policy",
+                    "default-src 'self' https://maps.example",
+                )],
+                "map",
+            )
+        });
+        ctx.route(R::get("/probe/own-csp-json", Public), || async {
+            (
+                [(
+                    "content-security-policy",
+                    "default-src 'self' https://maps.example",
+                )],
+                Json(serde_json::json!({ "map": true })),
+            )
+        });
+        ctx.route(
+            R::get("/probe/request-id", Public),
+            |id: hearth::http::RequestId| async move { id.as_str().to_owned() },
         );
-        ctx.signed_in(
-            Router::new()
-                .route(
-                    "/probe/me",
-                    get(|me: CurrentUser| async move { me.user.email }),
-                )
-                .route(
-                    "/probe/note",
-                    post(|me: CurrentUser, body: String| async move {
-                        format!("{}: {body}", me.user.email)
-                    }),
-                ),
+        ctx.route(
+            R::get("/probe/peer", Public),
+            |peer: hearth::http::PeerAddr| async move {
+                peer.0.map_or_else(|| "none".to_owned(), |a| a.to_string())
+            },
         );
-        ctx.verified(Router::new().route("/probe/verified", get(|| async { "verified" })));
-        ctx.group(
-            "editors",
-            Router::new().route("/probe/editors", get(|| async { "editors" })),
+        // A public route that looks at the session and then, wrongly,
+        // asks for the signed-in user: no CSRF check stands behind it.
+        ctx.route(
+            R::post("/probe/public-act", Public),
+            |_seen: hearth::auth::MaybeSession, me: CurrentUser| async move {
+                format!("acted for {}", me.user.email)
+            },
         );
-        ctx.admin(Router::new().route("/probe/admin", get(|| async { "admin" })));
+        ctx.route(
+            R::get("/probe/me", SignedIn),
+            |me: CurrentUser| async move { me.user.email },
+        );
+        ctx.route(
+            R::post("/probe/note", SignedIn),
+            |me: CurrentUser, body: String| async move { format!("{}: {body}", me.user.email) },
+        );
+        ctx.route(R::get("/probe/verified", Verified), || async { "verified" });
+        ctx.route(R::get("/probe/editors", Group("editors")), || async {
+            "editors"
+        });
+        ctx.route(R::get("/probe/admin", Admin), || async { "admin" });
         ctx.asset("probe.txt", b"probe asset\n");
         ctx.job(PANIC, |_run: JobRun<()>| async move {
             if std::hint::black_box(true) {

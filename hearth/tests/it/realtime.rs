@@ -17,18 +17,19 @@ use crate::probe::client;
 
 struct Rt;
 
+const PUBLISH: RouteSpec = RouteSpec::post("/rt/{channel}", Guard::Public);
+const STREAM: RouteSpec = RouteSpec::get("/rt/{channel}/stream", Guard::Public);
+const POLL: RouteSpec = RouteSpec::get("/rt/{channel}/poll", Guard::Public);
+
 impl Module for Rt {
     fn spec(&self) -> ModuleSpec {
-        ModuleSpec::new("rt")
+        ModuleSpec::new("rt").routes(&[PUBLISH, STREAM, POLL])
     }
 
     fn register(&self, ctx: &mut Context<'_>) {
-        ctx.public(
-            Router::new()
-                .route("/rt/{channel}", post(publish))
-                .route("/rt/{channel}/stream", get(stream))
-                .route("/rt/{channel}/poll", get(poll)),
-        );
+        ctx.route(PUBLISH, publish);
+        ctx.route(STREAM, stream);
+        ctx.route(POLL, poll);
     }
 }
 

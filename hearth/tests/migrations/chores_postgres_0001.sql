@@ -1,9 +1,9 @@
 -- Tables of the chores test module: orders (the business write) and what its jobs did.
-CREATE TABLE chore_order (
+CREATE TABLE chores_order (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     item TEXT NOT NULL
 );
-CREATE TABLE chore_run (
+CREATE TABLE chores_run (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     job_id BIGINT NOT NULL,
     attempt BIGINT NOT NULL,
@@ -11,7 +11,7 @@ CREATE TABLE chore_run (
     at_ms BIGINT NOT NULL
 );
 -- A second run of one job would violate this key.
-CREATE TABLE chore_once (
+CREATE TABLE chores_once (
     job_id BIGINT PRIMARY KEY NOT NULL,
     worker TEXT NOT NULL
 );

@@ -7,6 +7,8 @@
 //! rotation, answers that do not reveal accounts) are hearth's, through
 //! `hearth::auth::flows`, the same functions the JSON API uses.
 
+mod cases;
+
 mod pages;
 
 use hearth::auth::{CsrfField, MaybeSession, Session};
@@ -61,49 +63,78 @@ impl Layout {
 /// The account module: pages only, its data is hearth's.
 pub struct Account;
 
+use hearth::module::Guard::{Admin, OwnAccount, Public, Verified};
+use hearth::module::RouteSpec as R;
+
+/// The pages: sign-up, sign-in and recovery for visitors; the account's own
+/// pages, which work before the address is verified (that is where the
+/// link is sent again); the members page and the admin page.
+const ROUTES: &[R] = &[
+    R::get("/auth/login", Public),
+    R::post("/auth/login", Public),
+    R::get("/auth/signup", Public),
+    R::post("/auth/signup", Public),
+    R::post("/auth/logout", Public),
+    R::get("/auth/verify-email", Public),
+    R::post("/auth/verify-email", Public),
+    R::get("/auth/recover", Public),
+    R::post("/auth/recover", Public),
+    R::get("/auth/reset", Public),
+    R::post("/auth/reset", Public),
+    R::get("/account", OwnAccount),
+    R::post("/account/resend-verification", OwnAccount),
+    R::post("/account/logout-everywhere", OwnAccount),
+    R::post("/account/delete", OwnAccount),
+    R::get("/auth/change-password", OwnAccount),
+    R::post("/auth/change-password", OwnAccount),
+    R::get("/api/whoami", OwnAccount),
+    R::get("/members", Verified),
+    R::get("/admin", Admin),
+    R::post("/admin/notices", Admin),
+];
+
 impl Module for Account {
     fn spec(&self) -> ModuleSpec {
-        ModuleSpec::new("account")
+        ModuleSpec::new("account").routes(ROUTES)
+    }
+
+    fn use_cases(&self) -> Vec<UseCase> {
+        cases::all()
     }
 
     fn register(&self, ctx: &mut Context<'_>) {
-        ctx.public(
-            Router::new()
-                .route("/auth/login", get(pages::login_form).post(pages::login))
-                .route("/auth/signup", get(pages::signup_form).post(pages::signup))
-                .route("/auth/logout", post(pages::logout))
-                .route(
-                    "/auth/verify-email",
-                    get(pages::verify_form).post(pages::verify),
-                )
-                .route(
-                    "/auth/recover",
-                    get(pages::recover_form).post(pages::recover),
-                )
-                .route("/auth/reset", get(pages::reset_form).post(pages::reset)),
+        ctx.route(R::get("/auth/login", Public), pages::login_form);
+        ctx.route(R::post("/auth/login", Public), pages::login);
+        ctx.route(R::get("/auth/signup", Public), pages::signup_form);
+        ctx.route(R::post("/auth/signup", Public), pages::signup);
+        ctx.route(R::post("/auth/logout", Public), pages::logout);
+        ctx.route(R::get("/auth/verify-email", Public), pages::verify_form);
+        ctx.route(R::post("/auth/verify-email", Public), pages::verify);
+        ctx.route(R::get("/auth/recover", Public), pages::recover_form);
+        ctx.route(R::post("/auth/recover", Public), pages::recover);
+        ctx.route(R::get("/auth/reset", Public), pages::reset_form);
+        ctx.route(R::post("/auth/reset", Public), pages::reset);
+        ctx.route(R::get("/account", OwnAccount), pages::account);
+        ctx.route(
+            R::post("/account/resend-verification", OwnAccount),
+            pages::resend_verification,
         );
-        // The account's own pages work before the address is verified:
-        // that is where the link is sent again.
-        ctx.own_account(
-            Router::new()
-                .route("/account", get(pages::account))
-                .route(
-                    "/account/resend-verification",
-                    post(pages::resend_verification),
-                )
-                .route("/account/logout-everywhere", post(pages::logout_everywhere))
-                .route("/account/delete", post(pages::delete))
-                .route(
-                    "/auth/change-password",
-                    get(pages::change_password_form).post(pages::change_password),
-                )
-                .route("/api/whoami", get(pages::whoami)),
+        ctx.route(
+            R::post("/account/logout-everywhere", OwnAccount),
+            pages::logout_everywhere,
         );
-        ctx.verified(Router::new().route("/members", get(pages::members)));
-        ctx.admin(
-            Router::new()
-                .route("/admin", get(pages::admin))
-                .route("/admin/notices", post(pages::post_notice)),
+        ctx.route(R::post("/account/delete", OwnAccount), pages::delete);
+        ctx.route(
+            R::get("/auth/change-password", OwnAccount),
+            pages::change_password_form,
         );
+        ctx.route(
+            R::post("/auth/change-password", OwnAccount),
+            pages::change_password,
+        );
+        ctx.route(R::get("/api/whoami", OwnAccount), pages::whoami);
+        ctx.route(R::get("/members", Verified), pages::members);
+        ctx.route(R::get("/admin", Admin), pages::admin);
+        ctx.route(R::post("/admin/notices", Admin), pages::post_notice);
     }
 }

@@ -6,6 +6,8 @@
 //! enqueue home.publish …`), streamed live to browsers, and expired ones are
 //! removed by a nightly cron job; see [`live`].
 
+mod cases;
+
 pub mod live;
 mod routes;
 pub mod store;
@@ -41,19 +43,31 @@ const POSTGRES: &[Migration] = &[
 /// The home module.
 pub struct Home;
 
+/// The home page.
+pub const HOME: RouteSpec = RouteSpec::get("/", Guard::Public);
+/// New notices as they are published, over SSE.
+pub const LIVE: RouteSpec = RouteSpec::get("/api/notices/live", Guard::Public);
+/// New notices by long polling, for clients without SSE.
+pub const POLL: RouteSpec = RouteSpec::get("/api/notices/poll", Guard::Public);
+/// Publishes a notice (through a job).
+pub const POST_NOTICE: RouteSpec = RouteSpec::post("/api/notices", Guard::Admin);
+
 impl Module for Home {
     fn spec(&self) -> ModuleSpec {
-        ModuleSpec::new("home").migrations(SQLITE, POSTGRES)
+        ModuleSpec::new("home")
+            .migrations(SQLITE, POSTGRES)
+            .routes(&[HOME, LIVE, POLL, POST_NOTICE])
+    }
+
+    fn use_cases(&self) -> Vec<UseCase> {
+        cases::all()
     }
 
     fn register(&self, ctx: &mut Context<'_>) {
-        ctx.public(
-            Router::new()
-                .route("/", get(routes::get_home))
-                .route("/api/notices/live", get(live::stream))
-                .route("/api/notices/poll", get(live::poll)),
-        );
-        ctx.admin(Router::new().route("/api/notices", post(live::post_notice)));
+        ctx.route(HOME, routes::get_home);
+        ctx.route(LIVE, live::stream);
+        ctx.route(POLL, live::poll);
+        ctx.route(POST_NOTICE, live::post_notice);
         ctx.job(live::PUBLISH, live::publish);
         ctx.job(live::CLEANUP, live::cleanup);
         ctx.cron(

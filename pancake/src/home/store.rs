@@ -79,6 +79,13 @@ pub async fn insert(
     })
 }
 
+/// Notices stored.
+pub async fn total(db: &Db) -> Result<i64, sqlx::Error> {
+    with_db!(db, pool => sqlx::query_scalar("SELECT count(*) FROM home_notice")
+        .fetch_one(pool)
+        .await)
+}
+
 /// Notices stored, as seen inside `tx`.
 pub async fn count(tx: &mut Tx) -> Result<i64, sqlx::Error> {
     with_tx!(tx, t => sqlx::query_scalar("SELECT count(*) FROM home_notice")

@@ -67,6 +67,11 @@ fn every_command_has_help() {
         &["restore"],
         &["install"],
         &["cleanup"],
+        &["events"],
+        &["story"],
+        &["summary"],
+        &["graph"],
+        &["routes"],
     ];
     for sub in subs {
         let out = run(pancake(dir.path()).args(*sub).arg("--help"));
@@ -92,12 +97,73 @@ fn every_command_has_help() {
         "migrate",
         "config",
         "version",
+        "events",
+        "story",
+        "summary",
+        "graph",
+        "routes",
     ] {
         assert!(help.contains(sub), "{help}");
     }
     // No command is a usage error, exit code 2.
     let out = run(&mut pancake(dir.path()));
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// The living documentation runs with no config and no database: in an
+/// empty directory, with a config pointing at nothing, it still answers.
+#[test]
+fn living_documentation_needs_no_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = |args: &[&str]| {
+        let out = run(pancake(dir.path())
+            .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+            .args(args));
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let (code, summary, err) = docs(&["summary", "--strict"]);
+    assert_eq!(code, Some(0), "{summary}{err}");
+    assert!(
+        summary.contains("route account GET /auth/login public"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("usecase status \"a benchmark says hello\" GET /api/hello in=- out=-"),
+        "{summary}"
+    );
+    assert!(summary.trim_end().ends_with("uncovered (0)"), "{summary}");
+    let (code, story, _) = docs(&["story", "account"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        story.contains(
+            "nancy signs out\n  Given nancy is a user\n   When nancy sends POST /auth/logout"
+        ),
+        "{story}"
+    );
+    assert!(
+        !story.contains("a benchmark says hello"),
+        "only the module asked for: {story}"
+    );
+    let (_, md, _) = docs(&["story", "--format", "markdown"]);
+    assert!(
+        md.contains("## status") && md.contains("- **When** a visitor sends GET /api/hello"),
+        "{md}"
+    );
+    let (code, mermaid, _) = docs(&["graph", "--format", "mermaid"]);
+    assert_eq!(code, Some(0));
+    assert!(mermaid.starts_with("flowchart LR"), "{mermaid}");
+    let (_, dot, _) = docs(&["graph"]);
+    assert!(dot.starts_with("digraph"), "{dot}");
+    let (_, routes, _) = docs(&["routes"]);
+    assert!(
+        routes
+            .lines()
+            .any(|l| l.starts_with("GET") && l.contains("/admin ") && l.ends_with("admin")),
+        "{routes}"
+    );
+    let (code, _, err) = docs(&["story", "nosuch"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("no module `nosuch`"), "{err}");
 }
 
 #[test]

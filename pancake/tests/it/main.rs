@@ -14,6 +14,7 @@ mod install;
 mod live;
 mod setup;
 mod site;
+mod usecases;
 mod workers;
 
 /// A plain-HTTP client.

@@ -119,3 +119,10 @@ async fn pancake_schema_is_the_same_on_sqlite_and_postgres() {
     a.close().await;
     b.close().await;
 }
+
+#[test]
+fn every_module_keeps_to_its_own_tables() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let problems = hearth::testing::storage_problems(&pancake::app(), &src);
+    assert!(problems.is_empty(), "{problems:#?}");
+}
