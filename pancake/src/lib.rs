@@ -5,10 +5,16 @@
 //! |---|---|
 //! | [`account`] | sign-up, sign-in, password and account pages; a members-only and an admin-only page |
 //! | [`home`] | the home page and the site's notices |
+//! | [`members`] | profiles (name, bio, city), the directory, blocking; publishes `members.*` events |
+//! | [`likes`] | like and unlike a member; reacts to blocks |
+//! | [`alerts`] | each member's feed of what happened to them, projected from events, with a live unread count |
 //! | [`status`] | `GET /api/status` (read from the database) and `GET /api/hello` (a constant, for benchmarks) |
 
 pub mod account;
+pub mod alerts;
 pub mod home;
+pub mod likes;
+pub mod members;
 pub mod status;
 
 use hearth::App;
@@ -19,5 +25,8 @@ pub fn app() -> App {
         .login_page("/auth/login")
         .module(home::Home)
         .module(account::Account)
+        .module(members::Members)
+        .module(likes::Likes)
+        .module(alerts::Alerts)
         .module(status::Status)
 }

@@ -41,6 +41,9 @@ pub(crate) struct GraphArgs {
     /// Graphviz dot, or Mermaid (which forge web pages render).
     #[arg(long, value_enum, default_value_t = GraphStyle::Dot)]
     format: GraphStyle,
+    /// Only modules and events, without the routes.
+    #[arg(long)]
+    no_routes: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -112,7 +115,10 @@ pub(crate) fn graph(app: &App, args: GraphArgs) -> ExitCode {
         GraphStyle::Dot => GraphFormat::Dot,
         GraphStyle::Mermaid => GraphFormat::Mermaid,
     };
-    print!("{}", docs::graph(&mods, args.module.as_deref(), format));
+    print!(
+        "{}",
+        docs::graph(&mods, args.module.as_deref(), format, !args.no_routes)
+    );
     ExitCode::SUCCESS
 }
 

@@ -313,7 +313,7 @@ struct Graph {
     edges: Vec<(String, String, &'static str, bool)>,
 }
 
-fn build_graph(mods: &[ModuleDoc], module: Option<&str>) -> Graph {
+fn build_graph(mods: &[ModuleDoc], module: Option<&str>, with_routes: bool) -> Graph {
     let gaps = uncovered(mods);
     let mut g = Graph {
         nodes: BTreeMap::new(),
@@ -348,7 +348,7 @@ fn build_graph(mods: &[ModuleDoc], module: Option<&str>) -> Graph {
         g.nodes
             .insert(mid.clone(), (Kind::Module, name.to_owned(), false));
         let focused = module.is_none_or(|f| f == name);
-        if focused {
+        if focused && with_routes {
             for r in m.spec.declared_routes() {
                 let red = gaps.routes.contains(&(name, *r));
                 let rid = format!("r:{name}:{r}");
@@ -398,11 +398,16 @@ fn related_event(apps: &[&ModuleDoc], module: Option<&str>, event: &str) -> bool
     })
 }
 
-/// The graph of modules (boxes), their routes and the events between them
-/// (an edge per publication and per subscription); what no use case
-/// covers is red.
-pub fn graph(mods: &[ModuleDoc], module: Option<&str>, format: GraphFormat) -> String {
-    let g = build_graph(mods, module);
+/// The graph of modules (boxes), their routes (unless `with_routes` is
+/// false) and the events between them (an edge per publication and per
+/// subscription); what no use case covers is red.
+pub fn graph(
+    mods: &[ModuleDoc],
+    module: Option<&str>,
+    format: GraphFormat,
+    with_routes: bool,
+) -> String {
+    let g = build_graph(mods, module, with_routes);
     let ids: BTreeMap<&str, String> = g
         .nodes
         .keys()
@@ -474,7 +479,9 @@ pub fn graph(mods: &[ModuleDoc], module: Option<&str>, format: GraphFormat) -> S
                     red_edges.push(i.to_string());
                 }
             }
-            out.push_str("  classDef uncovered stroke:#d00,color:#d00,stroke-width:2px\n");
+            if !red_nodes.is_empty() || !red_edges.is_empty() {
+                out.push_str("  classDef uncovered stroke:#d00,color:#d00,stroke-width:2px\n");
+            }
             if !red_nodes.is_empty() {
                 let _ = writeln!(out, "  class {} uncovered", red_nodes.join(","));
             }
@@ -563,16 +570,16 @@ mod tests {
 
     #[test]
     fn graph_marks_uncovered_in_red() {
-        let dot = graph(&mods(false), None, GraphFormat::Dot);
+        let dot = graph(&mods(false), None, GraphFormat::Dot, true);
         assert!(dot.starts_with("digraph"));
         assert!(dot.contains("DELETE /members/{id}/like (signed-in)\", shape=note, color=red"));
         assert!(!dot.contains("POST /members/{id}/like (signed-in)\", shape=note, color=red"));
-        let mermaid = graph(&mods(false), None, GraphFormat::Mermaid);
+        let mermaid = graph(&mods(false), None, GraphFormat::Mermaid, true);
         assert!(mermaid.starts_with("flowchart LR"));
         assert!(mermaid.contains("class "));
         assert!(mermaid.contains("-->|publishes|"));
         assert!(mermaid.contains("-->|subscribes|"));
-        let all_green = graph(&mods(true), None, GraphFormat::Mermaid);
+        let all_green = graph(&mods(true), None, GraphFormat::Mermaid, true);
         assert!(!all_green.contains("class "));
     }
 

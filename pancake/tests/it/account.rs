@@ -109,6 +109,24 @@ impl Browser {
         self.send(req).await
     }
 
+    /// Loads `path` until its text satisfies `done` (up to 20 s): for what
+    /// the app's background readers and workers do at their own pace.
+    async fn wait_for(&mut self, path: &str, done: impl Fn(&str) -> bool) -> Page {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let page = self.get(path).await;
+            if done(&page.text) {
+                return page;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{path} never came: {}",
+                page.text
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Loads the form page at `path` and submits it with `fields`.
     async fn fill(&mut self, path: &str, action: &str, fields: &[(&str, &str)]) -> Page {
         let form = self.get(path).await;
@@ -134,6 +152,13 @@ fn encode(s: &str) -> String {
 }
 
 const PASSWORD: &str = "a long enough passphrase";
+
+/// The signed-in member's account id, from `/api/whoami`.
+async fn ana_id(b: &mut Browser) -> i64 {
+    let who = b.get("/api/whoami").await;
+    let who: serde_json::Value = serde_json::from_str(&who.text).unwrap();
+    who["id"].as_i64().unwrap()
+}
 
 /// Signs up through the form, confirms the address through the mailed link
 /// and signs in.
@@ -173,7 +198,82 @@ async fn join(app: &TestApp, sink: &SmtpSink, email: &str) -> Browser {
     b
 }
 
+/// The first `data:` payload on `b`'s stream at `path`.
+async fn first_event(b: &Browser, path: &str) -> reqwest::Response {
+    let cookie = b
+        .cookies
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let res = b
+        .http
+        .get(format!("{}{path}", b.base))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    res
+}
+
+async fn next_data(res: &mut reqwest::Response) -> serde_json::Value {
+    let mut text = String::new();
+    loop {
+        if let Some(data) = text.lines().find_map(|l| l.strip_prefix("data: ")) {
+            return serde_json::from_str(data).unwrap();
+        }
+        match tokio::time::timeout(Duration::from_secs(20), res.chunk()).await {
+            Ok(Ok(Some(chunk))) => text.push_str(&String::from_utf8_lossy(&chunk)),
+            other => panic!("no event arrived ({other:?}): {text}"),
+        }
+    }
+}
+
 hearth::db_tests! {
+    /// Two members meet: profiles, a like that reaches the other's open
+    /// page over SSE and their alerts, then a block that hides each from
+    /// the other everywhere. Background readers and workers run as in
+    /// production; nothing is drained by hand.
+    async fn a_like_reaches_the_other_live_and_a_block_hides_them_everywhere(backend) {
+        let sink = SmtpSink::start().await;
+        let Some(app) = crate::spawn_site(backend, &sink, &[]).await else { return };
+        let mut ana = join(&app, &sink, "ana@example.com").await;
+        let mut ben = join(&app, &sink, "ben@example.com").await;
+        let p = ana.fill("/profile", "/profile", &[("display_name", "Ana"), ("city", "Porto"), ("bio", "Cyclist")]).await;
+        assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.text);
+        let p = ben.fill("/profile", "/profile", &[("display_name", "Ben"), ("city", "Gent"), ("bio", "")]).await;
+        let ben_page = p.location.unwrap();
+        let ben_id = ben_page.rsplit('/').next().unwrap().to_owned();
+        // Ben's open page listens for his unread count.
+        let mut stream = first_event(&ben, "/api/alerts/live").await;
+        let directory = ana.get("/people").await;
+        assert!(directory.text.contains("Ben</a> · Gent"), "{}", directory.text);
+        let p = ana.fill(&ben_page, &format!("{ben_page}/like"), &[]).await;
+        assert_eq!((p.status, p.location.as_deref()), (StatusCode::SEE_OTHER, Some(ben_page.as_str())));
+        let count = next_data(&mut stream).await;
+        assert_eq!(count["unread"], 1, "{count}");
+        let alerts = ben.wait_for("/alerts", |t| t.contains("Ana</a> likes you")).await;
+        assert!(alerts.text.contains("(1 new)"), "{}", alerts.text);
+        let likes = ben.wait_for("/likes", |t| t.contains("Ana</a>")).await;
+        assert!(likes.status.is_success());
+        // Ben blocks Ana: she is gone from his alerts and likes, and he
+        // from her directory and profile pages.
+        let p = ben.fill(&ben_page, &format!("/people/{}/block", ana_id(&mut ana).await), &[]).await;
+        assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.text);
+        let count = next_data(&mut stream).await;
+        assert_eq!(count["unread"], 0, "{count}");
+        ben.wait_for("/alerts", |t| !t.contains("Ana")).await;
+        ben.wait_for("/likes", |t| !t.contains("Ana")).await;
+        assert!(!ana.get("/people").await.text.contains("Ben"));
+        assert_eq!(ana.get(&format!("/people/{ben_id}")).await.status, StatusCode::NOT_FOUND);
+        // Nor can she like him any more, even by posting the form by hand.
+        let csrf = ana.get("/people").await.hidden("csrf_token");
+        let again = ana.post(&format!("{ben_page}/like"), &csrf, &[]).await;
+        assert_eq!(again.status, StatusCode::NOT_FOUND, "{}", again.text);
+        app.stop().await;
+    }
+
     async fn a_visitor_joins_and_uses_the_site_with_forms_only(backend) {
         let sink = SmtpSink::start().await;
         let Some(app) = crate::spawn_site(backend, &sink, &[]).await else { return };
@@ -182,7 +282,9 @@ hearth::db_tests! {
         assert_eq!(p.status, StatusCode::OK);
         assert!(p.text.contains("<dd id=\"email\">ana@example.com</dd>"), "{}", p.text);
         assert!(p.text.contains("<dd id=\"verified\">yes</dd>"));
-        assert!(!p.text.contains("<script"), "account pages need no script");
+        // Pages work without script; the one script (the live unread
+        // count) is an addition, loaded from a file, never inline.
+        assert!(!p.text.contains("<script>"), "no inline script");
         let members = b.get("/members").await;
         assert_eq!(members.status, StatusCode::OK);
         assert!(members.text.contains("pancake has 1 member(s)"), "{}", members.text);

@@ -166,6 +166,25 @@ fn living_documentation_needs_no_database() {
     assert!(err.contains("no module `nosuch`"), "{err}");
 }
 
+/// The README's copy of pancake's graph is what the binary prints.
+#[test]
+fn the_readme_graph_is_current() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let start = readme
+        .find("```mermaid\n")
+        .expect("a mermaid block in the README")
+        + "```mermaid\n".len();
+    let end = readme[start..].find("```").unwrap() + start;
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(pancake(dir.path()).args(["graph", "--format", "mermaid", "--no-routes"]));
+    assert_eq!(
+        readme[start..end].trim_end(),
+        text(&out.stdout).trim_end(),
+        "update the README's graph"
+    );
+}
+
 #[test]
 fn version_names_app_and_framework() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,6 +6,9 @@ hearth::use_case_tests! {
     account => pancake::app(), "account";
     home => pancake::app(), "home";
     status => pancake::app(), "status";
+    members => pancake::app(), "members";
+    likes => pancake::app(), "likes";
+    alerts => pancake::app(), "alerts";
 }
 
 #[test]
