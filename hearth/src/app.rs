@@ -29,7 +29,8 @@ use crate::telemetry::{EventKind, Metrics, Notifier};
 /// hearth's own module: the tables of the job queue, cron, pub/sub, tokens and accounts.
 pub(crate) const HEARTH_SPEC: ModuleSpec = ModuleSpec::new("hearth")
     .migrations(HEARTH_SQLITE, HEARTH_POSTGRES)
-    .routes(crate::auth::routes::ROUTES);
+    .routes(crate::auth::routes::ROUTES)
+    .publishes(crate::auth::EVENTS);
 
 const HEARTH_SQLITE: &[Migration] = &[
     Migration::new(

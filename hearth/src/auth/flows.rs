@@ -659,7 +659,9 @@ struct Destroyed<'a> {
 }
 
 /// Deletes the signed-in account, its sessions and tokens, and publishes
-/// [`USER_DESTROYED`] in the same transaction.
+/// [`USER_DESTROYED`] (to open pages) and the domain event
+/// [`AccountDeleted`](crate::auth::AccountDeleted) (to modules) in the same
+/// transaction.
 pub async fn destroy(state: &AppState, me: &CurrentUser, password: &str) -> Result<(), Error> {
     let auth = state.auth();
     confirm_password(auth, &me.user, password).await?;
@@ -677,6 +679,10 @@ pub async fn destroy(state: &AppState, me: &CurrentUser, password: &str) -> Resu
         .publish(&mut tx, USER_DESTROYED, &signal)
         .await
         .map_err(|e| Error::internal(anyhow::anyhow!(e)))?;
+    let deleted = crate::auth::AccountDeleted {
+        account: me.user.id,
+    };
+    state.events().publish(&mut tx, &deleted).await?;
     tx.commit().await?;
     tracing::info!(user_id = me.user.id, "account destroyed");
     Ok(())

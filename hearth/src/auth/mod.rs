@@ -46,6 +46,26 @@ pub const SECRET_FILE: &str = "secret.key";
 /// `{"user_id":…,"email":…}`.
 pub const USER_DESTROYED: &str = "user-destroyed";
 
+/// The domain event hearth publishes when an account is deleted, in the
+/// deleting transaction: modules subscribe to it to forget what they hold
+/// about the account (a profile, likes, alerts).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct AccountDeleted {
+    /// The deleted account's id.
+    pub account: i64,
+}
+
+impl crate::events::Event for AccountDeleted {
+    const NAME: &'static str = "hearth.account-deleted";
+    fn key(&self) -> Option<String> {
+        Some(self.account.to_string())
+    }
+}
+
+/// The events hearth itself publishes.
+pub(crate) const EVENTS: &[crate::events::EventSpec] =
+    &[crate::events::EventSpec::of::<AccountDeleted>()];
+
 /// Accounts, sessions and their keys; cheap to clone. Reach it with `state.auth()`.
 #[derive(Clone)]
 pub struct Auth(Arc<Inner>);

@@ -18,3 +18,8 @@ CREATE TABLE alerts_block (
     blocked BIGINT NOT NULL,
     PRIMARY KEY (blocker, blocked)
 );
+-- Deleted accounts: an alert or a name about one that arrives after the
+-- deletion (from another partition) is dropped.
+CREATE TABLE alerts_gone (
+    member BIGINT PRIMARY KEY NOT NULL
+);

@@ -16,3 +16,9 @@ CREATE TABLE likes_block (
     blocked BIGINT NOT NULL,
     PRIMARY KEY (blocker, blocked)
 );
+-- Deleted accounts. Events about one account may be handled after the
+-- deletion (they can sit in another partition), so a like or a name that
+-- arrives later is dropped rather than brought back.
+CREATE TABLE likes_gone (
+    member BIGINT PRIMARY KEY NOT NULL
+);

@@ -2,6 +2,7 @@
 //! through, as data. They run as tests on both engines and print with
 //! `pancake story account`.
 
+use hearth::auth::AccountDeleted;
 use hearth::prelude::*;
 use hearth::usecase::run::PASSWORD;
 use serde_json::json;
@@ -113,7 +114,9 @@ pub fn all() -> Vec<UseCase> {
                     .form(&[("password", PASSWORD)]),
             )
             .then_status(200)
-            .then_contains("Account deleted"),
+            .then_contains("Account deleted")
+            .then_event::<AccountDeleted>(json!({"account": "{nancy}"}))
+            .then_no_other_events(),
         UseCase::new("a wrong password does not delete the account")
             .given_user("nancy")
             .when(

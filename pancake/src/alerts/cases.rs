@@ -3,6 +3,8 @@
 use hearth::prelude::*;
 use serde_json::json;
 
+use hearth::auth::AccountDeleted;
+
 use crate::likes::cases::liked;
 use crate::likes::{Liked, Unliked};
 use crate::members::cases::{blocked, profile};
@@ -81,6 +83,14 @@ pub fn all() -> Vec<UseCase> {
             .when(Request::get("/api/alerts/live").by("bob"))
             .then_status(200)
             .then_header("content-type", "text/event-stream"),
+        UseCase::new("the alerts a deleted account caused are gone")
+            .given_user("nancy")
+            .given_user("bob")
+            .given_by::<Liked>("nancy", liked("nancy", "bob"))
+            .given::<AccountDeleted>(json!({"account": "{nancy}"}))
+            .when(Request::get("/api/alerts/unread").by("bob"))
+            .then_status(200)
+            .then_json(json!({"unread": 0})),
         UseCase::new("a visitor has no alerts to read")
             .when(Request::get("/api/alerts/unread"))
             .then_status(401),

@@ -5,7 +5,8 @@
 //! (`alerts_block`) it learns from `members`. `likes.liked` adds a "likes
 //! you" alert (unless the two blocked each other); `likes.unliked` takes an
 //! unread one back; `members.member-blocked` removes every alert between
-//! the two, both ways. Each change to a member's unread count is published
+//! the two, both ways; a deleted account's alerts, and those it caused,
+//! go with it. Each change to a member's unread count is published
 //! on the pub/sub channel `alerts.<member>` in the handler's transaction,
 //! so their open pages update over SSE once it commits.
 
@@ -13,6 +14,7 @@ mod cases;
 mod pages;
 pub mod store;
 
+use hearth::auth::AccountDeleted;
 use hearth::events::{EventRun, EventSpec};
 use hearth::module::Guard::SignedIn;
 use hearth::module::RouteSpec as R;
@@ -52,6 +54,7 @@ const SUBSCRIBES: &[EventSpec] = &[
     EventSpec::of::<ProfileUpdated>(),
     EventSpec::of::<MemberBlocked>(),
     EventSpec::of::<MemberUnblocked>(),
+    EventSpec::of::<AccountDeleted>(),
 ];
 
 /// The alerts module.
@@ -81,7 +84,9 @@ impl Module for Alerts {
             async move {
                 let e = &run.event;
                 let mut tx = run.tx().await;
-                if store::blocked_between(&mut tx, e.liker, e.liked).await? {
+                if store::blocked_between(&mut tx, e.liker, e.liked).await?
+                    || store::gone(&mut tx, e.liker, e.liked).await?
+                {
                     return Ok(());
                 }
                 store::add(
@@ -110,7 +115,10 @@ impl Module for Alerts {
         });
         ctx.subscribe(|run: EventRun<ProfileUpdated>| async move {
             let mut tx = run.tx().await;
-            store::set_name(&mut tx, run.event.member, &run.event.display_name).await?;
+            let who = run.event.member;
+            if !store::gone(&mut tx, who, who).await? {
+                store::set_name(&mut tx, who, &run.event.display_name).await?;
+            }
             Ok(())
         });
         let ps = pubsub.clone();
@@ -130,6 +138,17 @@ impl Module for Alerts {
             let mut tx = run.tx().await;
             store::unblock(&mut tx, e.blocker, e.blocked).await?;
             Ok(())
+        });
+        let ps = pubsub.clone();
+        ctx.subscribe(move |run: EventRun<AccountDeleted>| {
+            let pubsub = ps.clone();
+            async move {
+                let mut tx = run.tx().await;
+                for owner in store::forget(&mut tx, run.event.account).await? {
+                    store::announce(&pubsub, &mut tx, owner).await?;
+                }
+                Ok(())
+            }
         });
         // Everything here is derived from events: a replay rebuilds it all.
         ctx.on_replay(|tx| async move {

@@ -39,6 +39,12 @@ pub async fn blocked_between(tx: &mut Tx, a: i64, b: i64) -> Result<bool, sqlx::
     .await)
 }
 
+/// Whether either account was deleted, as this module has heard.
+pub async fn gone(tx: &mut Tx, a: i64, b: i64) -> Result<bool, sqlx::Error> {
+    with_tx!(tx, t => sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM alerts_gone WHERE member = $1 OR member = $2)")
+        .bind(a).bind(b).fetch_one(&mut **t).await)
+}
+
 /// Adds an alert for `owner`.
 pub async fn add(
     tx: &mut Tx,
@@ -192,12 +198,34 @@ pub async fn mark_read(tx: &mut Tx, owner: i64, now: i64) -> Result<u64, sqlx::E
     .map(|r| r.rows_affected()))
 }
 
+/// Forgets a deleted account: its alerts, those it caused, its name and
+/// blocks. Returns the members whose unread count dropped.
+pub async fn forget(tx: &mut Tx, member: i64) -> Result<Vec<i64>, sqlx::Error> {
+    let owners: Vec<i64> = with_tx!(tx, t => sqlx::query_scalar(
+        "SELECT DISTINCT owner FROM alerts_alert WHERE actor = $1 AND owner <> $1 AND read_at IS NULL",
+    )
+    .bind(member)
+    .fetch_all(&mut **t)
+    .await)?;
+    with_tx!(tx, t => sqlx::query("INSERT INTO alerts_gone (member) VALUES ($1) ON CONFLICT (member) DO NOTHING")
+        .bind(member).execute(&mut **t).await.map(|_| ()))?;
+    for sql in [
+        "DELETE FROM alerts_alert WHERE owner = $1 OR actor = $1",
+        "DELETE FROM alerts_name WHERE member = $1",
+        "DELETE FROM alerts_block WHERE blocker = $1 OR blocked = $1",
+    ] {
+        with_tx!(tx, t => sqlx::query(sql).bind(member).execute(&mut **t).await.map(|_| ()))?;
+    }
+    Ok(owners)
+}
+
 /// Clears every table inside `tx` (a replay rebuilds them).
 pub async fn clear_tx(tx: &mut Tx) -> Result<(), sqlx::Error> {
     for sql in [
         "DELETE FROM alerts_alert",
         "DELETE FROM alerts_name",
         "DELETE FROM alerts_block",
+        "DELETE FROM alerts_gone",
     ] {
         with_tx!(tx, t => sqlx::query(sql).execute(&mut **t).await.map(|_| ()))?;
     }

@@ -3,6 +3,8 @@
 use hearth::prelude::*;
 use serde_json::{Value, json};
 
+use hearth::auth::AccountDeleted;
+
 use super::{Liked, Unliked};
 use crate::members::cases::{blocked, profile};
 use crate::members::{MemberBlocked, MemberUnblocked, ProfileUpdated};
@@ -69,6 +71,15 @@ pub fn all() -> Vec<UseCase> {
             .then_status(200)
             .then_contains(r#"id="no-fans""#)
             .then_lacks("Nancy"),
+        UseCase::new("a deleted account's likes are gone")
+            .given_user("nancy")
+            .given_user("bob")
+            .given_by::<ProfileUpdated>("nancy", profile("nancy", "Nancy", "Lyon", ""))
+            .given_by::<Liked>("nancy", liked("nancy", "bob"))
+            .given::<AccountDeleted>(json!({"account": "{nancy}"}))
+            .when(Request::get("/likes").by("bob"))
+            .then_status(200)
+            .then_contains(r#"id="no-fans""#),
         UseCase::new("unliking someone never liked publishes nothing")
             .given_user("nancy")
             .given_user("bob")

@@ -13,6 +13,7 @@ pub mod cases;
 mod pages;
 pub mod store;
 
+use hearth::auth::AccountDeleted;
 use hearth::events::{Event, EventRun, EventSpec};
 use hearth::module::Guard::SignedIn;
 use hearth::module::RouteSpec as R;
@@ -78,6 +79,7 @@ const SUBSCRIBES: &[EventSpec] = &[
     EventSpec::of::<ProfileUpdated>(),
     EventSpec::of::<MemberBlocked>(),
     EventSpec::of::<MemberUnblocked>(),
+    EventSpec::of::<AccountDeleted>(),
 ];
 
 /// The likes module.
@@ -105,7 +107,9 @@ impl Module for Likes {
             let at = crate::members::store::ms(run.meta.published_at);
             let mut tx = run.tx().await;
             // A like between members who have since blocked each other stays gone.
-            if !store::blocked_between_tx(&mut tx, e.liker, e.liked).await? {
+            if !store::blocked_between_tx(&mut tx, e.liker, e.liked).await?
+                && !store::gone(&mut tx, e.liker, e.liked).await?
+            {
                 store::like(&mut tx, e.liker, e.liked, at).await?;
             }
             Ok(())
@@ -118,7 +122,10 @@ impl Module for Likes {
         });
         ctx.subscribe(|run: EventRun<ProfileUpdated>| async move {
             let mut tx = run.tx().await;
-            store::set_name(&mut tx, run.event.member, &run.event.display_name).await?;
+            let who = run.event.member;
+            if !store::gone(&mut tx, who, who).await? {
+                store::set_name(&mut tx, who, &run.event.display_name).await?;
+            }
             Ok(())
         });
         ctx.subscribe(|run: EventRun<MemberBlocked>| async move {
@@ -131,6 +138,11 @@ impl Module for Likes {
             let e = &run.event;
             let mut tx = run.tx().await;
             store::unblock(&mut tx, e.blocker, e.blocked).await?;
+            Ok(())
+        });
+        ctx.subscribe(|run: EventRun<AccountDeleted>| async move {
+            let mut tx = run.tx().await;
+            store::forget(&mut tx, run.event.account).await?;
             Ok(())
         });
         // Everything here can be derived from events.

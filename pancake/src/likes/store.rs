@@ -27,6 +27,12 @@ pub async fn blocked_between_tx(tx: &mut Tx, a: i64, b: i64) -> Result<bool, sql
     .await)
 }
 
+/// Whether either account was deleted, as this module has heard.
+pub async fn gone(tx: &mut Tx, a: i64, b: i64) -> Result<bool, sqlx::Error> {
+    with_tx!(tx, t => sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM likes_gone WHERE member = $1 OR member = $2)")
+        .bind(a).bind(b).fetch_one(&mut **t).await)
+}
+
 /// Records a like; false when it existed.
 pub async fn like(tx: &mut Tx, liker: i64, liked: i64, now: i64) -> Result<bool, sqlx::Error> {
     with_tx!(tx, t => sqlx::query(
@@ -110,9 +116,24 @@ pub async fn list(
     with_db!(db, p => sqlx::query_as(sql).bind(member).fetch_all(p).await)
 }
 
+/// Forgets a deleted account: its likes both ways, its name, its blocks.
+pub async fn forget(tx: &mut Tx, member: i64) -> Result<(), sqlx::Error> {
+    with_tx!(tx, t => sqlx::query("INSERT INTO likes_gone (member) VALUES ($1) ON CONFLICT (member) DO NOTHING")
+        .bind(member).execute(&mut **t).await.map(|_| ()))?;
+    for sql in [
+        "DELETE FROM likes_like WHERE liker = $1 OR liked = $1",
+        "DELETE FROM likes_name WHERE member = $1",
+        "DELETE FROM likes_block WHERE blocker = $1 OR blocked = $1",
+    ] {
+        with_tx!(tx, t => sqlx::query(sql).bind(member).execute(&mut **t).await.map(|_| ()))?;
+    }
+    Ok(())
+}
+
 /// Clears every table for a replay, which rebuilds them from events.
 pub async fn clear_projections(tx: &mut Tx) -> Result<(), sqlx::Error> {
     with_tx!(tx, t => sqlx::query("DELETE FROM likes_like").execute(&mut **t).await.map(|_| ()))?;
+    with_tx!(tx, t => sqlx::query("DELETE FROM likes_gone").execute(&mut **t).await.map(|_| ()))?;
     with_tx!(tx, t => sqlx::query("DELETE FROM likes_name").execute(&mut **t).await.map(|_| ()))?;
     with_tx!(tx, t => sqlx::query("DELETE FROM likes_block").execute(&mut **t).await.map(|_| ()))
 }
@@ -123,6 +144,7 @@ pub async fn clear(db: &Db) -> Result<(), sqlx::Error> {
         "DELETE FROM likes_like",
         "DELETE FROM likes_name",
         "DELETE FROM likes_block",
+        "DELETE FROM likes_gone",
     ] {
         with_db!(db, p => sqlx::query(sql).execute(p).await.map(|_| ()))?;
     }

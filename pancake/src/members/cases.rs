@@ -3,6 +3,8 @@
 use hearth::prelude::*;
 use serde_json::{Value, json};
 
+use hearth::auth::AccountDeleted;
+
 use super::{MemberBlocked, MemberUnblocked, ProfileUpdated};
 
 /// `who`'s profile, as the event that saved it.
@@ -108,6 +110,14 @@ pub fn all() -> Vec<UseCase> {
             .then_header("location", "/profile")
             .then_event::<MemberUnblocked>(json!({"blocker": "{nancy}", "blocked": "{bob}"}))
             .then_no_other_events(),
+        UseCase::new("a deleted account's profile is gone from the directory")
+            .given_user("nancy")
+            .given_user("bob")
+            .given_by::<ProfileUpdated>("bob", profile("bob", "Bob", "Oslo", ""))
+            .given::<AccountDeleted>(json!({"account": "{bob}"}))
+            .when(Request::get("/people").by("nancy"))
+            .then_status(200)
+            .then_lacks("Bob"),
         UseCase::new("after the block is lifted, bob is back in the directory")
             .given_user("nancy")
             .given_user("bob")

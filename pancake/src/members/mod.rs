@@ -10,12 +10,14 @@
 //! The module also subscribes to its own events and applies them (an
 //! idempotent write, never older over newer): its tables can be rebuilt
 //! from its history with `events replay members`, and a use case can give a
-//! profile or a block as an event.
+//! profile or a block as an event. A deleted account (`hearth.account-deleted`)
+//! takes its profile and its blocks with it.
 
 pub mod cases;
 mod pages;
 pub mod store;
 
+use hearth::auth::AccountDeleted;
 use hearth::events::{Event, EventRun, EventSpec};
 use hearth::module::Guard::SignedIn;
 use hearth::module::RouteSpec as R;
@@ -109,6 +111,13 @@ const PUBLISHES: &[EventSpec] = &[
     EventSpec::of::<MemberUnblocked>(),
 ];
 
+const SUBSCRIBES: &[EventSpec] = &[
+    EventSpec::of::<ProfileUpdated>(),
+    EventSpec::of::<MemberBlocked>(),
+    EventSpec::of::<MemberUnblocked>(),
+    EventSpec::of::<AccountDeleted>(),
+];
+
 /// The members module.
 pub struct Members;
 
@@ -117,7 +126,7 @@ impl Module for Members {
         ModuleSpec::new("members")
             .migrations(SQLITE, POSTGRES)
             .publishes(PUBLISHES)
-            .subscribes(PUBLISHES)
+            .subscribes(SUBSCRIBES)
             .routes(&[DIRECTORY, PROFILE, EDIT, SAVE, BLOCK, UNBLOCK])
     }
 
@@ -155,6 +164,11 @@ impl Module for Members {
             let e = &run.event;
             let mut tx = run.tx().await;
             store::unblock(&mut tx, e.blocker, e.blocked).await?;
+            Ok(())
+        });
+        ctx.subscribe(|run: EventRun<AccountDeleted>| async move {
+            let mut tx = run.tx().await;
+            store::forget(&mut tx, run.event.account).await?;
             Ok(())
         });
         ctx.on_replay(|tx| async move {

@@ -131,6 +131,14 @@ pub async fn blocked_by(db: &Db, blocker: i64) -> Result<Vec<(i64, Option<String
     .await)
 }
 
+/// Forgets a deleted account: its profile and every block it is part of.
+pub async fn forget(tx: &mut Tx, member: i64) -> Result<(), sqlx::Error> {
+    with_tx!(tx, t => sqlx::query("DELETE FROM members_profile WHERE member = $1")
+        .bind(member).execute(&mut **t).await.map(|_| ()))?;
+    with_tx!(tx, t => sqlx::query("DELETE FROM members_block WHERE blocker = $1 OR blocked = $1")
+        .bind(member).execute(&mut **t).await.map(|_| ()))
+}
+
 /// Clears both tables inside `tx` (a replay rebuilds them from events).
 pub async fn clear_tx(tx: &mut Tx) -> Result<(), sqlx::Error> {
     with_tx!(tx, t => sqlx::query("DELETE FROM members_block").execute(&mut **t).await.map(|_| ()))?;
