@@ -216,8 +216,13 @@ impl Db {
                     .busy_timeout(cfg.busy_timeout.get())
                     // Checkpoints run in the background instead (see `checkpointer`).
                     .pragma("wal_autocheckpoint", "0");
+                // An in-memory database (`sqlite::memory:`, or a named one with
+                // `mode=memory`) has no file to prepare, and lives as long as
+                // one connection to it is open.
+                let in_memory = url.contains(":memory:") || url.contains("mode=memory");
                 let file = opts.get_filename();
-                if let Some(dir) = file.parent()
+                if !in_memory
+                    && let Some(dir) = file.parent()
                     && !dir.as_os_str().is_empty()
                 {
                     crate::private_fs::create_dir(dir).map_err(|source| DbError::CreateDir {
@@ -227,21 +232,30 @@ impl Db {
                 }
                 // Created here, owner-only, rather than by SQLite under the
                 // umask; SQLite gives the -wal and -shm files the same mode.
-                if file != Path::new(":memory:") && !file.as_os_str().is_empty() {
+                if !in_memory && file != Path::new(":memory:") && !file.as_os_str().is_empty() {
                     crate::private_fs::create_file(file).map_err(|source| DbError::CreateFile {
                         path: file.display().to_string(),
                         source,
                     })?;
                 }
-                let pool = SqlitePoolOptions::new()
+                let mut pool_opts = SqlitePoolOptions::new()
                     .max_connections(cfg.pool_size(DbKind::Sqlite))
-                    .acquire_timeout(cfg.acquire_timeout.get())
-                    .connect_with(opts)
-                    .await
-                    .map_err(|source| DbError::Connect {
-                        kind: DbKind::Sqlite,
-                        source,
-                    })?;
+                    .acquire_timeout(cfg.acquire_timeout.get());
+                if in_memory {
+                    // Never let the last connection go: the data would go with it.
+                    pool_opts = pool_opts
+                        .min_connections(1)
+                        .idle_timeout(None)
+                        .max_lifetime(None);
+                }
+                let pool =
+                    pool_opts
+                        .connect_with(opts)
+                        .await
+                        .map_err(|source| DbError::Connect {
+                            kind: DbKind::Sqlite,
+                            source,
+                        })?;
                 let stop = tokio_util::sync::CancellationToken::new();
                 tokio::spawn(checkpointer(pool.clone(), stop.clone()));
                 Ok(Self::Sqlite(

@@ -116,6 +116,25 @@ impl TestDb {
         }
     }
 
+    /// A fresh SQLite database in memory, shared by the pool's connections
+    /// and gone when the app stops: for fast unit tests of a module, with
+    /// the same API as the other engines and no file at all.
+    pub fn in_memory() -> TestDb {
+        let dir = tempfile::Builder::new()
+            .prefix("hearth-test-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create a temp dir: {e}"));
+        let url = format!(
+            "sqlite:file:hearth-memory-{}?mode=memory&cache=shared",
+            uuid::Uuid::new_v4().simple()
+        );
+        TestDb {
+            url,
+            dir,
+            _pg: None,
+        }
+    }
+
     /// The database URL.
     pub fn url(&self) -> &str {
         &self.url
@@ -204,6 +223,12 @@ impl TestApp {
         configure: impl FnOnce(&mut Config),
     ) -> Option<TestApp> {
         let db = TestDb::create(backend).await?;
+        Some(Self::start_on(app, db, configure).await)
+    }
+
+    /// Starts `app` on `db` (from [`TestDb::create`] or
+    /// [`TestDb::in_memory`]) with test defaults changed by `configure`.
+    pub async fn start_on(app: &App, db: TestDb, configure: impl FnOnce(&mut Config)) -> TestApp {
         let mut config = Self::config(&db);
         configure(&mut config);
         let running = Self::try_start(app, config)
@@ -218,12 +243,12 @@ impl TestApp {
             .local_addr()
             .unwrap_or_else(|| panic!("the test app was started without HTTP"));
         let base_url = format!("{scheme}://{addr}");
-        Some(TestApp {
+        TestApp {
             running,
             addr,
             base_url,
             db,
-        })
+        }
     }
 
     /// The configuration tests start from: loopback on port 0, the test

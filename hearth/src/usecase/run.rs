@@ -16,7 +16,7 @@ use serde_json::Value;
 use super::{Body, Given, Then, UseCase, json_contains};
 use crate::App;
 use crate::module::Method;
-use crate::testing::{Backend, TestApp};
+use crate::testing::{Backend, TestApp, TestDb};
 
 /// The password every GIVEN user has.
 pub const PASSWORD: &str = "use-case password 7731";
@@ -30,6 +30,21 @@ pub struct Outcome {
     pub failure: Option<String>,
 }
 
+/// Where use cases run: a fresh database of an engine, or SQLite in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A fresh database on an engine.
+    Engine(Backend),
+    /// A fresh SQLite database in memory ([`TestDb::in_memory`]).
+    Memory,
+}
+
+impl From<Backend> for Target {
+    fn from(b: Backend) -> Target {
+        Target::Engine(b)
+    }
+}
+
 /// Rounds of draining after which the runner gives up: events and jobs
 /// that keep making more of each other would otherwise never settle.
 const MAX_ROUNDS: usize = 50;
@@ -38,7 +53,8 @@ const MAX_ROUNDS: usize = 50;
 /// database. `None` when PostgreSQL is wanted and skipped (which is said
 /// on stderr). An unknown module, or one without use cases, is a failure:
 /// a test that checks nothing must not pass.
-pub async fn run(app: &App, module: &str, backend: Backend) -> Option<Vec<Outcome>> {
+pub async fn run(app: &App, module: &str, target: impl Into<Target>) -> Option<Vec<Outcome>> {
+    let target = target.into();
     let docs = match app.docs() {
         Ok(d) => d,
         Err(e) => {
@@ -62,7 +78,7 @@ pub async fn run(app: &App, module: &str, backend: Backend) -> Option<Vec<Outcom
     }
     let mut out = Vec::new();
     for uc in &m.use_cases {
-        let failure = match run_one(app, uc, backend).await {
+        let failure = match run_one(app, uc, target).await {
             Ok(Some(())) => None,
             Ok(None) => return None,
             Err(why) => Some(why),
@@ -77,8 +93,9 @@ pub async fn run(app: &App, module: &str, backend: Backend) -> Option<Vec<Outcom
 
 /// Runs `module`'s use cases and panics with every failure explained:
 /// what [`use_case_tests!`](crate::use_case_tests) calls.
-pub async fn check(app: &App, module: &str, backend: Backend) {
-    let Some(outcomes) = run(app, module, backend).await else {
+pub async fn check(app: &App, module: &str, target: impl Into<Target>) {
+    let target = target.into();
+    let Some(outcomes) = run(app, module, target).await else {
         return;
     };
     let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.failure.is_some()).collect();
@@ -86,7 +103,7 @@ pub async fn check(app: &App, module: &str, backend: Backend) {
         return;
     }
     let mut report = format!(
-        "{} of {} use cases of `{module}` failed on {backend:?}:\n",
+        "{} of {} use cases of `{module}` failed on {target:?}:\n",
         failed.len(),
         outcomes.len()
     );
@@ -138,19 +155,22 @@ impl Users {
 }
 
 /// Runs one use case; `Ok(None)` when PostgreSQL is skipped.
-async fn run_one(app: &App, uc: &UseCase, backend: Backend) -> Result<Option<()>, String> {
+async fn run_one(app: &App, uc: &UseCase, target: Target) -> Result<Option<()>, String> {
     if let Some(p) = uc.problem() {
         return Err(format!("the use case cannot run: {p}"));
     }
-    let Some(t) = TestApp::spawn_with(app, backend, |c| {
+    let configure = |c: &mut crate::Config| {
         // No background worker or reader: the runner drains, so nothing races it.
         c.jobs.in_serve = false;
         // A long poll that finds nothing answers after a second, not 25.
         c.realtime.poll_wait = crate::config::Duration::from_millis(1000);
-    })
-    .await
-    else {
-        return Ok(None);
+    };
+    let t = match target {
+        Target::Engine(backend) => match TestApp::spawn_with(app, backend, configure).await {
+            Some(t) => t,
+            None => return Ok(None),
+        },
+        Target::Memory => TestApp::start_on(app, TestDb::in_memory(), configure).await,
     };
     let result = run_started(&t, uc).await;
     t.stop().await;
@@ -503,7 +523,8 @@ fn squash(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Writes a test per engine that runs every use case of a module: the
+/// Writes a test per engine (and one on SQLite in memory) that runs every
+/// use case of a module: the
 /// module's author adds use cases to [`Module::use_cases`](crate::Module::use_cases),
 /// not test code.
 ///
@@ -534,6 +555,11 @@ macro_rules! use_case_tests {
                 #[tokio::test]
                 async fn postgres() {
                     $crate::usecase::run::check(&$app, $module, $crate::testing::Backend::Postgres).await;
+                }
+
+                #[tokio::test]
+                async fn memory() {
+                    $crate::usecase::run::check(&$app, $module, $crate::usecase::run::Target::Memory).await;
                 }
             }
         )*

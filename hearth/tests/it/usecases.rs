@@ -366,3 +366,66 @@ fn the_docs_of_the_test_app_list_everything() {
     ));
     assert!(summary.ends_with("uncovered (0)\n"));
 }
+
+/// The in-memory mode: the same API (HTTP, events, jobs) on SQLite in
+/// memory, one database per app, and not a file written.
+#[tokio::test]
+async fn in_memory_apps_are_separate_and_write_no_file() {
+    let quiet = |c: &mut hearth::Config| c.jobs.in_serve = false;
+    let a = TestApp::start_on(&app(), hearth::testing::TestDb::in_memory(), quiet).await;
+    let b = TestApp::start_on(&app(), hearth::testing::TestDb::in_memory(), quiet).await;
+    let db = a.state().db().clone();
+    let mut tx = db.begin().await.unwrap();
+    a.state()
+        .events()
+        .publish(
+            &mut tx,
+            &Added {
+                author: 7,
+                text: "one".into(),
+            },
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(a.state().events().drain().await.unwrap(), 1);
+    let n: i64 = with_db!(&db, p => sqlx::query_scalar("SELECT n FROM counts_count WHERE author = 7").fetch_one(p).await).unwrap();
+    assert_eq!(n, 1);
+    let other = b.state().db().clone();
+    let none: Option<i64> = with_db!(&other, p => sqlx::query_scalar("SELECT n FROM counts_count WHERE author = 7").fetch_optional(p).await).unwrap();
+    assert_eq!(none, None, "each app has its own memory database");
+    let files: Vec<_> = walk(a.db().dir())
+        .into_iter()
+        .filter(|p| {
+            let name = p.to_string_lossy();
+            name.ends_with(".db") || name.contains("hearth-memory")
+        })
+        .collect();
+    assert!(files.is_empty(), "{files:?}");
+    assert!(
+        !std::path::Path::new(
+            a.db()
+                .url()
+                .trim_start_matches("sqlite:")
+                .split('?')
+                .next()
+                .unwrap()
+        )
+        .exists()
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
