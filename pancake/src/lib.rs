@@ -16,6 +16,7 @@ pub mod home;
 pub mod likes;
 pub mod members;
 pub mod status;
+pub mod web;
 
 use hearth::App;
 

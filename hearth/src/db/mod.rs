@@ -216,10 +216,12 @@ impl Db {
                     .busy_timeout(cfg.busy_timeout.get())
                     // Checkpoints run in the background instead (see `checkpointer`).
                     .pragma("wal_autocheckpoint", "0");
-                // An in-memory database (`sqlite::memory:`, or a named one with
-                // `mode=memory`) has no file to prepare, and lives as long as
-                // one connection to it is open.
-                let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+                // An in-memory database (`sqlite::memory:`, one with
+                // `mode=memory`, or one on the memdb VFS) has no file to
+                // prepare, and lives as long as one connection to it is open.
+                let in_memory = url.contains(":memory:")
+                    || url.contains("mode=memory")
+                    || url.contains("vfs=memdb");
                 let file = opts.get_filename();
                 if !in_memory
                     && let Some(dir) = file.parent()

@@ -124,8 +124,12 @@ impl TestDb {
             .prefix("hearth-test-")
             .tempdir()
             .unwrap_or_else(|e| panic!("cannot create a temp dir: {e}"));
+        // SQLite's memdb VFS, with a name starting with `/`, shares one
+        // database among the pool's connections with the usual locking
+        // (a busy writer waits) — unlike a shared-cache `:memory:`, whose
+        // table locks fail at once.
         let url = format!(
-            "sqlite:file:hearth-memory-{}?mode=memory&cache=shared",
+            "sqlite:///hearth-memory-{}?vfs=memdb",
             uuid::Uuid::new_v4().simple()
         );
         TestDb {

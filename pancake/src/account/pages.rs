@@ -7,13 +7,14 @@ use askama_web::WebTemplate;
 use hearth::auth::flows::{self, AuthForm, SignedIn};
 use hearth::auth::{CsrfField, CurrentUser, page_session};
 use hearth::axum::Form;
-use hearth::axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use hearth::axum::http::{HeaderMap, StatusCode};
 use hearth::axum::response::{IntoResponse, Response};
 use hearth::prelude::*;
 use serde::Deserialize;
 
 use super::Layout;
 use crate::home::live::{NewNotice, PUBLISH};
+use crate::web::see_other;
 
 /// One input of a form.
 pub(super) struct Field {
@@ -109,15 +110,6 @@ pub(super) struct AdminPage {
 fn with_status(page: impl IntoResponse, status: StatusCode) -> Response {
     let mut res = page.into_response();
     *res.status_mut() = status;
-    res
-}
-
-/// `303 See Other` to `to`.
-fn see_other(to: &str) -> Response {
-    let mut res = StatusCode::SEE_OTHER.into_response();
-    if let Ok(v) = HeaderValue::from_str(to) {
-        res.headers_mut().insert(header::LOCATION, v);
-    }
     res
 }
 

@@ -94,7 +94,7 @@ impl Module for Alerts {
                     e.liked,
                     "like",
                     e.liker,
-                    crate::alerts::store::ms(run.meta.published_at),
+                    crate::web::ms(run.meta.published_at),
                 )
                 .await?;
                 store::announce(&pubsub, &mut tx, e.liked).await?;

@@ -20,13 +20,6 @@ pub struct Alert {
     pub read: bool,
 }
 
-/// Unix milliseconds of `t`.
-pub fn ms(t: std::time::SystemTime) -> i64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// Whether either member blocked the other, as this module has heard.
 pub async fn blocked_between(tx: &mut Tx, a: i64, b: i64) -> Result<bool, sqlx::Error> {
     with_tx!(tx, t => sqlx::query_scalar(

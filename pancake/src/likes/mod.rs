@@ -104,7 +104,7 @@ impl Module for Likes {
         ctx.route(PAGE, pages::page);
         ctx.subscribe(|run: EventRun<Liked>| async move {
             let e = &run.event;
-            let at = crate::members::store::ms(run.meta.published_at);
+            let at = crate::web::ms(run.meta.published_at);
             let mut tx = run.tx().await;
             // A like between members who have since blocked each other stays gone.
             if !store::blocked_between_tx(&mut tx, e.liker, e.liked).await?

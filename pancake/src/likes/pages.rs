@@ -5,27 +5,12 @@ use askama_web::WebTemplate;
 use hearth::auth::CurrentUser;
 use hearth::auth::flows::no_store;
 use hearth::axum::extract::Path;
-use hearth::axum::http::{HeaderValue, StatusCode, header};
 use hearth::axum::response::{IntoResponse, Response};
 use hearth::prelude::*;
 
 use super::{Liked, Unliked, store};
 use crate::account::Layout;
-
-fn see_other(to: &str) -> Response {
-    let mut res = StatusCode::SEE_OTHER.into_response();
-    if let Ok(v) = HeaderValue::from_str(to) {
-        res.headers_mut().insert(header::LOCATION, v);
-    }
-    res
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use crate::web::{now_ms, see_other};
 
 /// `POST /people/{id}/like`.
 pub(super) async fn like(

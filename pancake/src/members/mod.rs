@@ -155,7 +155,7 @@ impl Module for Members {
         });
         ctx.subscribe(|run: EventRun<MemberBlocked>| async move {
             let e = &run.event;
-            let at = store::ms(run.meta.published_at);
+            let at = crate::web::ms(run.meta.published_at);
             let mut tx = run.tx().await;
             store::block(&mut tx, e.blocker, e.blocked, at).await?;
             Ok(())

@@ -7,7 +7,7 @@ use hearth::auth::CurrentUser;
 use hearth::auth::flows::no_store;
 use hearth::axum::Form;
 use hearth::axum::extract::Path;
-use hearth::axum::http::{HeaderValue, StatusCode, header};
+use hearth::axum::http::StatusCode;
 use hearth::axum::response::{IntoResponse, Response};
 use hearth::prelude::*;
 use serde::Deserialize;
@@ -15,26 +15,12 @@ use serde::Deserialize;
 use super::store::{self, Profile};
 use super::{MemberBlocked, MemberUnblocked, ProfileUpdated};
 use crate::account::Layout;
+use crate::web::{now_ms, see_other};
 
 /// Limits on what a profile holds, in characters.
 const MAX_NAME: usize = 60;
 const MAX_BIO: usize = 500;
 const MAX_CITY: usize = 60;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-fn see_other(to: &str) -> Response {
-    let mut res = StatusCode::SEE_OTHER.into_response();
-    if let Ok(v) = HeaderValue::from_str(to) {
-        res.headers_mut().insert(header::LOCATION, v);
-    }
-    res
-}
 
 /// The answer for a member who does not exist, has no profile, or is on
 /// the other side of a block: the same, so a block is not revealed.

@@ -56,13 +56,6 @@ pub async fn directory(db: &Db, viewer: i64, limit: i64) -> Result<Vec<Profile>,
     Ok(rows.into_iter().map(profile).collect())
 }
 
-/// Unix milliseconds of `t`.
-pub fn ms(t: std::time::SystemTime) -> i64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// Creates or replaces `member`'s profile in `tx`, unless what is stored
 /// was saved later than `now`.
 pub async fn save(tx: &mut Tx, p: &Profile, now: i64) -> Result<(), sqlx::Error> {
