@@ -113,10 +113,22 @@ pub enum Db {
 }
 
 /// What an SQLite [`Db`] keeps besides its pool: the background checkpointer
-/// (see `checkpointer`), which stops when the last clone of the `Db` is gone.
+/// (see `checkpointer`), which stops when the last clone of the `Db` is gone,
+/// and the write gate.
 #[derive(Debug, Clone)]
 pub struct SqliteTasks {
     _stop: Arc<tokio_util::sync::DropGuard>,
+    /// One write transaction at a time in this process, in arrival order.
+    /// SQLite allows one writer anyway; without the gate, writers that find
+    /// the lock taken sleep in SQLite's busy handler (1, 2, 5 … up to 100 ms
+    /// at a time) and are not woken when it is released, which is what made
+    /// the tail of event latency hundreds of ms long. Queued here, the next
+    /// writer starts as soon as the previous one ends.
+    gate: Arc<tokio::sync::Semaphore>,
+    /// How long to wait at the gate before going on without it (the busy
+    /// timeout): a task that begins a second transaction while holding one
+    /// then fails as it did before, instead of waiting forever.
+    gate_wait: Duration,
 }
 
 /// How often the background checkpointer copies SQLite's write-ahead log
@@ -181,6 +193,8 @@ pub struct Tx {
     after_commit: Vec<Box<dyn FnOnce() + Send>>,
     /// What was already done once in this transaction (see [`Tx::first_time`]).
     marks: Vec<&'static str>,
+    /// SQLite's write gate, held until the transaction ends.
+    _gate: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// The engine-specific connection inside a [`Tx`].
@@ -264,6 +278,8 @@ impl Db {
                     pool,
                     SqliteTasks {
                         _stop: Arc::new(stop.drop_guard()),
+                        gate: Arc::new(tokio::sync::Semaphore::new(1)),
+                        gate_wait: cfg.busy_timeout.get(),
                     },
                 ))
             }
@@ -297,12 +313,23 @@ impl Db {
 
     /// Starts a write transaction (`BEGIN IMMEDIATE` on SQLite).
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
-        let conn = match self {
-            Self::Sqlite(p, _) => TxConn::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
-            Self::Postgres(p) => TxConn::Postgres(p.begin().await?),
+        let (conn, gate) = match self {
+            Self::Sqlite(p, tasks) => {
+                let permit =
+                    tokio::time::timeout(tasks.gate_wait, tasks.gate.clone().acquire_owned())
+                        .await
+                        .ok()
+                        .and_then(Result::ok);
+                (
+                    TxConn::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+                    permit,
+                )
+            }
+            Self::Postgres(p) => (TxConn::Postgres(p.begin().await?), None),
         };
         Ok(Tx {
             conn,
+            _gate: gate,
             after_commit: Vec::new(),
             marks: Vec::new(),
         })
