@@ -13,3 +13,8 @@ CREATE TABLE members_block (
     PRIMARY KEY (blocker, blocked)
 );
 CREATE INDEX members_block_blocked ON members_block (blocked);
+-- Deleted accounts: a block event about one that is handled after the
+-- deletion (it can sit in another partition) is dropped.
+CREATE TABLE members_gone (
+    member BIGINT PRIMARY KEY NOT NULL
+);

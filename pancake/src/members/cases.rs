@@ -118,6 +118,24 @@ pub fn all() -> Vec<UseCase> {
             .when(Request::get("/people").by("nancy"))
             .then_status(200)
             .then_lacks("Bob"),
+        // Two use cases, one each way round, because the deletion and the
+        // block have different keys and so may be handled in either order.
+        UseCase::new("a block of an account deleted first is dropped")
+            .given_user("nancy")
+            .given_user("bob")
+            .given::<AccountDeleted>(json!({"account": "{bob}"}))
+            .given_by::<MemberBlocked>("nancy", blocked("nancy", "bob"))
+            .when(Request::get("/profile").by("nancy"))
+            .then_status(200)
+            .then_lacks("People I blocked"),
+        UseCase::new("a block of an account deleted first is dropped, the other way round")
+            .given_user("nancy")
+            .given_user("bob")
+            .given::<AccountDeleted>(json!({"account": "{nancy}"}))
+            .given_by::<MemberBlocked>("bob", blocked("bob", "nancy"))
+            .when(Request::get("/profile").by("bob"))
+            .then_status(200)
+            .then_lacks("People I blocked"),
         UseCase::new("after the block is lifted, bob is back in the directory")
             .given_user("nancy")
             .given_user("bob")

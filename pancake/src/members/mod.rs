@@ -150,14 +150,18 @@ impl Module for Members {
                 city: e.city.clone(),
             };
             let mut tx = run.tx().await;
-            store::save(&mut tx, &profile, e.at).await?;
+            if !store::gone(&mut tx, e.member, e.member).await? {
+                store::save(&mut tx, &profile, e.at).await?;
+            }
             Ok(())
         });
         ctx.subscribe(|run: EventRun<MemberBlocked>| async move {
             let e = &run.event;
             let at = crate::web::ms(run.meta.published_at);
             let mut tx = run.tx().await;
-            store::block(&mut tx, e.blocker, e.blocked, at).await?;
+            if !store::gone(&mut tx, e.blocker, e.blocked).await? {
+                store::block(&mut tx, e.blocker, e.blocked, at).await?;
+            }
             Ok(())
         });
         ctx.subscribe(|run: EventRun<MemberUnblocked>| async move {

@@ -124,8 +124,17 @@ pub async fn blocked_by(db: &Db, blocker: i64) -> Result<Vec<(i64, Option<String
     .await)
 }
 
-/// Forgets a deleted account: its profile and every block it is part of.
+/// Whether either account was deleted, as this module has heard.
+pub async fn gone(tx: &mut Tx, a: i64, b: i64) -> Result<bool, sqlx::Error> {
+    with_tx!(tx, t => sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM members_gone WHERE member = $1 OR member = $2)")
+        .bind(a).bind(b).fetch_one(&mut **t).await)
+}
+
+/// Forgets a deleted account: its profile and every block it is part of,
+/// and remembers that it is gone.
 pub async fn forget(tx: &mut Tx, member: i64) -> Result<(), sqlx::Error> {
+    with_tx!(tx, t => sqlx::query("INSERT INTO members_gone (member) VALUES ($1) ON CONFLICT (member) DO NOTHING")
+        .bind(member).execute(&mut **t).await.map(|_| ()))?;
     with_tx!(tx, t => sqlx::query("DELETE FROM members_profile WHERE member = $1")
         .bind(member).execute(&mut **t).await.map(|_| ()))?;
     with_tx!(tx, t => sqlx::query("DELETE FROM members_block WHERE blocker = $1 OR blocked = $1")
@@ -134,6 +143,7 @@ pub async fn forget(tx: &mut Tx, member: i64) -> Result<(), sqlx::Error> {
 
 /// Clears both tables inside `tx` (a replay rebuilds them from events).
 pub async fn clear_tx(tx: &mut Tx) -> Result<(), sqlx::Error> {
+    with_tx!(tx, t => sqlx::query("DELETE FROM members_gone").execute(&mut **t).await.map(|_| ()))?;
     with_tx!(tx, t => sqlx::query("DELETE FROM members_block").execute(&mut **t).await.map(|_| ()))?;
     with_tx!(tx, t => sqlx::query("DELETE FROM members_profile").execute(&mut **t).await.map(|_| ()))
 }
