@@ -235,6 +235,10 @@ async fn serve(app: &App, config: Config, worker_only: bool) -> anyhow::Result<(
     // Shared with other servers and workers on this data dir; a restore
     // takes it exclusively, so neither starts while the other runs.
     let _lock = crate::ops::lock_data_dir(&config.data_dir, false)?;
+    // Listening starts before the app does: a SIGTERM that arrives while it
+    // starts (a slow migration, a service manager that gives up) is kept and
+    // stops it, gracefully and with exit 0, as soon as it is up.
+    let signals = Signals::listen();
     let running = if worker_only {
         app.start_worker(config).await?
     } else {
@@ -242,7 +246,7 @@ async fn serve(app: &App, config: Config, worker_only: bool) -> anyhow::Result<(
     };
     let stopper = running.stopper();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signals.wait().await;
         tracing::info!("shutdown signal received");
         stopper.stop();
     });
@@ -251,30 +255,64 @@ async fn serve(app: &App, config: Config, worker_only: bool) -> anyhow::Result<(
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
+/// SIGTERM and SIGINT (Ctrl-C), registered at once so that none is missed.
+struct Signals {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let open = |kind: SignalKind, name: &str| match signal(kind) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for {name}");
+                    None
+                }
+            };
+            Self {
+                term: open(SignalKind::terminate(), "SIGTERM"),
+                int: open(SignalKind::interrupt(), "SIGINT"),
             }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
+        }
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    /// Until one of them arrives (or, if none could be listened to, forever).
+    async fn wait(self) {
+        #[cfg(unix)]
+        {
+            let mut term = self.term;
+            let mut int = self.int;
+            let one = |s: &mut Option<tokio::signal::unix::Signal>| {
+                let s = s.take();
+                async move {
+                    match s {
+                        Some(mut s) => {
+                            s.recv().await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                }
+            };
+            tokio::select! {
+                () = one(&mut term) => {},
+                () = one(&mut int) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            if let Err(e) = tokio::signal::ctrl_c().await {
+                tracing::error!(error = %e, "cannot listen for Ctrl-C");
                 std::future::pending::<()>().await;
             }
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
     }
 }
 
