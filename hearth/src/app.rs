@@ -8,7 +8,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::FromRef;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -16,97 +15,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Auth, Tokens};
 use crate::config::Config;
-use crate::db::migrate::{self, MigrateError, Migration};
+use crate::db::migrate::{self, MigrateError};
 use crate::db::{Db, DbError};
 use crate::events::Events;
 use crate::http;
+use crate::jobs::worker::Runtime;
 use crate::jobs::{Jobs, Workers};
 use crate::mail::Mailer;
 use crate::module::{Context, Module, ModuleSpec, ResetHook, SpecError};
 use crate::realtime::{PubSub, listener};
+use crate::state::{AppState, Parts};
 use crate::telemetry::{EventKind, Metrics, Notifier};
-
-/// hearth's own module: the tables of the job queue, cron, pub/sub, tokens and accounts.
-pub(crate) const HEARTH_SPEC: ModuleSpec = ModuleSpec::new("hearth")
-    .migrations(HEARTH_SQLITE, HEARTH_POSTGRES)
-    .routes(crate::auth::routes::ROUTES)
-    .publishes(crate::auth::EVENTS);
-
-const HEARTH_SQLITE: &[Migration] = &[
-    Migration::new(
-        1,
-        "jobs",
-        include_str!("../migrations/sqlite/0001_jobs.sql"),
-    ),
-    Migration::new(
-        2,
-        "cron",
-        include_str!("../migrations/sqlite/0002_cron.sql"),
-    ),
-    Migration::new(
-        3,
-        "pubsub",
-        include_str!("../migrations/sqlite/0003_pubsub.sql"),
-    ),
-    Migration::new(
-        4,
-        "tokens",
-        include_str!("../migrations/sqlite/0004_tokens.sql"),
-    ),
-    Migration::new(
-        5,
-        "accounts",
-        include_str!("../migrations/sqlite/0005_accounts.sql"),
-    ),
-    Migration::new(
-        6,
-        "job_effects",
-        include_str!("../migrations/sqlite/0006_job_effects.sql"),
-    ),
-    Migration::new(
-        7,
-        "events",
-        include_str!("../migrations/sqlite/0007_events.sql"),
-    ),
-];
-
-const HEARTH_POSTGRES: &[Migration] = &[
-    Migration::new(
-        1,
-        "jobs",
-        include_str!("../migrations/postgres/0001_jobs.sql"),
-    ),
-    Migration::new(
-        2,
-        "cron",
-        include_str!("../migrations/postgres/0002_cron.sql"),
-    ),
-    Migration::new(
-        3,
-        "pubsub",
-        include_str!("../migrations/postgres/0003_pubsub.sql"),
-    ),
-    Migration::new(
-        4,
-        "tokens",
-        include_str!("../migrations/postgres/0004_tokens.sql"),
-    ),
-    Migration::new(
-        5,
-        "accounts",
-        include_str!("../migrations/postgres/0005_accounts.sql"),
-    ),
-    Migration::new(
-        6,
-        "job_effects",
-        include_str!("../migrations/postgres/0006_job_effects.sql"),
-    ),
-    Migration::new(
-        7,
-        "events",
-        include_str!("../migrations/postgres/0007_events.sql"),
-    ),
-];
 
 /// An app under construction: name, version and modules.
 #[derive(Clone)]
@@ -115,155 +34,6 @@ pub struct App {
     version: &'static str,
     modules: Vec<Arc<dyn Module>>,
     login_page: Option<&'static str>,
-}
-
-/// State shared by every handler: cheap to clone, read-only.
-///
-/// Handlers take it as `State<AppState>`, or take one part with `State<Db>`
-/// or `State<Arc<Config>>` (via [`FromRef`]).
-#[derive(Clone)]
-pub struct AppState(Arc<Inner>);
-
-struct Inner {
-    name: &'static str,
-    version: &'static str,
-    config: Arc<Config>,
-    db: Db,
-    specs: Vec<ModuleSpec>,
-    jobs: Jobs,
-    events: Events,
-    pubsub: PubSub,
-    tokens: Tokens,
-    auth: Auth,
-    mailer: Mailer,
-    metrics: Metrics,
-    notifier: Notifier,
-    circuit: Option<crate::db::circuit::Circuit>,
-    streams: crate::realtime::Streams,
-    login_page: Option<&'static str>,
-}
-
-impl AppState {
-    /// The app's name, e.g. `pancake`.
-    pub fn name(&self) -> &'static str {
-        self.0.name
-    }
-
-    /// The app's version.
-    pub fn version(&self) -> &'static str {
-        self.0.version
-    }
-
-    /// The effective configuration.
-    pub fn config(&self) -> &Arc<Config> {
-        &self.0.config
-    }
-
-    /// The database pool.
-    pub fn db(&self) -> &Db {
-        &self.0.db
-    }
-
-    /// The pool SSE streams and long polls take a place in.
-    pub fn streams(&self) -> &crate::realtime::Streams {
-        &self.0.streams
-    }
-
-    /// The circuit that makes requests fail fast while PostgreSQL is down
-    /// (`None` on SQLite, which cannot go away).
-    pub fn db_circuit(&self) -> Option<&crate::db::circuit::Circuit> {
-        self.0.circuit.as_ref()
-    }
-
-    /// Every module's spec, hearth's own first.
-    pub fn specs(&self) -> &[ModuleSpec] {
-        &self.0.specs
-    }
-
-    /// The job queue.
-    pub fn jobs(&self) -> &Jobs {
-        &self.0.jobs
-    }
-
-    /// Domain events: publish, and manage what subscribers hold.
-    pub fn events(&self) -> &Events {
-        &self.0.events
-    }
-
-    /// Publish and subscribe.
-    pub fn pubsub(&self) -> &PubSub {
-        &self.0.pubsub
-    }
-
-    /// The token store.
-    pub fn tokens(&self) -> &Tokens {
-        &self.0.tokens
-    }
-
-    /// Accounts, sessions, passwords and rate limits.
-    pub fn auth(&self) -> &Auth {
-        &self.0.auth
-    }
-
-    /// The mailer (send through the queue with [`crate::mail::enqueue`]).
-    pub fn mailer(&self) -> &Mailer {
-        &self.0.mailer
-    }
-
-    /// The app's metrics (`/metrics`, statsd).
-    pub fn metrics(&self) -> &Metrics {
-        &self.0.metrics
-    }
-
-    /// The operator notification funnel.
-    pub fn notifier(&self) -> &Notifier {
-        &self.0.notifier
-    }
-
-    /// The sign-in page set with [`App::login_page`].
-    pub fn login_page(&self) -> Option<&'static str> {
-        self.0.login_page
-    }
-}
-
-impl FromRef<AppState> for PubSub {
-    fn from_ref(s: &AppState) -> PubSub {
-        s.0.pubsub.clone()
-    }
-}
-
-impl FromRef<AppState> for Events {
-    fn from_ref(s: &AppState) -> Events {
-        s.0.events.clone()
-    }
-}
-
-impl FromRef<AppState> for Jobs {
-    fn from_ref(s: &AppState) -> Jobs {
-        s.0.jobs.clone()
-    }
-}
-
-impl std::fmt::Debug for AppState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState")
-            .field("name", &self.0.name)
-            .field("version", &self.0.version)
-            .field("database", &self.0.db.kind())
-            .finish_non_exhaustive()
-    }
-}
-
-impl FromRef<AppState> for Db {
-    fn from_ref(s: &AppState) -> Db {
-        s.0.db.clone()
-    }
-}
-
-impl FromRef<AppState> for Arc<Config> {
-    fn from_ref(s: &AppState) -> Arc<Config> {
-        s.0.config.clone()
-    }
 }
 
 /// Why an app could not start.
@@ -335,7 +105,7 @@ impl App {
     /// duplicates. hearth's own tables (jobs, cron, pub/sub) come first.
     pub fn specs(&self) -> Result<Vec<ModuleSpec>, SpecError> {
         let mut specs: Vec<ModuleSpec> = Vec::with_capacity(self.modules.len() + 1);
-        let own = std::iter::once(HEARTH_SPEC);
+        let own = std::iter::once(crate::own::SPEC);
         for spec in own.chain(self.modules.iter().map(|m| m.spec())) {
             spec.check()?;
             if specs.iter().any(|s| s.name() == spec.name()) {
@@ -401,11 +171,23 @@ impl App {
         let events = Events::new(db.clone(), config.events.clone());
         let pubsub = PubSub::new(db.clone());
         let tokens = Tokens::new(db.clone());
-        let auth = Auth::new(&config, db.clone(), tokens.clone());
         let mailer = Mailer::new(&config, self.name).map_err(|e| SpecError {
             module: "mail".into(),
             problem: e.to_string(),
         })?;
+        let auth = Auth::new(
+            &config,
+            db.clone(),
+            tokens.clone(),
+            crate::auth::Wiring {
+                jobs: jobs.clone(),
+                events: events.clone(),
+                pubsub: pubsub.clone(),
+                mailer: mailer.clone(),
+                app_name: self.name,
+                login_page: self.login_page,
+            },
+        );
         let metrics = Metrics::new(&config, self.name);
         let notifier = Notifier::new(&config, self.name);
         let circuit = match (&db, jobs.worker_db()) {
@@ -418,7 +200,7 @@ impl App {
             config.realtime.streams_cap(config.http.max_connections),
             config.realtime.max_streams_per_ip,
         );
-        let state = AppState(Arc::new(Inner {
+        let state = AppState::new(Parts {
             name: self.name,
             version: self.version,
             config: Arc::new(config),
@@ -435,14 +217,10 @@ impl App {
             circuit,
             streams,
             login_page: self.login_page,
-        }));
+        });
         let mut ctx = Context::new(&state);
-        ctx.set_module(&HEARTH_SPEC);
-        crate::jobs::register_own(&mut ctx);
-        crate::mail::register_own(&mut ctx);
-        crate::auth::mailing::register_own(&mut ctx);
-        crate::auth::routes::register_own(&mut ctx);
-        crate::ops::backup::register_own(&mut ctx);
+        ctx.set_module(&crate::own::SPEC);
+        crate::own::register(&mut ctx);
         ctx.finish_module();
         // specs()[0] is hearth's own; modules follow in order.
         for (m, spec) in self.modules.iter().zip(&state.specs()[1..]) {
@@ -453,27 +231,33 @@ impl App {
         if let Some(e) = ctx.errors.drain(..).next() {
             return Err(e);
         }
+        let registry = Arc::new(std::mem::take(&mut ctx.jobs));
         state
             .jobs()
-            .install(
-                std::mem::take(&mut ctx.jobs),
-                std::mem::take(&mut ctx.schedules),
-            )
+            .install(&registry, std::mem::take(&mut ctx.schedules))
             .map_err(|problem| SpecError {
                 module: "jobs".into(),
                 problem,
             })?;
         state
             .events()
-            .install(state.specs(), std::mem::take(&mut ctx.subscribers))?;
+            .install(state.specs(), std::mem::take(&mut ctx.subscribers))
+            .map_err(|(module, problem)| SpecError { module, problem })?;
         let resets = std::mem::take(&mut ctx.resets);
         let checks = std::mem::take(&mut ctx.checks);
         let router = http::pipeline(&state, ctx);
+        let runtime = Runtime {
+            jobs: state.jobs().clone(),
+            registry,
+            metrics: state.metrics().clone(),
+            notifier: state.notifier().clone(),
+        };
         Ok(Built {
             state,
             router,
             resets,
             checks,
+            runtime,
         })
     }
 
@@ -513,7 +297,7 @@ impl App {
         }
         let built = self.build(config, db)?;
         crate::jobs::cron::sync(built.state.db(), &built.state.jobs().schedules()).await?;
-        let background = Background::start(&built.state, true).await?;
+        let background = Background::start(&built, true).await?;
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let task = tokio::spawn(async move {
             let _ = stop_rx.wait_for(|s| *s).await;
@@ -563,7 +347,7 @@ impl App {
             crate::jobs::cron::sync(built.state.db(), &built.state.jobs().schedules()).await?;
         }
         let background =
-            Background::start(&built.state, current && built.state.config().jobs.in_serve).await?;
+            Background::start(&built, current && built.state.config().jobs.in_serve).await?;
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let http_cfg = built.state.config().http.clone();
         // A proxy in front speaks for many clients: its connections are not
@@ -612,6 +396,8 @@ pub struct Built {
     pub resets: Vec<(&'static str, ResetHook)>,
     /// The checks modules added to `self-test`: module, name, check.
     pub checks: Vec<(&'static str, &'static str, crate::module::SelfCheck)>,
+    /// What job workers run: the queue and every registered handler.
+    pub(crate) runtime: Runtime,
 }
 
 /// What runs beside the HTTP server: the LISTEN connection (PostgreSQL) or
@@ -625,7 +411,8 @@ struct Background {
 }
 
 impl Background {
-    async fn start(state: &AppState, run_workers: bool) -> Result<Self, StartError> {
+    async fn start(built: &Built, run_workers: bool) -> Result<Self, StartError> {
+        let state = &built.state;
         let listener = match state.db() {
             Db::Postgres(pool) => {
                 let mut routes = listener::Routes::default();
@@ -656,7 +443,7 @@ impl Background {
             }
         };
         // hearth's own jobs are always registered, so there is always a queue to work.
-        let workers = run_workers.then(|| Workers::start(state.clone()));
+        let workers = run_workers.then(|| Workers::start(built.runtime.clone()));
         // Event readers run wherever job workers do.
         let readers = if run_workers {
             let metrics = state.metrics().clone();
@@ -670,10 +457,7 @@ impl Background {
             .notifier()
             .start(state.db().clone(), state.jobs().clone());
         let stop = CancellationToken::new();
-        let sampler = (
-            tokio::spawn(crate::telemetry::sampler(state.clone(), stop.clone())),
-            stop,
-        );
+        let sampler = (tokio::spawn(sampler(state.clone(), stop.clone())), stop);
         Ok(Self {
             workers,
             readers,
@@ -722,6 +506,13 @@ impl Running {
     /// The app's state.
     pub fn state(&self) -> &AppState {
         &self.built.state
+    }
+
+    /// Runs every due job now, one at a time in the calling task, until
+    /// none is due or `limit` have run; returns how many ran. What a use
+    /// case does between WHEN and THEN.
+    pub(crate) async fn drain_jobs(&self, limit: usize) -> Result<usize, sqlx::Error> {
+        crate::jobs::worker::drain(&self.built.runtime, limit).await
     }
 
     /// The checks modules added to `self-test`: module, name, check.
@@ -786,5 +577,47 @@ impl Stopper {
     /// Stops accepting and starts draining.
     pub fn stop(&self) {
         let _ = self.0.send(true);
+    }
+}
+
+/// Samples the gauges every `metrics.sample_interval` (for statsd; `/metrics`
+/// samples on each read too) and watches the database for `notify`: the
+/// first failed check after a good one is reported, later ones while it
+/// stays down are repeats the funnel counts.
+async fn sampler(state: AppState, stop: CancellationToken) {
+    let every = state.config().metrics.sample_interval.get();
+    let limit = state.config().db.acquire_timeout.get();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut was_ok = true;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let ok = if state.metrics().enabled() {
+            state
+                .metrics()
+                .sample(state.db(), state.jobs(), state.events(), limit)
+                .await
+        } else {
+            tokio::time::timeout(limit, state.db().ping())
+                .await
+                .is_ok_and(|r| r.is_ok())
+        };
+        if !ok {
+            state.notifier().send(
+                EventKind::DatabaseUnreachable,
+                state.db().kind().as_str(),
+                format!(
+                    "the {} database did not answer within {} ms",
+                    state.db().kind().as_str(),
+                    limit.as_millis()
+                ),
+            );
+        } else if !was_ok {
+            tracing::info!(target: "hearth::notify", "the database answers again");
+        }
+        was_ok = ok;
     }
 }

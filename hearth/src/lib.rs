@@ -8,6 +8,7 @@
 //! | capability | what it promises |
 //! |---|---|
 //! | [`app`] | the builder that turns modules and config into a running server; the same path for `main` and tests |
+//! | [`state`] | [`AppState`]: one cheap handle on each capability, below the builder and above the capabilities, none of which imports it |
 //! | [`module`] | the module contract: a spec (name, migrations, events, routes with their guards) and registration |
 //! | [`config`] | layered configuration (defaults, `hearth.toml`, secrets file, `HEARTH_*`, flags) with one-line errors |
 //! | [`db`] | SQLite (embedded default) or PostgreSQL behind one type; per-module migrations on both |
@@ -37,17 +38,20 @@ pub mod jobs;
 pub mod mail;
 pub mod module;
 pub mod ops;
+mod own;
 pub mod private_fs;
 pub mod realtime;
+pub mod state;
 pub mod telemetry;
 pub mod testing;
 pub mod usecase;
 
-pub use app::{App, AppState};
+pub use app::App;
 pub use config::Config;
 pub use db::{Db, DbKind};
 pub use error::{Error, Result};
 pub use module::{Context, Module, ModuleSpec};
+pub use state::AppState;
 
 /// Re-exports apps need to write routes without naming hearth's own dependencies.
 pub mod prelude {

@@ -7,13 +7,12 @@
 //! [`AuthForm`] (HTML form): the caller's session, checked against the
 //! CSRF token, their address for rate limits, and the body.
 
-use axum::extract::{Form, FromRequest, Request};
+use axum::extract::{Form, FromRef, FromRequest, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::app::AppState;
 use crate::auth::guard::{self, CurrentUser};
 use crate::auth::mailing::{
     self, RECOVER_MAIL, RESET_KIND, RecoverMail, SIGNUP_MAIL, SignupMail, VERIFY_KIND,
@@ -49,8 +48,7 @@ pub struct AuthForm<T> {
 
 /// Loads the session and checks the CSRF token; the request comes back
 /// with its body ready to parse.
-async fn checked(state: &AppState, req: Request) -> Result<(Session, String, Request), Response> {
-    let auth = state.auth();
+async fn checked(auth: &Auth, req: Request) -> Result<(Session, String, Request), Response> {
     let session = match auth.load(req.headers()).await {
         Ok(Loaded::Valid(s)) => s,
         Ok(Loaded::Forged) => return Err(guard::forged(auth, &req)),
@@ -65,17 +63,22 @@ async fn checked(state: &AppState, req: Request) -> Result<(Session, String, Req
         Err(e) => return Err(e.into_response()),
     };
     let client = guard::client_ip(auth, req.headers(), crate::http::current_peer());
-    let req = guard::check_csrf(state, &session, req)
+    let req = guard::check_csrf(auth, &session, req)
         .await
         .map_err(IntoResponse::into_response)?;
     Ok((session, client, req))
 }
 
-impl<T: DeserializeOwned> FromRequest<AppState> for AuthRequest<T> {
+impl<T, S> FromRequest<S> for AuthRequest<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+    Auth: FromRef<S>,
+{
     type Rejection = Response;
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
-        let (session, client, req) = checked(state, req).await?;
+    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+        let (session, client, req) = checked(&Auth::from_ref(state), req).await?;
         let Json(body) = Json::<T>::from_request(req, state)
             .await
             .map_err(IntoResponse::into_response)?;
@@ -87,11 +90,16 @@ impl<T: DeserializeOwned> FromRequest<AppState> for AuthRequest<T> {
     }
 }
 
-impl<T: DeserializeOwned + Send> FromRequest<AppState> for AuthForm<T> {
+impl<T, S> FromRequest<S> for AuthForm<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+    Auth: FromRef<S>,
+{
     type Rejection = Response;
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
-        let (session, client, req) = checked(state, req).await?;
+    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+        let (session, client, req) = checked(&Auth::from_ref(state), req).await?;
         let Form(body) = Form::<T>::from_request(req, state).await.map_err(|e| {
             Error::bad_request(
                 "invalid_form",
@@ -179,8 +187,7 @@ impl PageSession {
 
 /// The caller's session for a page with forms, starting an anonymous one
 /// when there is none (a forged cookie is logged and replaced).
-pub async fn page_session(state: &AppState, headers: &HeaderMap) -> Result<PageSession, Error> {
-    let auth = state.auth();
+pub async fn page_session(auth: &Auth, headers: &HeaderMap) -> Result<PageSession, Error> {
     match auth.load(headers).await? {
         Loaded::Valid(s) => Ok(PageSession {
             csrf_token: auth.csrf_token(&s),
@@ -289,13 +296,7 @@ pub struct Credentials {
 /// Signs up: checks the whitelist and the password policy, hashes, creates
 /// the account unless the address has one, and queues the right mail. The
 /// outcome is the same whether or not the account existed.
-pub async fn signup(
-    state: &AppState,
-    client: &str,
-    email: &str,
-    password: &str,
-) -> Result<(), Error> {
-    let auth = state.auth();
+pub async fn signup(auth: &Auth, client: &str, email: &str, password: &str) -> Result<(), Error> {
     let limits = &auth.config().limits;
     count(auth, &format!("signup:ip:{client}"), limits.signup_per_ip).await?;
     let email = normalize_email(email)?;
@@ -308,14 +309,13 @@ pub async fn signup(
         .check_policy(password, &email, "password")?;
     // Hash first, whether or not the account exists, so both take as long.
     let hash = auth.passwords().hash(password).await?;
-    let mut tx = state.db().begin().await?;
+    let mut tx = auth.db().begin().await?;
     let created = auth.users().create(&mut tx, &email, &hash).await?;
     let job = SIGNUP_MAIL.job(&SignupMail {
         email,
         created: created.is_some(),
     });
-    state
-        .jobs()
+    auth.jobs()
         .enqueue(&mut tx, job)
         .await
         .map_err(Error::from)?;
@@ -328,13 +328,12 @@ pub async fn signup(
 
 /// Signs in, replacing `session` (whatever it was) with a new one.
 pub async fn login(
-    state: &AppState,
+    auth: &Auth,
     session: &Session,
     client: &str,
     email: &str,
     password: &str,
 ) -> Result<SignedIn, Error> {
-    let auth = state.auth();
     let limits = &auth.config().limits;
     count(auth, &format!("login:ip:{client}"), limits.login_per_ip).await?;
     let email = normalize_email(email)?;
@@ -361,7 +360,7 @@ pub async fn login(
         _ => return Err(invalid_credentials()),
     };
     auth.limiter().clear(&key).await?;
-    let signed_in = replace_session(state, Some(session), user).await?;
+    let signed_in = replace_session(auth, Some(session), user).await?;
     tracing::info!(user_id = signed_in.user.id, "signed in");
     Ok(signed_in)
 }
@@ -381,12 +380,11 @@ async fn rehash(auth: &Auth, id: i64, old: &str, password: &str) {
 
 /// Ends `old` (if any) and starts a session for `user`, in one transaction.
 async fn replace_session(
-    state: &AppState,
+    auth: &Auth,
     old: Option<&Session>,
     user: User,
 ) -> Result<SignedIn, Error> {
-    let auth = state.auth();
-    let mut tx = state.db().begin().await?;
+    let mut tx = auth.db().begin().await?;
     if let Some(old) = old {
         auth.end_session(&mut tx, old).await?;
     }
@@ -396,19 +394,19 @@ async fn replace_session(
 }
 
 /// Ends `session`.
-pub async fn logout(state: &AppState, session: &Session) -> Result<(), Error> {
-    let mut tx = state.db().begin().await?;
-    state.auth().end_session(&mut tx, session).await?;
+pub async fn logout(auth: &Auth, session: &Session) -> Result<(), Error> {
+    let mut tx = auth.db().begin().await?;
+    auth.end_session(&mut tx, session).await?;
     tx.commit().await?;
     Ok(())
 }
 
 /// Ends every session of the signed-in account; returns how many.
-pub async fn logout_everywhere(state: &AppState, me: &CurrentUser) -> Result<u64, Error> {
-    let mut tx = state.db().begin().await?;
-    let ended = state.auth().end_sessions_of(&mut tx, me.user.id).await?;
+pub async fn logout_everywhere(auth: &Auth, me: &CurrentUser) -> Result<u64, Error> {
+    let mut tx = auth.db().begin().await?;
+    let ended = auth.end_sessions_of(&mut tx, me.user.id).await?;
     // Whoever else held a session may have asked for a reset link too.
-    revoke_links(state, &mut tx, me.user.id).await?;
+    revoke_links(auth, &mut tx, me.user.id).await?;
     tx.commit().await?;
     tracing::info!(
         user_id = me.user.id,
@@ -435,20 +433,19 @@ async fn holder(auth: &Auth, token: &crate::auth::Token) -> Result<Option<User>,
 /// belongs to that account it is replaced (its rights grew) and the new one
 /// is returned.
 pub async fn verify_email(
-    state: &AppState,
+    auth: &Auth,
     session: &Session,
     client: &str,
     token: &str,
 ) -> Result<Option<SignedIn>, Error> {
-    let auth = state.auth();
     count(
         auth,
         &format!("reset:ip:{client}"),
         auth.config().limits.reset_per_ip,
     )
     .await?;
-    let mut tx = state.db().begin().await?;
-    let token = match state.tokens().consume(&mut tx, VERIFY_KIND, token).await? {
+    let mut tx = auth.db().begin().await?;
+    let token = match auth.tokens().consume(&mut tx, VERIFY_KIND, token).await? {
         Found::Valid(t) => t,
         Found::Expired(_) | Found::Missing => return Err(invalid_token()),
     };
@@ -480,8 +477,7 @@ pub async fn verify_email(
 
 /// Queues a new verification link for the signed-in account unless it is
 /// verified already.
-pub async fn resend_verification(state: &AppState, me: &CurrentUser) -> Result<(), Error> {
-    let auth = state.auth();
+pub async fn resend_verification(auth: &Auth, me: &CurrentUser) -> Result<(), Error> {
     count(
         auth,
         &format!("recover:account:{}", me.user.email),
@@ -489,8 +485,8 @@ pub async fn resend_verification(state: &AppState, me: &CurrentUser) -> Result<(
     )
     .await?;
     if !me.user.verified {
-        let mut tx = state.db().begin().await?;
-        mailing::queue_verification(state, &mut tx, me.user.id).await?;
+        let mut tx = auth.db().begin().await?;
+        mailing::queue_verification(auth, &mut tx, me.user.id).await?;
         tx.commit().await?;
     }
     Ok(())
@@ -498,8 +494,7 @@ pub async fn resend_verification(state: &AppState, me: &CurrentUser) -> Result<(
 
 /// Queues a reset link for `email` if it has an account; the outcome is the
 /// same either way.
-pub async fn recover(state: &AppState, client: &str, email: &str) -> Result<(), Error> {
-    let auth = state.auth();
+pub async fn recover(auth: &Auth, client: &str, email: &str) -> Result<(), Error> {
     let limits = &auth.config().limits;
     count(auth, &format!("recover:ip:{client}"), limits.recover_per_ip).await?;
     let email = normalize_email(email)?;
@@ -509,9 +504,8 @@ pub async fn recover(state: &AppState, client: &str, email: &str) -> Result<(), 
         limits.recover_per_account,
     )
     .await?;
-    let mut tx = state.db().begin().await?;
-    state
-        .jobs()
+    let mut tx = auth.db().begin().await?;
+    auth.jobs()
         .enqueue(&mut tx, RECOVER_MAIL.job(&RecoverMail { email }))
         .await
         .map_err(Error::from)?;
@@ -521,9 +515,9 @@ pub async fn recover(state: &AppState, client: &str, email: &str) -> Result<(), 
 
 /// Whether a reset token works, without using it (a page checks before
 /// showing its form).
-pub async fn reset_token_works(state: &AppState, token: &str) -> Result<bool, Error> {
+pub async fn reset_token_works(auth: &Auth, token: &str) -> Result<bool, Error> {
     Ok(matches!(
-        state.tokens().find(RESET_KIND, token).await?,
+        auth.tokens().find(RESET_KIND, token).await?,
         Found::Valid(_)
     ))
 }
@@ -531,12 +525,11 @@ pub async fn reset_token_works(state: &AppState, token: &str) -> Result<bool, Er
 /// Sets a new password with a reset token, ends every session of the
 /// account and confirms its address (the link proved it).
 pub async fn reset(
-    state: &AppState,
+    auth: &Auth,
     client: &str,
     token: &str,
     new_password: &str,
 ) -> Result<(), Error> {
-    let auth = state.auth();
     count(
         auth,
         &format!("reset:ip:{client}"),
@@ -544,7 +537,7 @@ pub async fn reset(
     )
     .await?;
     // Look first, so that a refused password does not use the link up.
-    let found = match state.tokens().find(RESET_KIND, token).await? {
+    let found = match auth.tokens().find(RESET_KIND, token).await? {
         Found::Valid(t) => t,
         Found::Expired(_) | Found::Missing => return Err(invalid_token()),
     };
@@ -555,10 +548,10 @@ pub async fn reset(
     auth.passwords()
         .check_policy(new_password, &user.email, "new_password")?;
     let hash = auth.passwords().hash(new_password).await?;
-    let mut tx = state.db().begin().await?;
+    let mut tx = auth.db().begin().await?;
     // Of two uses of one link, only the one that deletes it goes on.
     if !matches!(
-        state.tokens().consume(&mut tx, RESET_KIND, token).await?,
+        auth.tokens().consume(&mut tx, RESET_KIND, token).await?,
         Found::Valid(_)
     ) {
         return Err(invalid_token());
@@ -575,9 +568,8 @@ pub async fn reset(
 /// Revokes every reset link of account `user_id`: after the password
 /// changes or every session is ended, a link mailed earlier (perhaps to
 /// someone who had taken over the account) must not set it again.
-async fn revoke_links(state: &AppState, tx: &mut crate::db::Tx, user_id: i64) -> Result<(), Error> {
-    state
-        .tokens()
+async fn revoke_links(auth: &Auth, tx: &mut crate::db::Tx, user_id: i64) -> Result<(), Error> {
+    auth.tokens()
         .revoke_owned(tx, RESET_KIND, &user_id.to_string())
         .await?;
     Ok(())
@@ -624,22 +616,21 @@ async fn confirm_password(auth: &Auth, user: &User, password: &str) -> Result<()
 /// Sets a new password for the signed-in account, ends every other session
 /// and replaces the caller's.
 pub async fn change_password(
-    state: &AppState,
+    auth: &Auth,
     me: &CurrentUser,
     password: &str,
     new_password: &str,
 ) -> Result<SignedIn, Error> {
-    let auth = state.auth();
     auth.passwords()
         .check_policy(new_password, &me.user.email, "new_password")?;
     confirm_password(auth, &me.user, password).await?;
     let hash = auth.passwords().hash(new_password).await?;
-    let mut tx = state.db().begin().await?;
+    let mut tx = auth.db().begin().await?;
     auth.users()
         .set_password(&mut tx, me.user.id, &hash)
         .await?;
     auth.end_sessions_of(&mut tx, me.user.id).await?;
-    revoke_links(state, &mut tx, me.user.id).await?;
+    revoke_links(auth, &mut tx, me.user.id).await?;
     let (secret, _) = auth.start_session(&mut tx, &me.user).await?;
     tx.commit().await?;
     tracing::info!(
@@ -662,10 +653,9 @@ struct Destroyed<'a> {
 /// [`USER_DESTROYED`] (to open pages) and the domain event
 /// [`AccountDeleted`](crate::auth::AccountDeleted) (to modules) in the same
 /// transaction.
-pub async fn destroy(state: &AppState, me: &CurrentUser, password: &str) -> Result<(), Error> {
-    let auth = state.auth();
+pub async fn destroy(auth: &Auth, me: &CurrentUser, password: &str) -> Result<(), Error> {
     confirm_password(auth, &me.user, password).await?;
-    let mut tx = state.db().begin().await?;
+    let mut tx = auth.db().begin().await?;
     auth.users().delete(&mut tx, me.user.id).await?;
     auth.tokens()
         .revoke_all_owned(&mut tx, &me.user.id.to_string())
@@ -674,15 +664,14 @@ pub async fn destroy(state: &AppState, me: &CurrentUser, password: &str) -> Resu
         user_id: me.user.id,
         email: &me.user.email,
     };
-    state
-        .pubsub()
+    auth.pubsub()
         .publish(&mut tx, USER_DESTROYED, &signal)
         .await
         .map_err(|e| Error::internal(anyhow::anyhow!(e)))?;
     let deleted = crate::auth::AccountDeleted {
         account: me.user.id,
     };
-    state.events().publish(&mut tx, &deleted).await?;
+    auth.events().publish(&mut tx, &deleted).await?;
     tx.commit().await?;
     tracing::info!(user_id = me.user.id, "account destroyed");
     Ok(())

@@ -11,13 +11,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRef, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::app::AppState;
 use crate::auth::{Auth, Loaded, Session, User};
 use crate::error::Error;
 
@@ -81,17 +80,22 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
 #[derive(Debug, Clone)]
 pub struct MaybeSession(pub Option<Session>);
 
-impl FromRequestParts<AppState> for MaybeSession {
+impl<S> FromRequestParts<S> for MaybeSession
+where
+    S: Send + Sync,
+    Auth: FromRef<S>,
+{
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        let auth = Auth::from_ref(state);
         if let Some(Guarded(s)) = parts.extensions.get::<Guarded>() {
             return Ok(MaybeSession(Some(s.clone())));
         }
         if let Some(Unchecked(s)) = parts.extensions.get::<Unchecked>() {
             return Ok(MaybeSession(s.clone()));
         }
-        let s = match state.auth().load(&parts.headers).await? {
+        let s = match auth.load(&parts.headers).await? {
             Loaded::Valid(s) => Some(s),
             _ => None,
         };
@@ -103,17 +107,12 @@ impl FromRequestParts<AppState> for MaybeSession {
 /// The gatekeeper, then the CSRF check: only requests with a live,
 /// signed-in session pass (for [`CurrentUser`] to find), and
 /// unsafe ones only with the session's CSRF token from this site.
-pub(crate) async fn gatekeeper(
-    State(state): State<AppState>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let auth = state.auth();
+pub(crate) async fn gatekeeper(State(auth): State<Auth>, mut req: Request, next: Next) -> Response {
     let mut res = match auth.load(req.headers()).await {
         Ok(Loaded::Valid(s)) if s.user.is_some() => {
             // The CSRF check comes next in the pipeline; it runs here, in
             // the same layer, to spare every request a middleware hop.
-            req = match check_csrf(&state, &s, req).await {
+            req = match check_csrf(&auth, &s, req).await {
                 Ok(req) => req,
                 Err(e) => return e.into_response(),
             };
@@ -123,12 +122,12 @@ pub(crate) async fn gatekeeper(
         Ok(Loaded::Valid(_) | Loaded::Absent) => {
             Error::unauthorized("sign-in is required").into_response()
         }
-        Ok(Loaded::Ended) => ended(auth),
-        Ok(Loaded::Forged) => forged(auth, &req),
+        Ok(Loaded::Ended) => ended(&auth),
+        Ok(Loaded::Forged) => forged(&auth, &req),
         Err(e) => return e.into_response(),
     };
     // A person in a browser is better served by the sign-in page.
-    if let Some(login) = state.login_page()
+    if let Some(login) = auth.login_page()
         && matches!(*req.method(), Method::GET | Method::HEAD)
         && crate::http::prefers_html(req.headers())
     {
@@ -186,15 +185,10 @@ pub fn is_unsafe(method: &Method) -> bool {
 /// Checks the CSRF token and the origin of an unsafe request against
 /// `session`, returning the request (its form body read and put back) when
 /// they pass. Safe methods pass untouched.
-pub async fn check_csrf(
-    state: &AppState,
-    session: &Session,
-    req: Request,
-) -> Result<Request, Error> {
+pub async fn check_csrf(auth: &Auth, session: &Session, req: Request) -> Result<Request, Error> {
     if !is_unsafe(req.method()) {
         return Ok(req);
     }
-    let auth = state.auth();
     if !origin_allowed(auth, req.headers(), req.uri()) {
         return Err(
             Error::forbidden("the request comes from another site").with_code("cross_origin")
@@ -207,11 +201,11 @@ pub async fn check_csrf(
     if !is_form(req.headers()) {
         return Err(csrf_failed());
     }
-    let limit = usize::try_from(state.config().http.body_limit).unwrap_or(usize::MAX);
+    let limit = usize::try_from(auth.body_limit()).unwrap_or(usize::MAX);
     let (parts, body) = req.into_parts();
     let bytes = axum::body::to_bytes(body, limit)
         .await
-        .map_err(|_| Error::payload_too_large(state.config().http.body_limit))?;
+        .map_err(|_| Error::payload_too_large(auth.body_limit()))?;
     let ok = form_urlencoded::parse(&bytes)
         .find(|(k, _)| k == CSRF_FIELD)
         .is_some_and(|(_, v)| auth.csrf_matches(session, &v));
@@ -321,7 +315,7 @@ pub(crate) async fn verified_gatekeeper(req: Request, next: Next) -> Response {
 
 /// Only members of the group (the middleware's state) pass.
 pub(crate) async fn group_gatekeeper(
-    State((state, group)): State<(AppState, Arc<str>)>,
+    State((auth, group)): State<(Auth, Arc<str>)>,
     req: Request,
     next: Next,
 ) -> Response {
@@ -332,7 +326,7 @@ pub(crate) async fn group_gatekeeper(
     else {
         return Error::unauthorized("sign-in is required").into_response();
     };
-    match state.auth().users().in_group(user.id, &group).await {
+    match auth.users().in_group(user.id, &group).await {
         Ok(true) => next.run(req).await,
         Ok(false) => Error::forbidden("members of this group only").into_response(),
         Err(e) => Error::from(e).into_response(),

@@ -16,7 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::app::AppState;
+use crate::auth::Auth;
 use crate::auth::tokens::NewToken;
 use crate::jobs::{JobName, JobRun, Permanent};
 use crate::mail::{self, Mail, MailError, templates};
@@ -73,12 +73,11 @@ pub const VERIFY_MAIL: JobName<VerifyMail> = JobName::new("hearth.auth.verify_ma
 /// Queues a new verification link for account `user_id`, in the caller's
 /// transaction.
 pub(crate) async fn queue_verification(
-    state: &AppState,
+    auth: &Auth,
     tx: &mut crate::db::Tx,
     user_id: i64,
 ) -> anyhow::Result<()> {
-    state
-        .jobs()
+    auth.jobs()
         .enqueue(tx, VERIFY_MAIL.job(&VerifyMail { user_id }))
         .await?;
     Ok(())
@@ -90,33 +89,29 @@ pub(crate) async fn queue_verification(
 /// the token is revoked again, so that only links that went out can work,
 /// and the error is returned for the job to retry.
 async fn send_link(
-    state: &AppState,
+    auth: &Auth,
     token: NewToken,
     replaces: Option<(&str, &str)>,
     path: &str,
     build: impl FnOnce(&str) -> Result<Mail, askama::Error>,
 ) -> anyhow::Result<()> {
-    let mut tx = state.db().begin().await?;
+    let mut tx = auth.db().begin().await?;
     if let Some((kind, owner)) = replaces {
-        state.tokens().revoke_owned(&mut tx, kind, owner).await?;
+        auth.tokens().revoke_owned(&mut tx, kind, owner).await?;
     }
-    let (secret, issued) = state.tokens().issue(&mut tx, token).await?;
+    let (secret, issued) = auth.tokens().issue(&mut tx, token).await?;
     tx.commit().await?;
-    let link = format!(
-        "{}{path}?token={}",
-        state.config().public_url(),
-        secret.expose()
-    );
+    let link = format!("{}{path}?token={}", auth.public_url(), secret.expose());
     let sent = match build(&link) {
-        Ok(message) => state.mailer().send_now(&message).await,
+        Ok(message) => auth.mailer().send_now(&message).await,
         Err(e) => Err(MailError::Invalid(e.to_string())),
     };
     let Err(e) = sent else {
         return Ok(());
     };
     let revoked = async {
-        let mut tx = state.db().begin().await?;
-        state.tokens().revoke(&mut tx, issued.id).await?;
+        let mut tx = auth.db().begin().await?;
+        auth.tokens().revoke(&mut tx, issued.id).await?;
         tx.commit().await
     };
     if let Err(r) = revoked.await {
@@ -130,64 +125,64 @@ async fn send_link(
 }
 
 /// Sends a verification link for `user_id` at `email`.
-async fn send_verification(state: &AppState, user_id: i64, email: &str) -> anyhow::Result<()> {
-    let c = state.auth().config();
+async fn send_verification(auth: &Auth, user_id: i64, email: &str) -> anyhow::Result<()> {
+    let c = auth.config();
     let token = NewToken::new(VERIFY_KIND, c.verify_ttl.get())
         .owner(user_id.to_string())
         .data(email)
         .single_use();
-    send_link(state, token, None, "/auth/verify-email", |link| {
-        templates::verify(state.name(), email, link, c.verify_ttl.get())
+    send_link(auth, token, None, "/auth/verify-email", |link| {
+        templates::verify(auth.app_name(), email, link, c.verify_ttl.get())
     })
     .await
 }
 
-async fn signup_mail(run: JobRun<SignupMail>) -> anyhow::Result<()> {
-    let state = &run.state;
+pub(crate) async fn signup_mail(run: JobRun<SignupMail, Auth>) -> anyhow::Result<()> {
+    let auth = &run.state;
     let email = &run.payload.email;
-    let Some((user, _)) = state.auth().users().by_email(email).await? else {
+    let Some((user, _)) = auth.users().by_email(email).await? else {
         // Deleted since; nothing to say.
         return Ok(());
     };
     if run.payload.created {
         if !user.verified {
-            send_verification(state, user.id, email).await?;
+            send_verification(auth, user.id, email).await?;
         }
         return Ok(());
     }
     // No link in this one: it may go through the queue like any mail.
-    let base = state.config().public_url();
+    let base = auth.public_url();
     let message = templates::registered(
-        state.name(),
+        auth.app_name(),
         email,
         &format!("{base}/auth/login"),
         &format!("{base}/auth/recover"),
     )?;
-    let mut tx = state.db().begin().await?;
-    mail::enqueue(state.jobs(), &mut tx, &message).await?;
+    let mut tx = auth.db().begin().await?;
+    mail::enqueue(auth.jobs(), &mut tx, &message).await?;
     tx.commit().await?;
     Ok(())
 }
 
-async fn verify_mail(run: JobRun<VerifyMail>) -> anyhow::Result<()> {
-    let state = &run.state;
-    match state.auth().users().by_id(run.payload.user_id).await? {
+pub(crate) async fn verify_mail(run: JobRun<VerifyMail, Auth>) -> anyhow::Result<()> {
+    let auth = &run.state;
+    match auth.users().by_id(run.payload.user_id).await? {
         Some((user, _)) if !user.verified && !user.disabled => {
-            send_verification(state, user.id, &user.email).await
+            send_verification(auth, user.id, &user.email).await
         }
         // Verified, disabled or deleted since: nothing to send.
         _ => Ok(()),
     }
 }
 
-async fn recover_mail(run: JobRun<RecoverMail>) -> anyhow::Result<()> {
-    let state = &run.state;
+pub(crate) async fn recover_mail(run: JobRun<RecoverMail, Auth>) -> anyhow::Result<()> {
+    let auth = &run.state;
     let email = &run.payload.email;
-    let user = match state.auth().users().by_email(email).await? {
+    let user = match auth.users().by_email(email).await? {
         Some((user, _)) if !user.disabled => user,
         _ => return Ok(()),
     };
-    let c = state.auth().config();
+    let c = auth.config();
     let owner = user.id.to_string();
     let token = NewToken::new(RESET_KIND, c.reset_ttl.get())
         .owner(owner.clone())
@@ -195,18 +190,11 @@ async fn recover_mail(run: JobRun<RecoverMail>) -> anyhow::Result<()> {
         .single_use();
     // Only the newest link works: a mailbox that leaked an older one loses nothing.
     send_link(
-        state,
+        auth,
         token,
         Some((RESET_KIND, &owner)),
         "/auth/reset",
-        |link| templates::reset(state.name(), email, link, c.reset_ttl.get()),
+        |link| templates::reset(auth.app_name(), email, link, c.reset_ttl.get()),
     )
     .await
-}
-
-/// Registers the jobs.
-pub(crate) fn register_own(ctx: &mut crate::Context<'_>) {
-    ctx.job(SIGNUP_MAIL, signup_mail);
-    ctx.job(RECOVER_MAIL, recover_mail);
-    ctx.job(VERIFY_MAIL, verify_mail);
 }

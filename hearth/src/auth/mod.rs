@@ -37,6 +37,10 @@ pub use users::{User, Users};
 
 use crate::config::Config;
 use crate::db::Db;
+use crate::events::Events;
+use crate::jobs::Jobs;
+use crate::mail::Mailer;
+use crate::realtime::PubSub;
 
 /// The name of the file in the data dir that holds a generated app secret
 /// when `secret_key` is not configured.
@@ -82,6 +86,27 @@ struct Inner {
     passwords: Passwords,
     limiter: Limiter,
     proxies: crate::http::client_ip::ProxyTrust,
+    wiring: Wiring,
+    public_url: String,
+    body_limit: u64,
+}
+
+/// The other capabilities the account flows use: the queue for their mails,
+/// events for `hearth.account-deleted`, the mailer for links sent at once,
+/// and what links and pages need.
+pub(crate) struct Wiring {
+    /// The job queue.
+    pub jobs: Jobs,
+    /// Domain events.
+    pub events: Events,
+    /// Pub/sub, which tells every node's streams that an account ended.
+    pub pubsub: PubSub,
+    /// The mailer.
+    pub mailer: Mailer,
+    /// The app's name, for the mails.
+    pub app_name: &'static str,
+    /// Where browsers are sent to sign in, if the app has a page for it.
+    pub login_page: Option<&'static str>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -97,7 +122,7 @@ impl Auth {
     /// Builds the auth handle from the config; the app secret comes from
     /// `secret_key`, or from [`SECRET_FILE`] in the data dir (created on
     /// first start).
-    pub(crate) fn new(config: &Config, db: Db, tokens: Tokens) -> Self {
+    pub(crate) fn new(config: &Config, db: Db, tokens: Tokens, wiring: Wiring) -> Self {
         let master = app_secret(config);
         let secure = config.is_prod() || config.public_url().starts_with("https://");
         Self(Arc::new(Inner {
@@ -111,7 +136,45 @@ impl Auth {
             proxies: config.auth.proxy_trust(),
             tokens,
             db,
+            wiring,
+            public_url: config.public_url(),
+            body_limit: config.http.body_limit,
         }))
+    }
+
+    pub(crate) fn jobs(&self) -> &Jobs {
+        &self.0.wiring.jobs
+    }
+
+    pub(crate) fn events(&self) -> &Events {
+        &self.0.wiring.events
+    }
+
+    pub(crate) fn pubsub(&self) -> &PubSub {
+        &self.0.wiring.pubsub
+    }
+
+    pub(crate) fn mailer(&self) -> &Mailer {
+        &self.0.wiring.mailer
+    }
+
+    pub(crate) fn app_name(&self) -> &'static str {
+        self.0.wiring.app_name
+    }
+
+    /// The sign-in page the app set (`App::login_page`), if any.
+    pub fn login_page(&self) -> Option<&'static str> {
+        self.0.wiring.login_page
+    }
+
+    /// The app's public URL, which links in mails start with.
+    pub(crate) fn public_url(&self) -> &str {
+        &self.0.public_url
+    }
+
+    /// The request body limit, which forms read by the guard respect too.
+    pub(crate) fn body_limit(&self) -> u64 {
+        self.0.body_limit
     }
 
     fn inner(&self) -> &Inner {

@@ -18,13 +18,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use crate::app::AppState;
 use crate::auth::flows::{self, AuthRequest, Credentials, SignedIn, no_store, with_cookie};
 use crate::auth::guard::CurrentUser;
 use crate::auth::{Auth, User};
 use crate::error::Error;
 use crate::http::Json;
-use crate::module::{Context, Guard, RouteSpec};
+use crate::module::{Guard, RouteSpec};
 
 /// `/api/auth/csrf`: a CSRF token for the caller's session.
 pub const CSRF: RouteSpec = RouteSpec::get("/api/auth/csrf", Guard::Public);
@@ -69,24 +68,6 @@ pub(crate) const ROUTES: &[RouteSpec] = &[
     LOGOUT_EVERYWHERE,
     RESEND_VERIFICATION,
 ];
-
-/// Attaches the handlers. The signed-in ones are about the caller's own
-/// account, so they stay open to an unverified user even when
-/// `auth.signup_allow` asks for verified addresses elsewhere.
-pub(crate) fn register_own(ctx: &mut Context<'_>) {
-    ctx.route(CSRF, csrf);
-    ctx.route(SIGNUP, signup);
-    ctx.route(LOGIN, login);
-    ctx.route(LOGOUT, logout);
-    ctx.route(VERIFY_EMAIL, verify_email);
-    ctx.route(RECOVER, recover);
-    ctx.route(RESET, reset);
-    ctx.route(ME, me);
-    ctx.route(CHANGE_PASSWORD, change_password);
-    ctx.route(DESTROY, destroy);
-    ctx.route(LOGOUT_EVERYWHERE, logout_everywhere);
-    ctx.route(RESEND_VERIFICATION, resend_verification);
-}
 
 /// An account as the API shows it.
 #[derive(Debug, Serialize)]
@@ -160,40 +141,39 @@ fn signed_out(auth: &Auth) -> Response {
 
 /// `GET /api/auth/csrf`: the caller's CSRF token and whether they are signed
 /// in, starting an anonymous session when they have none.
-async fn csrf(State(state): State<AppState>, req: Request) -> Result<Response, Error> {
-    let auth = state.auth();
-    let page = flows::page_session(&state, req.headers()).await?;
+pub(crate) async fn csrf(State(auth): State<Auth>, req: Request) -> Result<Response, Error> {
+    let page = flows::page_session(&auth, req.headers()).await?;
     let view = SessionView {
         signed_in: page.user().is_some(),
-        user: page.user().map(|u| UserView::of(auth, u)),
+        user: page.user().map(|u| UserView::of(&auth, u)),
         csrf_token: page.csrf_token.clone(),
     };
     Ok(page.finish(Json(view)))
 }
 
 /// `POST /api/auth/signup`.
-async fn signup(
-    State(state): State<AppState>,
+pub(crate) async fn signup(
+    State(auth): State<Auth>,
     req: AuthRequest<Credentials>,
 ) -> Result<Response, Error> {
-    flows::signup(&state, &req.client, &req.body.email, &req.body.password).await?;
+    flows::signup(&auth, &req.client, &req.body.email, &req.body.password).await?;
     Ok(check_email())
 }
 
 /// `POST /api/auth/login`.
-async fn login(
-    State(state): State<AppState>,
+pub(crate) async fn login(
+    State(auth): State<Auth>,
     req: AuthRequest<Credentials>,
 ) -> Result<Response, Error> {
     let s = flows::login(
-        &state,
+        &auth,
         &req.session,
         &req.client,
         &req.body.email,
         &req.body.password,
     )
     .await?;
-    signed_in_response(state.auth(), &s)
+    signed_in_response(&auth, &s)
 }
 
 /// An empty JSON object, for routes that take no fields.
@@ -202,18 +182,21 @@ async fn login(
 pub struct Empty {}
 
 /// `POST /api/auth/logout`.
-async fn logout(State(state): State<AppState>, req: AuthRequest<Empty>) -> Result<Response, Error> {
-    flows::logout(&state, &req.session).await?;
-    Ok(signed_out(state.auth()))
+pub(crate) async fn logout(
+    State(auth): State<Auth>,
+    req: AuthRequest<Empty>,
+) -> Result<Response, Error> {
+    flows::logout(&auth, &req.session).await?;
+    Ok(signed_out(&auth))
 }
 
 /// `POST /api/auth/logout-everywhere`.
-async fn logout_everywhere(
-    State(state): State<AppState>,
+pub(crate) async fn logout_everywhere(
+    State(auth): State<Auth>,
     me: CurrentUser,
 ) -> Result<Response, Error> {
-    flows::logout_everywhere(&state, &me).await?;
-    Ok(signed_out(state.auth()))
+    flows::logout_everywhere(&auth, &me).await?;
+    Ok(signed_out(&auth))
 }
 
 #[derive(Serialize)]
@@ -223,12 +206,11 @@ struct Me {
 }
 
 /// `GET /api/auth/me`: the signed-in account and its groups.
-async fn me(State(state): State<AppState>, me: CurrentUser) -> Result<Response, Error> {
-    let auth = state.auth();
+pub(crate) async fn me(State(auth): State<Auth>, me: CurrentUser) -> Result<Response, Error> {
     let groups = auth.users().groups(me.user.id).await?;
     Ok(no_store(
         Json(Me {
-            user: UserView::of(auth, &me.user),
+            user: UserView::of(&auth, &me.user),
             groups,
         })
         .into_response(),
@@ -262,12 +244,12 @@ pub struct ResetBody {
 }
 
 /// `POST /api/auth/verify-email`.
-async fn verify_email(
-    State(state): State<AppState>,
+pub(crate) async fn verify_email(
+    State(auth): State<Auth>,
     req: AuthRequest<TokenBody>,
 ) -> Result<Response, Error> {
-    match flows::verify_email(&state, &req.session, &req.client, &req.body.token).await? {
-        Some(s) => signed_in_response(state.auth(), &s),
+    match flows::verify_email(&auth, &req.session, &req.client, &req.body.token).await? {
+        Some(s) => signed_in_response(&auth, &s),
         None => Ok(no_store(
             Json(serde_json::json!({ "verified": true, "signed_in": false })).into_response(),
         )),
@@ -275,29 +257,29 @@ async fn verify_email(
 }
 
 /// `POST /api/auth/resend-verification`.
-async fn resend_verification(
-    State(state): State<AppState>,
+pub(crate) async fn resend_verification(
+    State(auth): State<Auth>,
     me: CurrentUser,
 ) -> Result<Response, Error> {
-    flows::resend_verification(&state, &me).await?;
+    flows::resend_verification(&auth, &me).await?;
     Ok(check_email())
 }
 
 /// `POST /api/auth/recover`.
-async fn recover(
-    State(state): State<AppState>,
+pub(crate) async fn recover(
+    State(auth): State<Auth>,
     req: AuthRequest<EmailBody>,
 ) -> Result<Response, Error> {
-    flows::recover(&state, &req.client, &req.body.email).await?;
+    flows::recover(&auth, &req.client, &req.body.email).await?;
     Ok(check_email())
 }
 
 /// `POST /api/auth/reset`.
-async fn reset(
-    State(state): State<AppState>,
+pub(crate) async fn reset(
+    State(auth): State<Auth>,
     req: AuthRequest<ResetBody>,
 ) -> Result<Response, Error> {
-    flows::reset(&state, &req.client, &req.body.token, &req.body.new_password).await?;
+    flows::reset(&auth, &req.client, &req.body.token, &req.body.new_password).await?;
     Ok(no_store(
         Json(serde_json::json!({ "password_reset": true })).into_response(),
     ))
@@ -314,13 +296,13 @@ pub struct ChangePassword {
 }
 
 /// `POST /api/auth/change-password`.
-async fn change_password(
-    State(state): State<AppState>,
+pub(crate) async fn change_password(
+    State(auth): State<Auth>,
     me: CurrentUser,
     Json(body): Json<ChangePassword>,
 ) -> Result<Response, Error> {
-    let s = flows::change_password(&state, &me, &body.password, &body.new_password).await?;
-    signed_in_response(state.auth(), &s)
+    let s = flows::change_password(&auth, &me, &body.password, &body.new_password).await?;
+    signed_in_response(&auth, &s)
 }
 
 /// The current password, to confirm a destructive action.
@@ -332,11 +314,11 @@ pub struct ConfirmPassword {
 }
 
 /// `POST /api/auth/destroy`.
-async fn destroy(
-    State(state): State<AppState>,
+pub(crate) async fn destroy(
+    State(auth): State<Auth>,
     me: CurrentUser,
     Json(body): Json<ConfirmPassword>,
 ) -> Result<Response, Error> {
-    flows::destroy(&state, &me, &body.password).await?;
-    Ok(signed_out(state.auth()))
+    flows::destroy(&auth, &me, &body.password).await?;
+    Ok(signed_out(&auth))
 }

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use crate::app::{App, AppState};
+use crate::app::App;
 use crate::config::Config;
 use crate::jobs::{JobInfo, JobState, NewJob};
+use crate::state::AppState;
 
 /// `jobs` subcommands.
 #[derive(Debug, Subcommand)]

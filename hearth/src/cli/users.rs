@@ -10,10 +10,11 @@ use std::io::{BufRead, IsTerminal, Write};
 use clap::Subcommand;
 use serde::Serialize;
 
-use crate::app::{App, AppState};
+use crate::app::App;
 use crate::auth::User;
 use crate::auth::users::{check_group, normalize_email};
 use crate::config::Config;
+use crate::state::AppState;
 
 /// `user` subcommands.
 #[derive(Debug, Subcommand)]
@@ -155,7 +156,7 @@ pub(super) async fn user_command(state: &AppState, cmd: UserCommand) -> anyhow::
             if verified {
                 users.mark_verified(&mut tx, id).await?;
             } else {
-                crate::auth::mailing::queue_verification(state, &mut tx, id).await?;
+                crate::auth::mailing::queue_verification(state.auth(), &mut tx, id).await?;
             }
             tx.commit().await?;
             let what = if admin { "admin account" } else { "account" };

@@ -7,6 +7,7 @@
 //! one [`ConfigError`] line naming the key, and the CLI exits with code 2.
 
 mod duration;
+mod error;
 mod secret;
 
 use std::net::SocketAddr;
@@ -16,7 +17,9 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+pub use crate::db::config::DbConfig;
 pub use duration::Duration;
+pub use error::ConfigError;
 pub use secret::Secret;
 
 /// The name of the secrets file that sits next to `hearth.toml`.
@@ -111,25 +114,6 @@ pub struct HttpConfig {
     /// The Content-Security-Policy sent when a handler sets none; empty sends none.
     pub content_security_policy: String,
 }
-
-/// Database pool limits and timeouts.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DbConfig {
-    /// Most connections in the pool; 0 (the default) picks by engine: 10 on
-    /// SQLite, twice the cores (at least 4) on PostgreSQL. See
-    /// [`DbConfig::pool_size`].
-    pub max_connections: u32,
-    /// Time to wait for a pooled connection (including connecting) before failing.
-    pub acquire_timeout: Duration,
-    /// PostgreSQL `statement_timeout`.
-    pub statement_timeout: Duration,
-    /// SQLite busy timeout: how long a writer waits for the lock.
-    pub busy_timeout: Duration,
-    /// Whether `serve` applies pending migrations before it starts.
-    pub migrate_on_serve: bool,
-}
-
 /// TLS settings.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -181,75 +165,6 @@ impl Default for HttpConfig {
             static_max_age: Duration::from_secs(3600),
             security_headers: true,
             content_security_policy: crate::http::DEFAULT_CSP.to_owned(),
-        }
-    }
-}
-
-impl Default for DbConfig {
-    fn default() -> Self {
-        Self {
-            max_connections: 0,
-            acquire_timeout: Duration::from_secs(5),
-            statement_timeout: Duration::from_secs(30),
-            busy_timeout: Duration::from_secs(5),
-            migrate_on_serve: true,
-        }
-    }
-}
-
-impl DbConfig {
-    /// The pool size for `kind`: `max_connections`, or when that is 0 a
-    /// default for the engine. SQLite connections are cheap and reads run in
-    /// parallel, so 10. A PostgreSQL connection is a server process: more of
-    /// them than about twice the cores only queue on the CPU and stretch the
-    /// tail (measured in BENCHMARKS.md, "pool size"), so 2 × cores, at least 4.
-    pub fn pool_size(&self, kind: crate::DbKind) -> u32 {
-        if self.max_connections > 0 {
-            return self.max_connections;
-        }
-        match kind {
-            crate::DbKind::Sqlite => 10,
-            crate::DbKind::Postgres => {
-                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-                u32::try_from(cores.saturating_mul(2))
-                    .unwrap_or(u32::MAX)
-                    .max(4)
-            }
-        }
-    }
-}
-
-/// One bad configuration value: which key, where it came from, what is wrong.
-#[derive(Debug, Clone, thiserror::Error)]
-pub struct ConfigError {
-    /// Dotted key, e.g. `http.body_limit`; empty when the file as a whole is at fault.
-    pub key: String,
-    /// " (from …)" when the source is known, else empty.
-    origin: String,
-    /// What is wrong with it.
-    pub problem: String,
-}
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.key.is_empty() {
-            write!(f, "config error{}: {}", self.origin, self.problem)
-        } else {
-            write!(
-                f,
-                "config error: `{}`{}: {}",
-                self.key, self.origin, self.problem
-            )
-        }
-    }
-}
-
-impl ConfigError {
-    pub(crate) fn new(key: &str, problem: impl Into<String>) -> Self {
-        Self {
-            key: key.into(),
-            origin: String::new(),
-            problem: problem.into(),
         }
     }
 }

@@ -14,7 +14,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 
 use crate::db::{Db, DbKind, TxConn};
-use crate::module::ModuleSpec;
 use crate::{with_db, with_tx};
 
 /// One schema change of one module, for one engine.
@@ -165,12 +164,22 @@ impl Planned {
     }
 }
 
-fn plan(kind: DbKind, modules: &[ModuleSpec]) -> Vec<Planned> {
+/// One module's migrations for both engines, as the migrator reads them;
+/// module specs implement it, so that the migrator need not know the
+/// module layer above it.
+pub trait Migrations {
+    /// The module's name, which its applied migrations are recorded under.
+    fn module(&self) -> &'static str;
+    /// Its migrations for `kind`, in order.
+    fn migrations_for(&self, kind: DbKind) -> &'static [Migration];
+}
+
+fn plan<M: Migrations>(kind: DbKind, modules: &[M]) -> Vec<Planned> {
     modules
         .iter()
         .flat_map(|spec| {
             spec.migrations_for(kind).iter().map(|m| Planned {
-                module: spec.name(),
+                module: spec.module(),
                 migration: *m,
                 checksum: m.checksum(),
             })
@@ -206,16 +215,16 @@ fn compare(applied: Vec<AppliedMigration>, plan: &[Planned]) -> MigrationStatus 
 
 /// Compares migrations recorded elsewhere (a backup's manifest) with what
 /// this binary knows for `kind`, as [`status`] does for a live database.
-pub fn compare_recorded(
+pub fn compare_recorded<M: Migrations>(
     kind: DbKind,
-    modules: &[ModuleSpec],
+    modules: &[M],
     recorded: Vec<AppliedMigration>,
 ) -> MigrationStatus {
     compare(recorded, &plan(kind, modules))
 }
 
 /// Reads where the database stands, without changing anything.
-pub async fn status(db: &Db, modules: &[ModuleSpec]) -> Result<MigrationStatus, sqlx::Error> {
+pub async fn status<M: Migrations>(db: &Db, modules: &[M]) -> Result<MigrationStatus, sqlx::Error> {
     let exists: bool = match db {
         Db::Sqlite(p, _) => sqlx::query_scalar::<_, i64>(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'hearth_migration'",
@@ -256,7 +265,7 @@ fn to_applied(rows: Vec<(String, i64, String, String, i64)>) -> Vec<AppliedMigra
 }
 
 /// Applies every pending migration of `modules`, in module order then version order.
-pub async fn migrate(db: &Db, modules: &[ModuleSpec]) -> Result<MigrateReport, MigrateError> {
+pub async fn migrate<M: Migrations>(db: &Db, modules: &[M]) -> Result<MigrateReport, MigrateError> {
     let plan = plan(db.kind(), modules);
     let mut report = MigrateReport::default();
     loop {

@@ -13,6 +13,7 @@
 //! instead of failing with `SQLITE_BUSY` when it upgrades from a read.
 
 pub mod circuit;
+pub mod config;
 pub mod migrate;
 
 use std::path::Path;

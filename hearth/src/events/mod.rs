@@ -242,7 +242,7 @@ pub(crate) fn check_name(module: &str, name: &str) -> Result<(), String> {
 
 /// The domain events of one app: publish, inspect, manage.
 ///
-/// Cheap to clone; get it with [`AppState::events`](crate::AppState::events)
+/// Cheap to clone; handlers get it with `State<Events>` or `state.events()`
 /// or capture it from [`Context::state`](crate::Context::state) in a handler.
 #[derive(Clone)]
 pub struct Events(Arc<Inner>);
@@ -274,17 +274,15 @@ impl Events {
         }))
     }
 
-    /// Installs what the module specs declare and the handlers modules
+    /// Installs what the module specs declare (an `Err` names the module and
+    /// what is wrong) and the handlers modules
     /// registered, after checking that they agree.
-    pub(crate) fn install(
+    pub(crate) fn install<D: Declares>(
         &self,
-        specs: &[crate::ModuleSpec],
+        specs: &[D],
         subscribers: Vec<Subscriber>,
-    ) -> Result<(), crate::module::SpecError> {
-        let err = |module: &str, problem: String| crate::module::SpecError {
-            module: module.to_owned(),
-            problem,
-        };
+    ) -> Result<(), (String, String)> {
+        let err = |module: &str, problem: String| (module.to_owned(), problem);
         let mut catalog = Catalog::default();
         for spec in specs {
             for e in spec.published() {
@@ -601,6 +599,20 @@ pub(crate) fn from_ms(ms: i64) -> SystemTime {
     } else {
         UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
     }
+}
+
+/// What a module declares about events, as [`Events::install`] reads it;
+/// module specs implement it, so that events need not know the module
+/// layer, which sits above them.
+pub(crate) trait Declares {
+    /// The module's name.
+    fn name(&self) -> &'static str;
+    /// The events it publishes.
+    fn published(&self) -> &'static [EventSpec];
+    /// The events it subscribes to.
+    fn subscribed(&self) -> &'static [EventSpec];
+    /// Where its subscriptions start when it is new.
+    fn starts_from(&self) -> StartFrom;
 }
 
 #[cfg(test)]

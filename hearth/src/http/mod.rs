@@ -29,10 +29,10 @@ use axum::Router;
 use axum::middleware;
 use tower::ServiceBuilder;
 
-use crate::app::AppState;
 use crate::auth::guard;
 use crate::error::Error;
 use crate::module::Context;
+use crate::state::AppState;
 
 #[cfg(test)]
 pub(crate) use front::in_request as front_in_request;
@@ -86,10 +86,7 @@ pub(crate) fn pipeline(state: &AppState, ctx: Context<'_>) -> Pipeline {
         .route("/readyz", axum::routing::get(health::readyz))
         .merge(ctx.public);
     if state.metrics().enabled() {
-        app = app.route(
-            "/metrics",
-            axum::routing::get(crate::telemetry::metrics::endpoint),
-        );
+        app = app.route("/metrics", axum::routing::get(health::metrics));
     }
     if !ctx.assets.is_empty() {
         app = app.merge(static_files::router(&ctx.assets, http.static_max_age.get()));
@@ -117,7 +114,7 @@ pub(crate) fn pipeline(state: &AppState, ctx: Context<'_>) -> Pipeline {
         app = app.merge(
             routes
                 .route_layer(middleware::from_fn_with_state(
-                    (state.clone(), group),
+                    (state.auth().clone(), group),
                     guard::group_gatekeeper,
                 ))
                 .route_layer(gate()),

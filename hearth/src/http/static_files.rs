@@ -15,9 +15,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::app::AppState;
 use crate::error::Error;
 use crate::module::Asset;
+use crate::state::AppState;
 
 struct Prepared {
     bytes: &'static [u8],

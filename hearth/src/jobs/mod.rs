@@ -34,7 +34,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::AppState;
 use crate::db::{Db, Tx};
 
 pub use config::{JobsConfig, QueueConfig};
@@ -320,9 +319,11 @@ impl From<JobError> for crate::Error {
 #[error("{0}")]
 pub struct Permanent(pub String);
 
-/// What a handler receives.
+/// What a handler receives: the job, and the state `S` its module
+/// registered it with (nothing by default; a module's own jobs usually take
+/// the app's `AppState` or a narrower handle such as [`Jobs`]).
 #[derive(Debug)]
-pub struct JobRun<P> {
+pub struct JobRun<P, S = ()> {
     /// The decoded payload.
     pub payload: P,
     /// The job's id.
@@ -336,11 +337,11 @@ pub struct JobRun<P> {
     /// Cancelled when the job's timeout passes or the worker shuts down;
     /// long handlers should select on [`CancellationToken::cancelled`].
     pub cancel: CancellationToken,
-    /// The app's state: database, config, jobs.
-    pub state: AppState,
+    /// What the handler was registered with.
+    pub state: S,
 }
 
-impl<P> JobRun<P> {
+impl<P, S> JobRun<P, S> {
     /// Makes this job's effects happen once even though the job may run
     /// more than once. Call it inside the transaction that writes the
     /// effects, first: it records the job as done in that transaction and
@@ -359,7 +360,7 @@ impl<P> JobRun<P> {
     /// ```no_run
     /// use hearth::prelude::*;
     ///
-    /// async fn handler(run: JobRun<String>) -> hearth::anyhow::Result<()> {
+    /// async fn handler(run: JobRun<String, AppState>) -> hearth::anyhow::Result<()> {
     ///     let mut tx = run.state.db().begin().await?;
     ///     if !run.once(&mut tx).await? {
     ///         return Ok(());
@@ -376,7 +377,7 @@ impl<P> JobRun<P> {
 
 /// The job queue of one app: enqueue, inspect and manage jobs.
 ///
-/// Cheap to clone; get it with [`AppState::jobs`].
+/// Cheap to clone; handlers get it with `State<Jobs>` or `state.jobs()`.
 #[derive(Clone)]
 pub struct Jobs(Arc<Inner>);
 
@@ -448,7 +449,7 @@ impl Jobs {
     /// that every schedule names a registered job and a payload that fits it.
     pub(crate) fn install(
         &self,
-        registry: Registry,
+        registry: &Registry,
         schedules: Vec<cron::Compiled>,
     ) -> Result<(), String> {
         for c in &schedules {
@@ -476,7 +477,7 @@ impl Jobs {
             }
         }
         self.0.wake.add_queues(registry.queues());
-        let _ = self.0.registry.set(Arc::new(registry));
+        let _ = self.0.registry.set(Arc::new(registry.catalog()));
         let _ = self.0.schedules.set(Arc::new(schedules));
         Ok(())
     }
@@ -712,43 +713,13 @@ pub struct Ping {
 /// (`self-test` and `doctor` use it), optionally holding a worker for a while.
 pub const PING: JobName<Ping> = JobName::new("hearth.ping").queue("hearth");
 
-/// Registers hearth's own jobs and schedules, before any module's.
-pub(crate) fn register_own(ctx: &mut crate::Context<'_>) {
-    ctx.job(PING, |run: JobRun<Ping>| async move {
-        let hold = Duration::from_millis(run.payload.hold_ms.min(600_000));
-        tokio::select! {
-            () = tokio::time::sleep(hold) => Ok(()),
-            () = run.cancel.cancelled() => Err(anyhow::anyhow!("cancelled while holding")),
-        }
-    });
-    ctx.job(HOUSEKEEPING, |run: JobRun<()>| async move {
-        let (history, dead) = run.state.jobs().housekeeping().await?;
-        let retention = run.state.config().realtime.retention.get();
-        let cutoff = now_ms() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX / 2);
-        let messages = run.state.pubsub().purge(cutoff).await?;
-        let tokens = run.state.tokens().purge_expired(now_ms()).await?;
-        let auth = run.state.auth();
-        let window = auth.config().limits.longest_window();
-        let since = now_ms() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX / 2);
-        let counters = auth.limiter().purge(since).await?;
-        let events = run.state.events().purge().await?;
-        tracing::info!(
-            history,
-            dead,
-            events,
-            messages,
-            tokens,
-            counters,
-            "housekeeping purged old jobs, events, messages, expired tokens and rate-limit counters"
-        );
-        Ok(())
-    });
-    ctx.cron(cron::Schedule::new(
-        "hearth.housekeeping",
-        "*/10 * * * *",
-        HOUSEKEEPING,
-        &(),
-    ));
+/// The handler of [`PING`].
+pub(crate) async fn ping(run: JobRun<Ping>) -> anyhow::Result<()> {
+    let hold = Duration::from_millis(run.payload.hold_ms.min(600_000));
+    tokio::select! {
+        () = tokio::time::sleep(hold) => Ok(()),
+        () = run.cancel.cancelled() => Err(anyhow::anyhow!("cancelled while holding")),
+    }
 }
 
 /// Decodes a payload for the handler of `P`, naming the field at fault.

@@ -11,7 +11,6 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use super::{JobName, JobRun, decode};
-use crate::app::AppState;
 
 /// What a handler's future resolves to.
 pub(crate) type Outcome = anyhow::Result<()>;
@@ -28,7 +27,6 @@ pub(crate) struct Claim {
     pub max_attempts: u32,
     pub scheduled_at: std::time::SystemTime,
     pub cancel: CancellationToken,
-    pub state: AppState,
 }
 
 /// One registered job name.
@@ -44,7 +42,10 @@ pub(crate) struct JobDef {
     pub validate: fn(&str) -> Result<(), String>,
     /// What a dead job's payload becomes, if it must not be kept.
     pub redact: Option<super::Redact>,
-    pub handler: Handler,
+    /// `None` in the catalog the [`Jobs`](super::Jobs) handle keeps: handlers
+    /// hold the state they were registered with, and that state holds the
+    /// handle, so keeping them there would make a reference cycle.
+    pub handler: Option<Handler>,
 }
 
 /// Every job name an app can run.
@@ -86,16 +87,23 @@ fn valid_ident(s: &str, extra: &[char]) -> bool {
 }
 
 impl JobDef {
-    /// Wraps a typed handler.
-    pub(crate) fn new<P, F, Fut>(module: &'static str, name: JobName<P>, run: F) -> Self
+    /// Wraps a typed handler, which gets `state` with each run.
+    pub(crate) fn new<P, S, F, Fut>(
+        module: &'static str,
+        name: JobName<P>,
+        state: S,
+        run: F,
+    ) -> Self
     where
         P: DeserializeOwned + Send + 'static,
-        F: Fn(JobRun<P>) -> Fut + Send + Sync + 'static,
+        S: Clone + Send + Sync + 'static,
+        F: Fn(JobRun<P, S>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Outcome> + Send + 'static,
     {
         let run = Arc::new(run);
         let handler: Handler = Arc::new(move |c: Claim| {
             let run = run.clone();
+            let state = state.clone();
             Box::pin(async move {
                 // A payload that no longer decodes can never succeed: say so and stop retrying.
                 let payload = decode::<P>(&c.payload).map_err(|p| {
@@ -108,7 +116,7 @@ impl JobDef {
                     max_attempts: c.max_attempts,
                     scheduled_at: c.scheduled_at,
                     cancel: c.cancel,
-                    state: c.state,
+                    state,
                 })
                 .await
             })
@@ -122,7 +130,7 @@ impl JobDef {
             priority: name.priority,
             validate: |s| decode::<P>(s).map(|_| ()),
             redact: name.redact,
-            handler,
+            handler: Some(handler),
         }
     }
 }
@@ -168,6 +176,21 @@ impl Registry {
 
     pub(crate) fn names(&self) -> Vec<&'static str> {
         self.defs.keys().copied().collect()
+    }
+
+    /// The same definitions without their handlers: what the queue handle
+    /// needs to check and route enqueued jobs.
+    pub(crate) fn catalog(&self) -> Registry {
+        let defs = self
+            .defs
+            .iter()
+            .map(|(name, def)| {
+                let mut def = def.clone();
+                def.handler = None;
+                (*name, def)
+            })
+            .collect();
+        Registry { defs }
     }
 
     /// Every queue some job runs on.

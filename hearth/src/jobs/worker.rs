@@ -25,10 +25,24 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::registry::Claim;
+use super::registry::{Claim, Registry};
 use super::store::{self, Claimed, Next};
 use super::{Jobs, Permanent, now_ms};
-use crate::app::AppState;
+use crate::telemetry::{Metrics, Notifier};
+
+/// What workers need: the queue, the handlers modules registered (each
+/// holding the state it was registered with), and where to report.
+#[derive(Clone)]
+pub(crate) struct Runtime {
+    /// The queue handle.
+    pub jobs: Jobs,
+    /// Every registered job, with its handler.
+    pub registry: Arc<Registry>,
+    /// Job timings and failures.
+    pub metrics: Metrics,
+    /// Dead jobs and stuck leases are reported here.
+    pub notifier: Notifier,
+}
 
 /// Wake-up signals per queue, so an idle loop claims as soon as work commits.
 #[derive(Clone, Default)]
@@ -66,7 +80,9 @@ impl Wake {
 
 /// What every task of the runtime shares.
 struct Shared {
-    state: AppState,
+    registry: Arc<Registry>,
+    metrics: Metrics,
+    notifier: Notifier,
     jobs: Jobs,
     worker: String,
     /// Stops the claim loops.
@@ -105,12 +121,18 @@ fn worker_id() -> String {
 impl Workers {
     /// Starts a claim loop for every queue some registered job runs on, the
     /// lease keeper and the completer.
-    pub(crate) fn start(state: AppState) -> Workers {
-        let jobs = state.jobs().clone();
-        let registry = jobs.registry();
+    pub(crate) fn start(rt: Runtime) -> Workers {
+        let Runtime {
+            jobs,
+            registry,
+            metrics,
+            notifier,
+        } = rt;
         let (done_tx, done_rx) = mpsc::channel(4096);
         let shared = Arc::new(Shared {
-            state,
+            registry: registry.clone(),
+            metrics,
+            notifier,
             jobs: jobs.clone(),
             worker: worker_id(),
             stop_claiming: CancellationToken::new(),
@@ -206,11 +228,13 @@ impl Workers {
 /// none is due or `limit` have run: what a use case does between WHEN and
 /// THEN, in an app started without workers. Returns how many ran; a job
 /// that fails is retried later or dies, as it would under a worker.
-pub(crate) async fn drain(state: &AppState, limit: usize) -> Result<usize, sqlx::Error> {
-    let jobs = state.jobs().clone();
+pub(crate) async fn drain(rt: &Runtime, limit: usize) -> Result<usize, sqlx::Error> {
+    let jobs = rt.jobs.clone();
     let (done_tx, done_rx) = mpsc::channel(64);
     let shared = Shared {
-        state: state.clone(),
+        registry: rt.registry.clone(),
+        metrics: rt.metrics.clone(),
+        notifier: rt.notifier.clone(),
         jobs: jobs.clone(),
         worker: worker_id(),
         stop_claiming: CancellationToken::new(),
@@ -225,7 +249,7 @@ pub(crate) async fn drain(state: &AppState, limit: usize) -> Result<usize, sqlx:
     let mut outcome = Ok(());
     'rounds: while ran < limit {
         let mut any = false;
-        for queue in jobs.registry().queues() {
+        for queue in shared.registry.queues() {
             let now = now_ms();
             let claimed = match store::claim(&db, queue, 16, now, now + span, &shared.worker).await
             {
@@ -360,15 +384,15 @@ enum Ended {
 }
 
 async fn run_job(shared: &Shared, queue: &'static str, job: Claimed) {
-    let registry = shared.jobs.registry();
+    let registry = &shared.registry;
     let attempt = u32::try_from(job.attempts).unwrap_or(u32::MAX);
     // Due → started: for a retry, from the time its backoff ended.
     let delay = now_ms().saturating_sub(job.run_at).max(0);
-    shared.state.metrics().job_started(
+    shared.metrics.job_started(
         queue,
         Duration::from_millis(u64::try_from(delay).unwrap_or(0)),
     );
-    let ended = match registry.get(&job.name) {
+    let ended = match registry.get(&job.name).and_then(|d| d.handler.clone()) {
         None => Ended::Failed {
             error: format!(
                 "unknown job `{}`: this binary registers no handler for it",
@@ -376,10 +400,10 @@ async fn run_job(shared: &Shared, queue: &'static str, job: Claimed) {
             ),
             permanent: true,
         },
-        Some(def) => {
+        Some(handler) => {
             let cancel = shared.interrupt.child_token();
             let timeout = Duration::from_millis(u64::try_from(job.timeout_ms).unwrap_or(0));
-            let fut = (def.handler)(Claim {
+            let fut = handler(Claim {
                 id: job.id,
                 payload: job.payload.clone(),
                 attempt,
@@ -387,7 +411,6 @@ async fn run_job(shared: &Shared, queue: &'static str, job: Claimed) {
                 scheduled_at: std::time::UNIX_EPOCH
                     + Duration::from_millis(u64::try_from(job.run_at).unwrap_or(0)),
                 cancel: cancel.clone(),
-                state: shared.state.clone(),
             });
             let started = std::time::Instant::now();
             let ended = tokio::select! {
@@ -399,7 +422,7 @@ async fn run_job(shared: &Shared, queue: &'static str, job: Claimed) {
                     },
                     Err(panic) => {
                         let message = panic_message(panic.as_ref());
-                        shared.state.notifier().send(
+                        shared.notifier.send(
                             crate::telemetry::EventKind::Panic,
                             format!("job {}", job.name),
                             format!("job {} (`{}`) panicked on attempt {attempt}: {message}", job.id, job.name),
@@ -458,13 +481,13 @@ async fn run_job(shared: &Shared, queue: &'static str, job: Claimed) {
         Ended::Failed { error, permanent } => {
             let out_of_attempts = job.attempts >= job.max_attempts;
             let next = if permanent || out_of_attempts {
-                let redact = shared.jobs.registry().get(&job.name).and_then(|d| d.redact);
+                let redact = shared.registry.get(&job.name).and_then(|d| d.redact);
                 Next::Dead(redact.map(|r| r(&job.payload)))
             } else {
                 Next::Retry(now + millis(backoff(shared.jobs.config(), attempt)))
             };
             let dead = matches!(next, Next::Dead(_));
-            shared.state.metrics().job_failed(queue, &job.name, dead);
+            shared.metrics.job_failed(queue, &job.name, dead);
             if dead {
                 tracing::error!(job = job.id, name = %job.name, attempt, error = %error, "job is dead");
                 notify_dead(shared, &job, &error);
@@ -498,7 +521,7 @@ fn notify_dead(shared: &Shared, job: &Claimed, error: &str) {
     let cron = schedules.iter().find(|c| c.schedule.job == job.name);
     let error = truncate(error, 500);
     match cron {
-        Some(c) => shared.state.notifier().send(
+        Some(c) => shared.notifier.send(
             crate::telemetry::EventKind::CronFailed,
             c.schedule.name(),
             format!(
@@ -509,7 +532,7 @@ fn notify_dead(shared: &Shared, job: &Claimed, error: &str) {
                 job.attempts
             ),
         ),
-        None => shared.state.notifier().send(
+        None => shared.notifier.send(
             crate::telemetry::EventKind::JobDead,
             job.name.clone(),
             format!(
@@ -570,7 +593,7 @@ async fn lease_keeper(shared: Arc<Shared>, stop: CancellationToken) {
             tracing::warn!(error = %e, "renewing job leases failed");
         }
         loop {
-            let registry = shared.jobs.registry();
+            let registry = &shared.registry;
             let redact_for = |name: &str| registry.get(name).and_then(|d| d.redact);
             match store::rescue(&db, now_ms(), 200, &redact_for).await {
                 Ok(rescued) => {

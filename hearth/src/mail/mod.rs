@@ -271,15 +271,13 @@ pub async fn enqueue(jobs: &Jobs, tx: &mut Tx, mail: &Mail) -> Result<i64, JobEr
     jobs.enqueue(tx, SEND.job(mail)).await.map(|e| e.id)
 }
 
-/// Registers the `hearth.mail` job.
-pub(crate) fn register_own(ctx: &mut crate::Context<'_>) {
-    ctx.job(SEND, |run: crate::jobs::JobRun<Mail>| async move {
-        match run.state.mailer().send_now(&run.payload).await {
-            Ok(_) => Ok(()),
-            Err(MailError::Invalid(e)) => Err(Permanent(e).into()),
-            Err(e) => Err(e.into()),
-        }
-    });
+/// The handler of the `hearth.mail` job: sends the message now.
+pub(crate) async fn send(run: crate::jobs::JobRun<Mail, Mailer>) -> anyhow::Result<()> {
+    match run.state.send_now(&run.payload).await {
+        Ok(_) => Ok(()),
+        Err(MailError::Invalid(e)) => Err(Permanent(e).into()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// How long `mail test` waits for the whole exchange.

@@ -13,8 +13,10 @@
 
 pub mod namespace;
 mod route;
+pub(crate) mod spec;
 
 pub use route::{Guard, Method, RouteSpec};
+pub use spec::{ModuleSpec, SpecError};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,13 +26,13 @@ use axum::Router;
 
 use serde::de::DeserializeOwned;
 
-use crate::app::AppState;
-use crate::db::migrate::Migration;
-use crate::db::{Db, DbKind};
-use crate::events::{Event, EventRun, EventSpec, EventTx, StartFrom, Subscriber};
+use crate::db::Db;
+use crate::events::{Event, EventRun, EventTx, Subscriber};
 use crate::jobs::cron::{self, Schedule};
 use crate::jobs::{JobDef, JobName, JobRun, Registry};
+use crate::state::AppState;
 use crate::usecase::UseCase;
+use axum::extract::FromRef;
 
 /// A module: a spec plus a registration step.
 pub trait Module: Send + Sync + 'static {
@@ -45,187 +47,6 @@ pub trait Module: Send + Sync + 'static {
     /// stories, a coverage summary and a graph. None by default.
     fn use_cases(&self) -> Vec<UseCase> {
         Vec::new()
-    }
-}
-
-/// What a module declares about itself.
-#[derive(Debug, Clone, Copy)]
-pub struct ModuleSpec {
-    name: &'static str,
-    sqlite: &'static [Migration],
-    postgres: &'static [Migration],
-    publishes: &'static [EventSpec],
-    subscribes: &'static [EventSpec],
-    start_from: StartFrom,
-    routes: &'static [RouteSpec],
-}
-
-/// Why a module spec is not acceptable.
-#[derive(Debug, thiserror::Error)]
-#[error("module `{module}`: {problem}")]
-pub struct SpecError {
-    /// The module name.
-    pub module: String,
-    /// What is wrong.
-    pub problem: String,
-}
-
-impl ModuleSpec {
-    /// A module called `name`: lowercase letters, digits and underscores,
-    /// starting with a letter. The name is stored with its migrations, so it must never change.
-    pub const fn new(name: &'static str) -> Self {
-        Self {
-            name,
-            sqlite: &[],
-            postgres: &[],
-            publishes: &[],
-            subscribes: &[],
-            start_from: StartFrom::Beginning,
-            routes: &[],
-        }
-    }
-
-    /// Declares the routes this module serves; [`Module::register`]
-    /// attaches a handler to each with [`Context::route`].
-    #[must_use]
-    pub const fn routes(mut self, routes: &'static [RouteSpec]) -> Self {
-        self.routes = routes;
-        self
-    }
-
-    /// The routes it declares.
-    pub fn declared_routes(&self) -> &'static [RouteSpec] {
-        self.routes
-    }
-
-    /// Declares the events this module publishes (`EventSpec::of::<E>()`
-    /// each). Publishing an event no module declares is an error.
-    #[must_use]
-    pub const fn publishes(mut self, events: &'static [EventSpec]) -> Self {
-        self.publishes = events;
-        self
-    }
-
-    /// Declares the events this module subscribes to; [`Module::register`]
-    /// adds a handler for each with [`Context::subscribe`].
-    #[must_use]
-    pub const fn subscribes(mut self, events: &'static [EventSpec]) -> Self {
-        self.subscribes = events;
-        self
-    }
-
-    /// Where this module's subscriptions start the first time it runs
-    /// (default: the oldest retained event).
-    #[must_use]
-    pub const fn start_from(mut self, start: StartFrom) -> Self {
-        self.start_from = start;
-        self
-    }
-
-    /// The events it publishes.
-    pub fn published(&self) -> &'static [EventSpec] {
-        self.publishes
-    }
-
-    /// The events it subscribes to.
-    pub fn subscribed(&self) -> &'static [EventSpec] {
-        self.subscribes
-    }
-
-    /// Where its subscriptions start.
-    pub fn starts_from(&self) -> StartFrom {
-        self.start_from
-    }
-
-    /// Sets the migrations; both lists must have the same versions and names.
-    #[must_use]
-    pub const fn migrations(
-        mut self,
-        sqlite: &'static [Migration],
-        postgres: &'static [Migration],
-    ) -> Self {
-        self.sqlite = sqlite;
-        self.postgres = postgres;
-        self
-    }
-
-    /// The stable name.
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-
-    /// The migrations for one engine.
-    pub fn migrations_for(&self, kind: DbKind) -> &'static [Migration] {
-        match kind {
-            DbKind::Sqlite => self.sqlite,
-            DbKind::Postgres => self.postgres,
-        }
-    }
-
-    /// Checks the name and that both engines' migration lists line up.
-    pub fn check(&self) -> Result<(), SpecError> {
-        let err = |problem: String| SpecError {
-            module: self.name.to_owned(),
-            problem,
-        };
-        let mut chars = self.name.chars();
-        let valid = chars.next().is_some_and(|c| c.is_ascii_lowercase())
-            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if !valid {
-            return Err(err(
-                "the name must be lowercase letters, digits and underscores, starting with a letter"
-                    .into(),
-            ));
-        }
-        for (i, r) in self.routes.iter().enumerate() {
-            if let Some(problem) = r.problem() {
-                return Err(err(problem));
-            }
-            if let Guard::Group(g) = r.guard
-                && let Err(e) = crate::auth::users::check_group(g)
-            {
-                return Err(err(format!("route {r}: group `{g}`: {}", e.body().message)));
-            }
-            if self.routes[..i]
-                .iter()
-                .any(|o| o.method == r.method && o.path == r.path)
-            {
-                return Err(err(format!("route {r} is declared twice")));
-            }
-        }
-        if self.sqlite.len() != self.postgres.len() {
-            return Err(err(format!(
-                "{} SQLite migrations but {} PostgreSQL migrations",
-                self.sqlite.len(),
-                self.postgres.len()
-            )));
-        }
-        for (engine, list) in [("SQLite", self.sqlite), ("PostgreSQL", self.postgres)] {
-            for m in list {
-                if let Some(problem) = namespace::check_migration(self.name, m.sql).first() {
-                    return Err(err(format!(
-                        "{engine} migration {} `{}`: {problem}",
-                        m.version, m.name
-                    )));
-                }
-            }
-        }
-        for (i, (s, p)) in self.sqlite.iter().zip(self.postgres).enumerate() {
-            let expected = i as i64 + 1;
-            if s.version != expected || p.version != expected {
-                return Err(err(format!(
-                    "migration versions must run 1, 2, 3 … without gaps; position {expected} has {} (SQLite) and {} (PostgreSQL)",
-                    s.version, p.version
-                )));
-            }
-            if s.name != p.name {
-                return Err(err(format!(
-                    "migration {expected} is `{}` on SQLite but `{}` on PostgreSQL",
-                    s.name, p.name
-                )));
-            }
-        }
-        Ok(())
     }
 }
 
@@ -420,17 +241,24 @@ impl<'a> Context<'a> {
     }
 
     /// Registers the handler of job `name`. The handler gets the decoded
-    /// payload, the attempt number, a cancellation token and the app state;
+    /// payload, the attempt number, a cancellation token and a state `S`
+    /// taken from the app's: [`AppState`] itself, a narrower handle such as
+    /// [`Jobs`](crate::jobs::Jobs) or [`Db`], or nothing (`()`);
     /// an `Err` retries the job with backoff (or sends it to `dead` when it
     /// is [`Permanent`](crate::jobs::Permanent) or out of attempts). A name
     /// registered twice, or one with an unusable name, stops the app at start.
-    pub fn job<P, F, Fut>(&mut self, name: JobName<P>, handler: F)
+    pub fn job<P, S, F, Fut>(&mut self, name: JobName<P>, handler: F)
     where
         P: DeserializeOwned + Send + 'static,
-        F: Fn(JobRun<P>) -> Fut + Send + Sync + 'static,
+        S: FromRef<AppState> + Clone + Send + Sync + 'static,
+        F: Fn(JobRun<P, S>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
-        if let Err(e) = self.jobs.add(JobDef::new(self.module, name, handler)) {
+        let state = S::from_ref(self.state);
+        if let Err(e) = self
+            .jobs
+            .add(JobDef::new(self.module, name, state, handler))
+        {
             self.errors.push(SpecError {
                 module: self.module.to_owned(),
                 problem: e.to_string(),
@@ -521,6 +349,7 @@ impl<'a> Context<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::migrate::Migration;
 
     const A: &[Migration] = &[Migration::new(
         1,

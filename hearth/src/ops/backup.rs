@@ -140,7 +140,7 @@ pub const BACKUP: crate::jobs::JobName<()> = crate::jobs::JobName::new("hearth.b
 
 /// Registers the backup job, and its schedule when `backup.schedule` is set.
 pub(crate) fn register_own(ctx: &mut crate::Context<'_>) {
-    ctx.job(BACKUP, |run: crate::jobs::JobRun<()>| async move {
+    ctx.job(BACKUP, |run: crate::jobs::JobRun<(), crate::AppState>| async move {
         let target = Target::of(&run.state);
         let report = match backup(&target, None, &Progress::hidden()).await {
             Ok(r) => r,

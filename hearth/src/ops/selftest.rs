@@ -18,9 +18,10 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::{OpsError, pgtools};
-use crate::app::{App, AppState, Running};
+use crate::app::{App, Running};
 use crate::config::{Config, Secret};
 use crate::db::{Db, migrate};
+use crate::state::AppState;
 
 /// Time limit of one check.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(60);

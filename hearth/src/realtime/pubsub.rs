@@ -147,7 +147,7 @@ impl Hub {
     }
 }
 
-/// Publish and subscribe; get it with [`AppState::pubsub`](crate::AppState::pubsub).
+/// Publish and subscribe; handlers get it with `State<PubSub>` or `state.pubsub()`.
 #[derive(Clone)]
 pub struct PubSub {
     db: Db,

@@ -14,10 +14,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 
-use crate::app::AppState;
+use crate::auth::Auth;
 use crate::error::Error;
 use crate::http::client_ip::{ClientPlace, PerClient};
 
@@ -99,16 +99,21 @@ impl Drop for Slot {
     }
 }
 
-impl FromRequestParts<AppState> for Slot {
+impl<S> FromRequestParts<S> for Slot
+where
+    S: Send + Sync,
+    Streams: FromRef<S>,
+    Auth: FromRef<S>,
+{
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
         let client = crate::auth::guard::client_ip(
-            state.auth(),
+            &Auth::from_ref(state),
             &parts.headers,
             crate::http::current_peer(),
         );
-        state.streams().enter(&client)
+        Streams::from_ref(state).enter(&client)
     }
 }
 

@@ -38,7 +38,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::app::AppState;
 use crate::config::Config;
 use crate::db::Db;
 
@@ -500,14 +499,20 @@ impl Metrics {
 
     /// Reads the gauges that live in the database and the OS. Returns
     /// whether the database answered; each part is bounded by `limit`.
-    pub(crate) async fn sample(&self, state: &AppState, limit: Duration) -> bool {
+    pub(crate) async fn sample(
+        &self,
+        db: &crate::db::Db,
+        jobs: &crate::jobs::Jobs,
+        events: &crate::events::Events,
+        limit: Duration,
+    ) -> bool {
         let Some(inner) = &self.0 else {
             return true;
         };
-        let db_ok = inner.sample_pool(state.db(), limit).await;
+        let db_ok = inner.sample_pool(db, limit).await;
         if db_ok {
-            inner.sample_jobs(state, limit).await;
-            inner.sample_events(state, limit).await;
+            inner.sample_jobs(jobs, limit).await;
+            inner.sample_events(events, limit).await;
         }
         inner.sample_process();
         db_ok
@@ -563,8 +568,8 @@ impl Inner {
         ok
     }
 
-    async fn sample_events(&self, state: &AppState, limit: Duration) {
-        let Ok(Ok(status)) = tokio::time::timeout(limit, state.events().status()).await else {
+    async fn sample_events(&self, events: &crate::events::Events, limit: Duration) {
+        let Ok(Ok(status)) = tokio::time::timeout(limit, events.status()).await else {
             return;
         };
         for m in status {
@@ -595,8 +600,8 @@ impl Inner {
         }
     }
 
-    async fn sample_jobs(&self, state: &AppState, limit: Duration) {
-        if let Ok(Ok(stats)) = tokio::time::timeout(limit, state.jobs().stats()).await {
+    async fn sample_jobs(&self, jobs: &crate::jobs::Jobs, limit: Duration) {
+        if let Ok(Ok(stats)) = tokio::time::timeout(limit, jobs.stats()).await {
             for q in stats {
                 for (st, n) in [
                     ("pending", q.pending),
@@ -631,7 +636,7 @@ impl Inner {
                 }
             }
         }
-        if let Ok(Ok(crons)) = tokio::time::timeout(limit, state.jobs().cron_list()).await {
+        if let Ok(Ok(crons)) = tokio::time::timeout(limit, jobs.cron_list()).await {
             for c in crons {
                 // Only a tick whose job finished well says when it last worked;
                 // while one is pending the gauge keeps the previous success.
@@ -679,64 +684,6 @@ fn method_label(m: &axum::http::Method) -> &'static str {
         Method::DELETE => "DELETE",
         Method::OPTIONS => "OPTIONS",
         _ => "OTHER",
-    }
-}
-
-/// `GET /metrics`: the text exposition, for a signed-in admin or a caller
-/// with `Authorization: Bearer <metrics.token>`. Gauges are sampled first
-/// (bounded by two seconds per part), so a scrape sees the current queue.
-pub(crate) async fn endpoint(
-    axum::extract::State(state): axum::extract::State<AppState>,
-    headers: axum::http::HeaderMap,
-) -> crate::Result<axum::response::Response> {
-    use axum::http::header;
-    use axum::response::IntoResponse as _;
-    allowed(&state, &headers).await?;
-    state.metrics().sample(&state, Duration::from_secs(2)).await;
-    let body = state
-        .metrics()
-        .render()
-        .ok_or_else(|| crate::Error::not_found("metrics are off"))?;
-    Ok((
-        [
-            (
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            ),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        body,
-    )
-        .into_response())
-}
-
-async fn allowed(state: &AppState, headers: &axum::http::HeaderMap) -> crate::Result<()> {
-    use subtle::ConstantTimeEq as _;
-    let bearer = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if let Some(given) = bearer {
-        let ok = state
-            .config()
-            .metrics
-            .token
-            .as_ref()
-            .is_some_and(|t| bool::from(t.expose().as_bytes().ct_eq(given.trim().as_bytes())));
-        return if ok {
-            Ok(())
-        } else {
-            Err(crate::Error::unauthorized("the metrics token is not valid"))
-        };
-    }
-    match state.auth().load(headers).await? {
-        crate::auth::Loaded::Valid(s) if s.user.is_some() && s.admin => Ok(()),
-        crate::auth::Loaded::Valid(s) if s.user.is_some() => {
-            Err(crate::Error::forbidden("administrators only"))
-        }
-        _ => Err(crate::Error::unauthorized(
-            "sign in as an admin, or send the metrics token as a bearer token",
-        )),
     }
 }
 

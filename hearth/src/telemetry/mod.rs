@@ -96,45 +96,6 @@ pub fn check_filter(filter: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-/// Samples the gauges every `metrics.sample_interval` (for statsd; `/metrics`
-/// samples on each read too) and watches the database for `notify`: the
-/// first failed check after a good one is reported, later ones while it
-/// stays down are repeats the funnel counts.
-pub(crate) async fn sampler(state: crate::AppState, stop: tokio_util::sync::CancellationToken) {
-    let every = state.config().metrics.sample_interval.get();
-    let limit = state.config().db.acquire_timeout.get();
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut was_ok = true;
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let ok = if state.metrics().enabled() {
-            state.metrics().sample(&state, limit).await
-        } else {
-            tokio::time::timeout(limit, state.db().ping())
-                .await
-                .is_ok_and(|r| r.is_ok())
-        };
-        if !ok {
-            state.notifier().send(
-                EventKind::DatabaseUnreachable,
-                state.db().kind().as_str(),
-                format!(
-                    "the {} database did not answer within {} ms",
-                    state.db().kind().as_str(),
-                    limit.as_millis()
-                ),
-            );
-        } else if !was_ok {
-            tracing::info!(target: "hearth::notify", "the database answers again");
-        }
-        was_ok = ok;
-    }
-}
-
 /// Adds the request id and the signed-in user's id to every line written
 /// while a request is handled, in whichever format the inner formatter uses.
 ///

@@ -20,9 +20,10 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, ConnectOptions};
 
-use crate::app::{App, AppState, Running, StartError};
+use crate::app::{App, Running, StartError};
 use crate::config::{Config, Secret};
 use crate::db::DbKind;
+use crate::state::AppState;
 
 /// The environment variable naming the PostgreSQL server for tests.
 pub const POSTGRES_URL_VAR: &str = "HEARTH_TEST_POSTGRES_URL";
@@ -37,9 +38,10 @@ pub enum Backend {
     Postgres,
 }
 
-impl From<Backend> for DbKind {
-    fn from(b: Backend) -> DbKind {
-        match b {
+impl Backend {
+    /// The engine this backend runs on.
+    pub fn kind(self) -> DbKind {
+        match self {
             Backend::Sqlite => DbKind::Sqlite,
             Backend::Postgres => DbKind::Postgres,
         }
@@ -294,6 +296,11 @@ impl TestApp {
     /// The socket address the app listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Runs every due job now in the calling task (see `Running::drain_jobs`).
+    pub(crate) async fn drain_jobs(&self, limit: usize) -> Result<usize, sqlx::Error> {
+        self.running.drain_jobs(limit).await
     }
 
     /// The app's state (database, config).

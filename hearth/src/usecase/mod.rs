@@ -7,9 +7,9 @@
 //!
 //! * runs as a test on SQLite and on PostgreSQL, through real HTTP on a
 //!   fresh database, with pending events and jobs drained before THEN is
-//!   checked ([`use_case_tests!`](crate::use_case_tests), [`run`]);
+//!   checked (`use_case_tests!`, `run::run`);
 //! * prints as stories, a grep-able summary with what no use case covers,
-//!   and a graph of modules, routes and events ([`docs`]; the `story`,
+//!   and a graph of modules, routes and events (`docs`; the `story`,
 //!   `summary` and `graph` commands of every app binary).
 //!
 //! Users are named in the use case (`nancy`, `bob`) and written into paths,
@@ -42,8 +42,6 @@ use serde_json::Value;
 
 use crate::events::Event;
 use crate::module::Method;
-
-pub use run::{Outcome, run};
 
 /// One use case. Build it with [`UseCase::new`] and the `given_*`, `when`
 /// and `then_*` methods.

@@ -482,7 +482,8 @@ async fn settle(t: &TestApp, phase: &str) -> Result<(), String> {
             .drain()
             .await
             .map_err(|e| format!("{phase}: handing events to subscribers: {e}"))?;
-        let ran = crate::jobs::worker::drain(state, 1000)
+        let ran = t
+            .drain_jobs(1000)
             .await
             .map_err(|e| format!("{phase}: running jobs: {e}"))?;
         if handled == 0 && ran == 0 {

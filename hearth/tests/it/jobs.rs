@@ -94,7 +94,7 @@ impl Module for Chores {
     fn register(&self, ctx: &mut Context<'_>) {
         ctx.route(ORDERS, place_order);
         ctx.route(ENQUEUE, enqueue_by_name);
-        ctx.job(RECORD, |run: JobRun<Task>| async move {
+        ctx.job(RECORD, |run: JobRun<Task, AppState>| async move {
             let db = run.state.db();
             with_db!(db, pool => sqlx::query("INSERT INTO chores_run (job_id, attempt, note, at_ms) VALUES ($1, $2, $3, $4)")
                 .bind(run.id)
@@ -129,7 +129,7 @@ impl Module for Chores {
             }
             Ok(())
         });
-        ctx.job(ONCE, |run: JobRun<u32>| async move {
+        ctx.job(ONCE, |run: JobRun<u32, AppState>| async move {
             let worker = format!("{:?}", std::thread::current().id());
             with_db!(run.state.db(), pool => sqlx::query("INSERT INTO chores_once (job_id, worker) VALUES ($1, $2)")
                 .bind(run.id)
@@ -139,7 +139,7 @@ impl Module for Chores {
                 .map(|_| ()))?;
             Ok(())
         });
-        ctx.job(TICK, |run: JobRun<String>| async move {
+        ctx.job(TICK, |run: JobRun<String, AppState>| async move {
             let at = run.scheduled_at.duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
             with_db!(run.state.db(), pool => sqlx::query("INSERT INTO chores_run (job_id, attempt, note, at_ms) VALUES ($1, $2, $3, $4)")
                 .bind(run.id)

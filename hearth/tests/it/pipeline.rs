@@ -358,7 +358,7 @@ hearth::db_tests! {
         let v = json_of(res).await;
         assert_eq!(v["status"], "ready");
         assert_eq!(v["migrations"]["probe"], 1);
-        assert_eq!(v["database"], hearth::DbKind::from(backend).as_str());
+        assert_eq!(v["database"], backend.kind().as_str());
     }
 
     async fn unique_violation_is_a_409_naming_the_field(backend) {

@@ -145,7 +145,7 @@ impl Module for Probe {
             }
             Ok(())
         });
-        ctx.job(EFFECT, |run: JobRun<String>| async move {
+        ctx.job(EFFECT, |run: JobRun<String, AppState>| async move {
             let mut tx = run.state.db().begin().await?;
             if run.once(&mut tx).await? {
                 hearth::with_tx!(&mut tx, t => sqlx::query(

@@ -9,7 +9,8 @@ use hearth::db::migrate::Migration;
 use hearth::events::{Event, EventRun, EventSpec};
 use hearth::prelude::*;
 use hearth::testing::TestApp;
-use hearth::usecase::{Request, UseCase, run};
+use hearth::usecase::run::run;
+use hearth::usecase::{Request, UseCase};
 use hearth::{sqlx, with_db, with_tx};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -216,7 +217,7 @@ impl Module for Counts {
                 Ok(())
             }
         });
-        ctx.job(BADGE, |run: JobRun<i64>| async move {
+        ctx.job(BADGE, |run: JobRun<i64, AppState>| async move {
             let db = run.state.db();
             with_db!(db, p => sqlx::query("UPDATE counts_count SET badge = TRUE WHERE author = $1")
                 .bind(run.payload).execute(p).await.map(|_| ()))?;

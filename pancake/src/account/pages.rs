@@ -166,7 +166,7 @@ async fn blank(
     headers: &HeaderMap,
     page: impl FnOnce(Layout, CsrfField) -> FormPage,
 ) -> Result<Response> {
-    let session = page_session(state, headers).await?;
+    let session = page_session(state.auth(), headers).await?;
     let layout = Layout::new(state, session.session.as_ref());
     let form = page(layout, session.field());
     Ok(session.finish(form))
@@ -211,7 +211,7 @@ pub(super) async fn login_form(
     Query(q): Query<NextQuery>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let page = page_session(&state, &headers).await?;
+    let page = page_session(state.auth(), &headers).await?;
     if page.user().is_some() {
         return Ok(see_other(safe_next(q.next.as_deref())));
     }
@@ -239,7 +239,15 @@ pub(super) async fn login(
     form: AuthForm<LoginForm>,
 ) -> Result<Response> {
     let f = &form.body;
-    match flows::login(&state, &form.session, &form.client, &f.email, &f.password).await {
+    match flows::login(
+        state.auth(),
+        &form.session,
+        &form.client,
+        &f.email,
+        &f.password,
+    )
+    .await
+    {
         Ok(s) => signed_in(&state, &s, safe_next(f.next.as_deref())),
         Err(e) => Ok(refill(&state, &form.session, &e, |layout, csrf, error| {
             login_page(layout, csrf, &f.email, f.next.clone(), error)
@@ -292,7 +300,7 @@ pub(super) async fn signup(
     form: AuthForm<CredentialsForm>,
 ) -> Result<Response> {
     let f = &form.body;
-    match flows::signup(&state, &form.client, &f.email, &f.password).await {
+    match flows::signup(state.auth(), &form.client, &f.email, &f.password).await {
         Ok(()) => Ok(flows::no_store(
             message(
                 &state,
@@ -317,7 +325,7 @@ pub(super) async fn logout(
     State(state): State<AppState>,
     form: AuthForm<NoFields>,
 ) -> Result<Response> {
-    flows::logout(&state, &form.session).await?;
+    flows::logout(state.auth(), &form.session).await?;
     Ok(flows::with_cookie(
         see_other("/"),
         state.auth().clear_cookie_header(),
@@ -363,7 +371,7 @@ pub(super) async fn verify(
     State(state): State<AppState>,
     form: AuthForm<TokenQuery>,
 ) -> Result<Response> {
-    match flows::verify_email(&state, &form.session, &form.client, &form.body.token).await {
+    match flows::verify_email(state.auth(), &form.session, &form.client, &form.body.token).await {
         Ok(rotated) => {
             let page = message(
                 &state,
@@ -423,7 +431,7 @@ pub(super) async fn recover(
     State(state): State<AppState>,
     form: AuthForm<EmailForm>,
 ) -> Result<Response> {
-    match flows::recover(&state, &form.client, &form.body.email).await {
+    match flows::recover(state.auth(), &form.client, &form.body.email).await {
         Ok(()) => Ok(flows::no_store(
             message(
                 &state,
@@ -468,8 +476,8 @@ pub(super) async fn reset_form(
     Query(q): Query<TokenQuery>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let page = page_session(&state, &headers).await?;
-    if !flows::reset_token_works(&state, &q.token).await? {
+    let page = page_session(state.auth(), &headers).await?;
+    if !flows::reset_token_works(state.auth(), &q.token).await? {
         let msg = message(
             &state,
             page.session.as_ref(),
@@ -497,7 +505,7 @@ pub(super) async fn reset(
     form: AuthForm<ResetForm>,
 ) -> Result<Response> {
     let f = &form.body;
-    match flows::reset(&state, &form.client, &f.token, &f.new_password).await {
+    match flows::reset(state.auth(), &form.client, &f.token, &f.new_password).await {
         Ok(()) => Ok(flows::no_store(
             message(
                 &state,
@@ -563,7 +571,7 @@ pub(super) async fn change_password(
     me: CurrentUser,
     Form(f): Form<ChangeForm>,
 ) -> Result<Response> {
-    match flows::change_password(&state, &me, &f.password, &f.new_password).await {
+    match flows::change_password(state.auth(), &me, &f.password, &f.new_password).await {
         Ok(s) => signed_in(&state, &s, "/account?changed=1"),
         Err(e) => Ok(flows::no_store(with_status(
             change_page(&state, &me, Some(e.body().message.to_string())),
@@ -622,7 +630,7 @@ pub(super) async fn resend_verification(
     State(state): State<AppState>,
     me: CurrentUser,
 ) -> Result<Response> {
-    match flows::resend_verification(&state, &me).await {
+    match flows::resend_verification(state.auth(), &me).await {
         Ok(()) => Ok(see_other("/account?sent=1")),
         Err(e) => Ok(flows::no_store(with_status(
             account_page(&state, &me, Some(e.body().message.to_string()), None).await?,
@@ -636,7 +644,7 @@ pub(super) async fn logout_everywhere(
     State(state): State<AppState>,
     me: CurrentUser,
 ) -> Result<Response> {
-    flows::logout_everywhere(&state, &me).await?;
+    flows::logout_everywhere(state.auth(), &me).await?;
     Ok(flows::with_cookie(
         see_other("/"),
         state.auth().clear_cookie_header(),
@@ -655,7 +663,7 @@ pub(super) async fn delete(
     me: CurrentUser,
     Form(f): Form<PasswordForm>,
 ) -> Result<Response> {
-    match flows::destroy(&state, &me, &f.password).await {
+    match flows::destroy(state.auth(), &me, &f.password).await {
         Ok(()) => Ok(flows::with_cookie(
             message(
                 &state,

@@ -107,7 +107,7 @@ fn now_secs() -> i64 {
 /// The `home.publish` handler. A run that follows a crash after an earlier
 /// attempt committed finds that attempt's record (`run.once`) and stores
 /// and publishes nothing a second time.
-pub async fn publish(run: JobRun<NewNotice>) -> hearth::anyhow::Result<()> {
+pub async fn publish(run: JobRun<NewNotice, AppState>) -> hearth::anyhow::Result<()> {
     let n = &run.payload;
     if let Some(days) = n.expires_in_days
         && !(1..=365).contains(&days)
@@ -132,7 +132,7 @@ pub async fn publish(run: JobRun<NewNotice>) -> hearth::anyhow::Result<()> {
 }
 
 /// The `home.cleanup` handler.
-pub async fn cleanup(run: JobRun<()>) -> hearth::anyhow::Result<()> {
+pub async fn cleanup(run: JobRun<(), AppState>) -> hearth::anyhow::Result<()> {
     let removed = store::delete_expired(run.state.db(), now_secs()).await?;
     tracing::info!(removed, "removed expired notices");
     Ok(())

@@ -590,7 +590,7 @@ hearth::db_tests! {
         let Some(db) = TestDb::create(backend).await else { return };
         let (child, base) = serve(&db, &[]).await;
         let v: serde_json::Value = client().get(format!("{base}/api/status")).send().await.unwrap().json().await.unwrap();
-        assert_eq!(v["database"], hearth::DbKind::from(backend).as_str());
+        assert_eq!(v["database"], backend.kind().as_str());
         let out = tokio::task::spawn_blocking(move || sigterm_and_wait(child)).await.unwrap();
         let log = text(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "{log}");

@@ -18,11 +18,11 @@ hearth::db_tests! {
         let v: Value = res.json().await.unwrap();
         assert_eq!(v["app"], "pancake");
         assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
-        assert_eq!(v["database"], hearth::DbKind::from(backend).as_str());
+        assert_eq!(v["database"], backend.kind().as_str());
         // Every module (hearth's own included) at its latest migration.
         let mut total = 0;
         for spec in pancake::app().specs().unwrap() {
-            let n = spec.migrations_for(backend.into()).len();
+            let n = spec.migrations_for(backend.kind()).len();
             total += n;
             let level = v["migrations"].get(spec.name()).and_then(Value::as_u64).unwrap_or(0);
             assert_eq!(level, n as u64, "{v}");
