@@ -216,7 +216,6 @@ impl App {
             notifier,
             circuit,
             streams,
-            login_page: self.login_page,
         });
         let mut ctx = Context::new(&state);
         ctx.set_module(&crate::own::SPEC);

@@ -42,7 +42,6 @@ pub(crate) struct Parts {
     pub(crate) notifier: Notifier,
     pub(crate) circuit: Option<crate::db::circuit::Circuit>,
     pub(crate) streams: crate::realtime::Streams,
-    pub(crate) login_page: Option<&'static str>,
 }
 
 impl AppState {
@@ -127,27 +126,9 @@ impl AppState {
         &self.0.notifier
     }
 
-    /// The sign-in page set with [`App::login_page`].
+    /// The sign-in page set with [`App::login_page`](crate::App::login_page).
     pub fn login_page(&self) -> Option<&'static str> {
-        self.0.login_page
-    }
-}
-
-impl FromRef<AppState> for PubSub {
-    fn from_ref(s: &AppState) -> PubSub {
-        s.0.pubsub.clone()
-    }
-}
-
-impl FromRef<AppState> for Events {
-    fn from_ref(s: &AppState) -> Events {
-        s.0.events.clone()
-    }
-}
-
-impl FromRef<AppState> for Jobs {
-    fn from_ref(s: &AppState) -> Jobs {
-        s.0.jobs.clone()
+        self.0.auth.login_page()
     }
 }
 
@@ -161,52 +142,30 @@ impl std::fmt::Debug for AppState {
     }
 }
 
-impl FromRef<AppState> for Db {
-    fn from_ref(s: &AppState) -> Db {
-        s.0.db.clone()
-    }
+/// `impl FromRef<AppState>` for each handle, so a handler can take just the
+/// part it needs (`State<Db>`, `State<Auth>`, …).
+macro_rules! parts {
+    ($($field:ident: $ty:ty,)*) => {$(
+        impl FromRef<AppState> for $ty {
+            fn from_ref(s: &AppState) -> $ty {
+                s.0.$field.clone()
+            }
+        }
+    )*};
 }
 
-impl FromRef<AppState> for Arc<Config> {
-    fn from_ref(s: &AppState) -> Arc<Config> {
-        s.0.config.clone()
-    }
-}
-
-impl FromRef<AppState> for Auth {
-    fn from_ref(s: &AppState) -> Auth {
-        s.0.auth.clone()
-    }
-}
-
-impl FromRef<AppState> for Tokens {
-    fn from_ref(s: &AppState) -> Tokens {
-        s.0.tokens.clone()
-    }
-}
-
-impl FromRef<AppState> for Mailer {
-    fn from_ref(s: &AppState) -> Mailer {
-        s.0.mailer.clone()
-    }
-}
-
-impl FromRef<AppState> for Metrics {
-    fn from_ref(s: &AppState) -> Metrics {
-        s.0.metrics.clone()
-    }
-}
-
-impl FromRef<AppState> for Notifier {
-    fn from_ref(s: &AppState) -> Notifier {
-        s.0.notifier.clone()
-    }
-}
-
-impl FromRef<AppState> for crate::realtime::Streams {
-    fn from_ref(s: &AppState) -> crate::realtime::Streams {
-        s.0.streams.clone()
-    }
+parts! {
+    pubsub: PubSub,
+    events: Events,
+    jobs: Jobs,
+    db: Db,
+    config: Arc<Config>,
+    auth: Auth,
+    tokens: Tokens,
+    mailer: Mailer,
+    metrics: Metrics,
+    notifier: Notifier,
+    streams: crate::realtime::Streams,
 }
 
 /// For job handlers that need no state (`JobRun<P>`).

@@ -88,14 +88,13 @@ where
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
-        let auth = Auth::from_ref(state);
         if let Some(Guarded(s)) = parts.extensions.get::<Guarded>() {
             return Ok(MaybeSession(Some(s.clone())));
         }
         if let Some(Unchecked(s)) = parts.extensions.get::<Unchecked>() {
             return Ok(MaybeSession(s.clone()));
         }
-        let s = match auth.load(&parts.headers).await? {
+        let s = match Auth::from_ref(state).load(&parts.headers).await? {
             Loaded::Valid(s) => Some(s),
             _ => None,
         };

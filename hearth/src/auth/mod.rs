@@ -124,7 +124,8 @@ impl Auth {
     /// first start).
     pub(crate) fn new(config: &Config, db: Db, tokens: Tokens, wiring: Wiring) -> Self {
         let master = app_secret(config);
-        let secure = config.is_prod() || config.public_url().starts_with("https://");
+        let public_url = config.public_url();
+        let secure = config.is_prod() || public_url.starts_with("https://");
         Self(Arc::new(Inner {
             config: config.auth.clone(),
             cookie_name: cookie_name(&config.auth.cookie_name, secure),
@@ -137,7 +138,7 @@ impl Auth {
             tokens,
             db,
             wiring,
-            public_url: config.public_url(),
+            public_url,
             body_limit: config.http.body_limit,
         }))
     }

@@ -16,7 +16,6 @@ pub mod circuit;
 pub mod config;
 pub mod migrate;
 
-use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -249,7 +248,7 @@ impl Db {
                 }
                 // Created here, owner-only, rather than by SQLite under the
                 // umask; SQLite gives the -wal and -shm files the same mode.
-                if !in_memory && file != Path::new(":memory:") && !file.as_os_str().is_empty() {
+                if !in_memory && !file.as_os_str().is_empty() {
                     crate::private_fs::create_file(file).map_err(|source| DbError::CreateFile {
                         path: file.display().to_string(),
                         source,

@@ -80,10 +80,7 @@ impl Wake {
 
 /// What every task of the runtime shares.
 struct Shared {
-    registry: Arc<Registry>,
-    metrics: Metrics,
-    notifier: Notifier,
-    jobs: Jobs,
+    rt: Runtime,
     worker: String,
     /// Stops the claim loops.
     stop_claiming: CancellationToken,
@@ -91,6 +88,19 @@ struct Shared {
     interrupt: CancellationToken,
     running: TaskTracker,
     done: mpsc::Sender<(i64, i64)>,
+}
+
+impl Shared {
+    fn new(rt: Runtime, done: mpsc::Sender<(i64, i64)>) -> Self {
+        Self {
+            rt,
+            worker: worker_id(),
+            stop_claiming: CancellationToken::new(),
+            interrupt: CancellationToken::new(),
+            running: TaskTracker::new(),
+            done,
+        }
+    }
 }
 
 /// A running set of workers; stop it with [`Workers::shutdown`].
@@ -122,24 +132,10 @@ impl Workers {
     /// Starts a claim loop for every queue some registered job runs on, the
     /// lease keeper and the completer.
     pub(crate) fn start(rt: Runtime) -> Workers {
-        let Runtime {
-            jobs,
-            registry,
-            metrics,
-            notifier,
-        } = rt;
+        let jobs = rt.jobs.clone();
+        let registry = rt.registry.clone();
         let (done_tx, done_rx) = mpsc::channel(4096);
-        let shared = Arc::new(Shared {
-            registry: registry.clone(),
-            metrics,
-            notifier,
-            jobs: jobs.clone(),
-            worker: worker_id(),
-            stop_claiming: CancellationToken::new(),
-            interrupt: CancellationToken::new(),
-            running: TaskTracker::new(),
-            done: done_tx,
-        });
+        let shared = Arc::new(Shared::new(rt, done_tx));
         let stop_background = CancellationToken::new();
         let loops = registry
             .queues()
@@ -189,7 +185,7 @@ impl Workers {
             let _ = l.await;
         }
         shared.running.close();
-        let bound = shared.jobs.config().shutdown_timeout.get();
+        let bound = shared.rt.jobs.config().shutdown_timeout.get();
         if tokio::time::timeout(bound, shared.running.wait())
             .await
             .is_err()
@@ -206,7 +202,7 @@ impl Workers {
         for b in background {
             let _ = b.await;
         }
-        let jobs = shared.jobs.clone();
+        let jobs = shared.rt.jobs.clone();
         let worker = shared.worker.clone();
         // The last sender goes with `shared`; the completer then flushes and ends.
         drop(shared);
@@ -231,17 +227,7 @@ impl Workers {
 pub(crate) async fn drain(rt: &Runtime, limit: usize) -> Result<usize, sqlx::Error> {
     let jobs = rt.jobs.clone();
     let (done_tx, done_rx) = mpsc::channel(64);
-    let shared = Shared {
-        registry: rt.registry.clone(),
-        metrics: rt.metrics.clone(),
-        notifier: rt.notifier.clone(),
-        jobs: jobs.clone(),
-        worker: worker_id(),
-        stop_claiming: CancellationToken::new(),
-        interrupt: CancellationToken::new(),
-        running: TaskTracker::new(),
-        done: done_tx,
-    };
+    let shared = Shared::new(rt.clone(), done_tx);
     let completer = tokio::spawn(completer(jobs.clone(), done_rx));
     let db = jobs.worker_db().clone();
     let span = millis(jobs.config().lease_span());
@@ -249,7 +235,7 @@ pub(crate) async fn drain(rt: &Runtime, limit: usize) -> Result<usize, sqlx::Err
     let mut outcome = Ok(());
     'rounds: while ran < limit {
         let mut any = false;
-        for queue in shared.registry.queues() {
+        for queue in shared.rt.registry.queues() {
             let now = now_ms();
             let claimed = match store::claim(&db, queue, 16, now, now + span, &shared.worker).await
             {
@@ -279,11 +265,11 @@ pub(crate) async fn drain(rt: &Runtime, limit: usize) -> Result<usize, sqlx::Err
 /// buffer beyond the running ones, refilling it when it is half empty, so a
 /// finished job's slot is filled without waiting for the database.
 async fn queue_loop(shared: Arc<Shared>, queue: &'static str) {
-    let cfg = shared.jobs.config().clone();
-    let db = shared.jobs.worker_db().clone();
+    let cfg = shared.rt.jobs.config().clone();
+    let db = shared.rt.jobs.worker_db().clone();
     let slots = Arc::new(Semaphore::new(cfg.concurrency_of(queue)));
     let prefetch = cfg.prefetch_of(queue);
-    let wake = shared.jobs.wake().waiter(queue);
+    let wake = shared.rt.jobs.wake().waiter(queue);
     let poll = cfg.poll_interval.get();
     let batch = cfg.claim_batch as usize;
     let stop = shared.stop_claiming.clone();
@@ -384,11 +370,11 @@ enum Ended {
 }
 
 async fn run_job(shared: &Shared, queue: &'static str, job: Claimed) {
-    let registry = &shared.registry;
+    let registry = &shared.rt.registry;
     let attempt = u32::try_from(job.attempts).unwrap_or(u32::MAX);
     // Due → started: for a retry, from the time its backoff ended.
     let delay = now_ms().saturating_sub(job.run_at).max(0);
-    shared.metrics.job_started(
+    shared.rt.metrics.job_started(
         queue,
         Duration::from_millis(u64::try_from(delay).unwrap_or(0)),
     );
@@ -422,7 +408,7 @@ async fn run_job(shared: &Shared, queue: &'static str, job: Claimed) {
                     },
                     Err(panic) => {
                         let message = panic_message(panic.as_ref());
-                        shared.notifier.send(
+                        shared.rt.notifier.send(
                             crate::telemetry::EventKind::Panic,
                             format!("job {}", job.name),
                             format!("job {} (`{}`) panicked on attempt {attempt}: {message}", job.id, job.name),
@@ -463,9 +449,9 @@ async fn run_job(shared: &Shared, queue: &'static str, job: Claimed) {
         Ended::Ok => {
             if shared.done.send((job.id, job.attempts)).await.is_err() {
                 // The completer is gone (shutting down): finish this one directly.
-                let keep = !shared.jobs.config().history.is_zero();
+                let keep = !shared.rt.jobs.config().history.is_zero();
                 if let Err(e) = store::complete(
-                    shared.jobs.worker_db(),
+                    shared.rt.jobs.worker_db(),
                     &[(job.id, job.attempts)],
                     now,
                     keep,
@@ -481,13 +467,13 @@ async fn run_job(shared: &Shared, queue: &'static str, job: Claimed) {
         Ended::Failed { error, permanent } => {
             let out_of_attempts = job.attempts >= job.max_attempts;
             let next = if permanent || out_of_attempts {
-                let redact = shared.registry.get(&job.name).and_then(|d| d.redact);
+                let redact = shared.rt.registry.get(&job.name).and_then(|d| d.redact);
                 Next::Dead(redact.map(|r| r(&job.payload)))
             } else {
-                Next::Retry(now + millis(backoff(shared.jobs.config(), attempt)))
+                Next::Retry(now + millis(backoff(shared.rt.jobs.config(), attempt)))
             };
             let dead = matches!(next, Next::Dead(_));
-            shared.metrics.job_failed(queue, &job.name, dead);
+            shared.rt.metrics.job_failed(queue, &job.name, dead);
             if dead {
                 tracing::error!(job = job.id, name = %job.name, attempt, error = %error, "job is dead");
                 notify_dead(shared, &job, &error);
@@ -501,7 +487,7 @@ async fn run_job(shared: &Shared, queue: &'static str, job: Claimed) {
     // Errors are kept short: they are for people, and a huge one would bloat the row.
     let error = truncate(&error, 2000);
     if let Err(e) = store::fail(
-        shared.jobs.worker_db(),
+        shared.rt.jobs.worker_db(),
         job.id,
         job.attempts,
         error,
@@ -517,11 +503,11 @@ async fn run_job(shared: &Shared, queue: &'static str, job: Claimed) {
 /// Tells the operator: a job fired by a cron schedule is a failed cron run,
 /// any other a dead job.
 fn notify_dead(shared: &Shared, job: &Claimed, error: &str) {
-    let schedules = shared.jobs.schedules();
+    let schedules = shared.rt.jobs.schedules();
     let cron = schedules.iter().find(|c| c.schedule.job == job.name);
     let error = truncate(error, 500);
     match cron {
-        Some(c) => shared.notifier.send(
+        Some(c) => shared.rt.notifier.send(
             crate::telemetry::EventKind::CronFailed,
             c.schedule.name(),
             format!(
@@ -532,7 +518,7 @@ fn notify_dead(shared: &Shared, job: &Claimed, error: &str) {
                 job.attempts
             ),
         ),
-        None => shared.notifier.send(
+        None => shared.rt.notifier.send(
             crate::telemetry::EventKind::JobDead,
             job.name.clone(),
             format!(
@@ -577,8 +563,8 @@ pub(crate) fn backoff(cfg: &super::JobsConfig, attempt: u32) -> Duration {
 }
 
 async fn lease_keeper(shared: Arc<Shared>, stop: CancellationToken) {
-    let cfg = shared.jobs.config().clone();
-    let db = shared.jobs.worker_db().clone();
+    let cfg = shared.rt.jobs.config().clone();
+    let db = shared.rt.jobs.worker_db().clone();
     let every = cfg.heartbeat_every();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -593,13 +579,13 @@ async fn lease_keeper(shared: Arc<Shared>, stop: CancellationToken) {
             tracing::warn!(error = %e, "renewing job leases failed");
         }
         loop {
-            let registry = &shared.registry;
+            let registry = &shared.rt.registry;
             let redact_for = |name: &str| registry.get(name).and_then(|d| d.redact);
             match store::rescue(&db, now_ms(), 200, &redact_for).await {
                 Ok(rescued) => {
                     for r in &rescued {
                         tracing::warn!(job = r.id, name = %r.name, queue = %r.queue, attempts = r.attempts, max_attempts = r.max_attempts, worker = %r.worker, "rescued a job whose lease expired");
-                        shared.jobs.wake().notify(&r.queue);
+                        shared.rt.jobs.wake().notify(&r.queue);
                     }
                     if rescued.len() < 200 {
                         break;
