@@ -37,14 +37,7 @@ pub(super) async fn page(State(state): State<AppState>, me: CurrentUser) -> Resu
 /// `POST /alerts/read`.
 pub(super) async fn read(State(state): State<AppState>, me: CurrentUser) -> Result<Response> {
     let mut tx = state.db().begin().await?;
-    if store::mark_read(
-        &mut tx,
-        me.user.id,
-        crate::web::ms(std::time::SystemTime::now()),
-    )
-    .await?
-        > 0
-    {
+    if store::mark_read(&mut tx, me.user.id, crate::web::now_ms()).await? > 0 {
         state
             .pubsub()
             .publish(
