@@ -19,8 +19,8 @@ use crate::db::migrate::{self, MigrateError};
 use crate::db::{Db, DbError};
 use crate::events::Events;
 use crate::http;
-use crate::jobs::worker::Runtime;
-use crate::jobs::{Jobs, Workers};
+use crate::jobs::Jobs;
+use crate::jobs::worker::{Runtime, Workers};
 use crate::mail::Mailer;
 use crate::module::{Context, Module, ModuleSpec, ResetHook, SpecError};
 use crate::realtime::{PubSub, listener};
@@ -446,8 +446,9 @@ impl Background {
         // Event readers run wherever job workers do.
         let readers = if run_workers {
             let metrics = state.metrics().clone();
-            let on_pass: crate::events::consumer::OnPass =
-                Arc::new(move |module, tally| metrics.events_pass(module, tally));
+            let on_pass: crate::events::consumer::OnPass = Arc::new(move |module, tally| {
+                metrics.events_pass(module, tally.handled, tally.failed)
+            });
             Some(crate::events::consumer::Readers::start(state.events().clone(), on_pass).await?)
         } else {
             None
@@ -595,10 +596,14 @@ async fn sampler(state: AppState, stop: CancellationToken) {
             _ = tick.tick() => {}
         }
         let ok = if state.metrics().enabled() {
-            state
-                .metrics()
-                .sample(state.db(), state.jobs(), state.events(), limit)
-                .await
+            crate::telemetry::sample::sample(
+                state.metrics(),
+                state.db(),
+                state.jobs(),
+                state.events(),
+                limit,
+            )
+            .await
         } else {
             tokio::time::timeout(limit, state.db().ping())
                 .await

@@ -77,15 +77,14 @@ pub(crate) async fn metrics(
     use axum::http::header;
     use axum::response::IntoResponse as _;
     allowed(&state, &headers).await?;
-    state
-        .metrics()
-        .sample(
-            state.db(),
-            state.jobs(),
-            state.events(),
-            std::time::Duration::from_secs(2),
-        )
-        .await;
+    crate::telemetry::sample::sample(
+        state.metrics(),
+        state.db(),
+        state.jobs(),
+        state.events(),
+        std::time::Duration::from_secs(2),
+    )
+    .await;
     let body = state
         .metrics()
         .render()

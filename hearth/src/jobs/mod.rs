@@ -23,6 +23,7 @@ mod config;
 pub mod cron;
 mod registry;
 mod store;
+mod wake;
 pub(crate) mod worker;
 
 use std::collections::BTreeSet;
@@ -41,7 +42,7 @@ pub use registry::RegisterError;
 pub(crate) use registry::{JobDef, Registry};
 pub(crate) use store::PG_CHANNEL;
 pub use store::{JobInfo, JobState, QueueStats};
-pub(crate) use worker::{Wake, Workers};
+pub(crate) use wake::Wake;
 
 /// The queue a job runs on unless its name says otherwise.
 pub const DEFAULT_QUEUE: &str = "default";

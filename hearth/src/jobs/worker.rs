@@ -14,13 +14,13 @@
 //! * Shutdown stops claiming, gives running jobs `shutdown_timeout` to finish,
 //!   then cancels them and returns their jobs to `pending`.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -42,40 +42,6 @@ pub(crate) struct Runtime {
     pub metrics: Metrics,
     /// Dead jobs and stuck leases are reported here.
     pub notifier: Notifier,
-}
-
-/// Wake-up signals per queue, so an idle loop claims as soon as work commits.
-#[derive(Clone, Default)]
-pub(crate) struct Wake(Arc<RwLock<HashMap<String, Arc<Notify>>>>);
-
-impl Wake {
-    pub(crate) fn add_queues(&self, queues: BTreeSet<&'static str>) {
-        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
-        for q in queues {
-            map.entry(q.to_owned()).or_default();
-        }
-    }
-
-    /// Wakes the loop of `queue`, or stores the wake-up if it is busy.
-    pub(crate) fn notify(&self, queue: &str) {
-        let map = self.0.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = map.get(queue) {
-            n.notify_one();
-        }
-    }
-
-    /// Wakes every loop (after a lost NOTIFY connection, wake-ups may be missing).
-    pub(crate) fn notify_all(&self) {
-        let map = self.0.read().unwrap_or_else(|e| e.into_inner());
-        for n in map.values() {
-            n.notify_one();
-        }
-    }
-
-    fn waiter(&self, queue: &str) -> Arc<Notify> {
-        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
-        map.entry(queue.to_owned()).or_default().clone()
-    }
 }
 
 /// What every task of the runtime shares.
@@ -112,18 +78,10 @@ pub(crate) struct Workers {
     completer: JoinHandle<()>,
 }
 
-/// This machine's host name (Linux), for worker ids and notifications.
-pub(crate) fn hostname() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-}
-
 /// This process's worker id: host, pid and a random suffix, so that two
 /// runs of one process never share leases.
 fn worker_id() -> String {
-    let host = hostname().unwrap_or_else(|| "host".into());
+    let host = crate::telemetry::notify::hostname().unwrap_or_else(|| "host".into());
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     format!("{host}:{}:{}", std::process::id(), &suffix[..8])
 }

@@ -473,49 +473,128 @@ impl Metrics {
     }
 
     /// A pass of an event reader of `module` ended.
-    pub(crate) fn events_pass(&self, module: &str, tally: crate::events::consumer::Tally) {
+    pub(crate) fn events_pass(&self, module: &str, handled: u64, failed: u64) {
         let Some(inner) = &self.0 else { return };
-        if tally.handled == 0 && tally.failed == 0 {
+        if handled == 0 && failed == 0 {
             return;
         }
         let label = ModuleLabel {
             module: module.to_owned(),
         };
-        inner
-            .events_handled
-            .get_or_create(&label)
-            .inc_by(tally.handled);
-        inner
-            .events_failed
-            .get_or_create(&label)
-            .inc_by(tally.failed);
+        inner.events_handled.get_or_create(&label).inc_by(handled);
+        inner.events_failed.get_or_create(&label).inc_by(failed);
         if let Some(s) = &inner.statsd {
             let _ = s
-                .count_with_tags("events.handled", tally.handled as i64)
+                .count_with_tags("events.handled", handled as i64)
                 .with_tag("module", module)
                 .try_send();
         }
     }
 
-    /// Reads the gauges that live in the database and the OS. Returns
-    /// whether the database answered; each part is bounded by `limit`.
-    pub(crate) async fn sample(
-        &self,
-        db: &crate::db::Db,
-        jobs: &crate::jobs::Jobs,
-        events: &crate::events::Events,
-        limit: Duration,
-    ) -> bool {
-        let Some(inner) = &self.0 else {
-            return true;
-        };
-        let db_ok = inner.sample_pool(db, limit).await;
-        if db_ok {
-            inner.sample_jobs(jobs, limit).await;
-            inner.sample_events(events, limit).await;
+    /// Samples the pool and checks that the database answers within
+    /// `limit`; `true` when metrics are off (nothing to sample).
+    pub(crate) async fn sample_pool(&self, db: &Db, limit: Duration) -> bool {
+        match &self.0 {
+            Some(inner) => inner.sample_pool(db, limit).await,
+            None => true,
         }
-        inner.sample_process();
-        db_ok
+    }
+
+    /// Samples the process's memory and CPU time.
+    pub(crate) fn sample_process(&self) {
+        if let Some(inner) = &self.0 {
+            inner.sample_process();
+        }
+    }
+
+    /// Sets one queue's gauges: jobs per state (`pending`, `due`,
+    /// `active`, `dead`) and how long its oldest due job has waited.
+    pub(crate) fn record_queue(
+        &self,
+        queue: &str,
+        counts: [(&'static str, i64); 4],
+        oldest_due_ms: i64,
+    ) {
+        let Some(inner) = &self.0 else { return };
+        for (st, n) in counts {
+            inner
+                .jobs
+                .get_or_create(&QueueState {
+                    queue: queue.to_owned(),
+                    state: st,
+                })
+                .set(n);
+            if let Some(s) = &inner.statsd {
+                let _ = s
+                    .gauge_with_tags(&format!("jobs.{st}"), n as f64)
+                    .with_tag("queue", queue)
+                    .try_send();
+            }
+        }
+        let oldest = oldest_due_ms as f64 / 1000.0;
+        inner
+            .oldest_due
+            .get_or_create(&QueueLabel {
+                queue: queue.to_owned(),
+            })
+            .set(oldest);
+        if let Some(s) = &inner.statsd {
+            let _ = s
+                .gauge_with_tags("jobs.oldest_due_seconds", oldest)
+                .with_tag("queue", queue)
+                .try_send();
+        }
+    }
+
+    /// Sets when cron schedule `name` last fired a job that finished well.
+    pub(crate) fn record_cron_success(&self, name: &str, fired_at_ms: i64) {
+        let Some(inner) = &self.0 else { return };
+        let at = fired_at_ms as f64 / 1000.0;
+        inner
+            .cron_success
+            .get_or_create(&ScheduleLabel {
+                schedule: name.to_owned(),
+            })
+            .set(at);
+        if let Some(s) = &inner.statsd {
+            let _ = s
+                .gauge_with_tags("cron.last_success", at)
+                .with_tag("schedule", name)
+                .try_send();
+        }
+    }
+
+    /// Sets one subscribing module's gauges: its lag, the events it is
+    /// behind, and those it holds per state (`retry`, `parked`, `waiting`).
+    pub(crate) fn record_module(
+        &self,
+        module: &str,
+        lag_ms: i64,
+        behind: i64,
+        held: [(&'static str, i64); 3],
+    ) {
+        let Some(inner) = &self.0 else { return };
+        let label = ModuleLabel {
+            module: module.to_owned(),
+        };
+        let lag = lag_ms as f64 / 1000.0;
+        inner.events_lag.get_or_create(&label).set(lag);
+        inner.events_behind.get_or_create(&label).set(behind);
+        for (st, n) in held {
+            inner
+                .events_held
+                .get_or_create(&ModuleState {
+                    module: module.to_owned(),
+                    state: st,
+                })
+                .set(n);
+        }
+        if let Some(s) = &inner.statsd {
+            let _ = s
+                .gauge_with_tags("events.lag_seconds", lag)
+                .with_tag("module", module)
+                .try_send();
+        }
     }
 
     /// The text exposition (OpenMetrics) of every series.
@@ -566,96 +645,6 @@ impl Inner {
             let _ = s.time("db.pool.acquire", waited);
         }
         ok
-    }
-
-    async fn sample_events(&self, events: &crate::events::Events, limit: Duration) {
-        let Ok(Ok(status)) = tokio::time::timeout(limit, events.status()).await else {
-            return;
-        };
-        for m in status {
-            let label = ModuleLabel {
-                module: m.module.clone(),
-            };
-            let lag = m.lag_ms as f64 / 1000.0;
-            self.events_lag.get_or_create(&label).set(lag);
-            self.events_behind.get_or_create(&label).set(m.behind);
-            for (st, n) in [
-                ("retry", m.retrying),
-                ("parked", m.parked),
-                ("waiting", m.waiting),
-            ] {
-                self.events_held
-                    .get_or_create(&ModuleState {
-                        module: m.module.clone(),
-                        state: st,
-                    })
-                    .set(n);
-            }
-            if let Some(s) = &self.statsd {
-                let _ = s
-                    .gauge_with_tags("events.lag_seconds", lag)
-                    .with_tag("module", &m.module)
-                    .try_send();
-            }
-        }
-    }
-
-    async fn sample_jobs(&self, jobs: &crate::jobs::Jobs, limit: Duration) {
-        if let Ok(Ok(stats)) = tokio::time::timeout(limit, jobs.stats()).await {
-            for q in stats {
-                for (st, n) in [
-                    ("pending", q.pending),
-                    ("due", q.due),
-                    ("active", q.active),
-                    ("dead", q.dead),
-                ] {
-                    self.jobs
-                        .get_or_create(&QueueState {
-                            queue: q.queue.clone(),
-                            state: st,
-                        })
-                        .set(n);
-                    if let Some(s) = &self.statsd {
-                        let _ = s
-                            .gauge_with_tags(&format!("jobs.{st}"), n as f64)
-                            .with_tag("queue", &q.queue)
-                            .try_send();
-                    }
-                }
-                let oldest = q.oldest_due_ms as f64 / 1000.0;
-                self.oldest_due
-                    .get_or_create(&QueueLabel {
-                        queue: q.queue.clone(),
-                    })
-                    .set(oldest);
-                if let Some(s) = &self.statsd {
-                    let _ = s
-                        .gauge_with_tags("jobs.oldest_due_seconds", oldest)
-                        .with_tag("queue", &q.queue)
-                        .try_send();
-                }
-            }
-        }
-        if let Ok(Ok(crons)) = tokio::time::timeout(limit, jobs.cron_list()).await {
-            for c in crons {
-                // Only a tick whose job finished well says when it last worked;
-                // while one is pending the gauge keeps the previous success.
-                if let (Some("done"), Some(fired)) = (c.last_result.as_deref(), c.last_fired_at) {
-                    let at = fired as f64 / 1000.0;
-                    self.cron_success
-                        .get_or_create(&ScheduleLabel {
-                            schedule: c.name.clone(),
-                        })
-                        .set(at);
-                    if let Some(s) = &self.statsd {
-                        let _ = s
-                            .gauge_with_tags("cron.last_success", at)
-                            .with_tag("schedule", &c.name)
-                            .try_send();
-                    }
-                }
-            }
-        }
     }
 
     fn sample_process(&self) {

@@ -10,6 +10,7 @@ pub(crate) mod access;
 mod config;
 pub(crate) mod metrics;
 pub(crate) mod notify;
+pub(crate) mod sample;
 mod writer;
 
 pub use config::{MetricsConfig, NotifyConfig};

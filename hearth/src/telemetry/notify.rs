@@ -134,7 +134,7 @@ impl Notifier {
     /// A funnel for `app`; nothing is handled until [`Notifier::start`].
     pub(crate) fn new(config: &Config, app: &'static str) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let host = crate::jobs::worker::hostname().unwrap_or_else(|| "localhost".into());
+        let host = hostname().unwrap_or_else(|| "localhost".into());
         Self(Arc::new(Shared {
             tx,
             rx: Mutex::new(Some(rx)),
@@ -499,6 +499,14 @@ impl Gate {
         self.sent.push_back(now);
         true
     }
+}
+
+/// This machine's host name (Linux), for worker ids and notifications.
+pub(crate) fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
 }
 
 #[cfg(test)]
