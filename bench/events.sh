@@ -7,8 +7,10 @@
 #
 # Workloads: (a) burn-down: EVENTS published in batches of 500, then three
 # subscribing modules drain them (events/s per subscriber); (b) latency:
-# RATE events/s published one per transaction for SECS seconds while the
-# subscribers run (p50/p99 from publish to the reader's commit); (c) the
+# RATE events/s published for SECS seconds while the subscribers run, by
+# PUBLISHERS concurrent tasks (requests in flight, default 32) committing
+# PER_TX events per transaction (default 1), then again with PER_TX=4
+# (p50/p99 from publish to the reader's commit); (c) the
 # cost of one event in a write transaction. Every run gets a fresh database.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +18,8 @@ cd "$(dirname "$0")/.."
 EVENTS="${1:-100000}"
 RATE="${2:-5000}"
 SECS="${3:-10}"
+PUBLISHERS="${PUBLISHERS:-32}"
+PER_TX="${PER_TX:-1}"
 ADMIN="${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 mkdir -p bench/results
 OUT=bench/results/events.jsonl
@@ -45,7 +49,8 @@ run() { # engine workload args...
 
 for engine in postgres sqlite; do
   run "$engine" burndown --events "$EVENTS"
-  run "$engine" latency --rate "$RATE" --secs "$SECS"
+  run "$engine" latency --rate "$RATE" --secs "$SECS" --publishers "$PUBLISHERS" --per-tx "$PER_TX"
+  run "$engine" latency --rate "$RATE" --secs "$SECS" --publishers "$PUBLISHERS" --per-tx 4
   run "$engine" publish --events 5000
 done
 

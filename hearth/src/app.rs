@@ -155,7 +155,16 @@ impl App {
 
     /// Opens the database this config names.
     pub async fn open_db(&self, config: &Config) -> Result<Db, DbError> {
-        Db::connect(&config.database_url(self.name), &config.db).await
+        Db::connect_with(&config.database_url(self.name), &config.db, &self.schemas()).await
+    }
+
+    /// The PostgreSQL schemas of the app's modules (hearth's own tables
+    /// stay in the current schema).
+    pub fn schemas(&self) -> Vec<&'static str> {
+        self.modules
+            .iter()
+            .filter_map(|m| m.spec().schema())
+            .collect()
     }
 
     /// Builds the state and the full HTTP pipeline on an open database, without

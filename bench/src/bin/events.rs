@@ -146,6 +146,8 @@ struct Args {
     events: u64,
     rate: u64,
     secs: u64,
+    publishers: u64,
+    per_tx: u64,
 }
 
 fn args() -> Args {
@@ -156,6 +158,8 @@ fn args() -> Args {
         events: 0,
         rate: 5000,
         secs: 10,
+        publishers: 8,
+        per_tx: 1,
     };
     while let Some(flag) = it.next() {
         let v = it.next().unwrap_or_default();
@@ -164,6 +168,8 @@ fn args() -> Args {
             "--events" => a.events = v.parse().unwrap_or(0),
             "--rate" => a.rate = v.parse().unwrap_or(5000),
             "--secs" => a.secs = v.parse().unwrap_or(10),
+            "--publishers" => a.publishers = v.parse().unwrap_or(8).max(1),
+            "--per-tx" => a.per_tx = v.parse().unwrap_or(1).max(1),
             other => eprintln!("ignoring unknown flag {other}"),
         }
     }
@@ -265,15 +271,17 @@ async fn main() -> anyhow::Result<()> {
         }
         "latency" => {
             let worker = app.start_worker(cfg.clone()).await?;
-            // Eight publishers, each one event per transaction, paced to `rate` in all.
-            let per = a.rate as f64 / 8.0;
+            // `publishers` tasks (requests in flight), each committing
+            // `per_tx` events per transaction, paced to `rate` events/s in all.
+            let per_tx = a.per_tx;
+            let per = a.rate as f64 / a.publishers as f64 / per_tx as f64;
             let stop_at = Instant::now() + Duration::from_secs(a.secs);
             let sent = Arc::new(AtomicU64::new(0));
             let mut tasks = Vec::new();
             // Published through the running app's state, as a request would:
             // its readers are woken in-process after each commit.
             let live = worker.state().clone();
-            for p in 0..8u64 {
+            for p in 0..a.publishers {
                 let state = live.clone();
                 let sent = sent.clone();
                 tasks.push(tokio::spawn(async move {
@@ -282,8 +290,8 @@ async fn main() -> anyhow::Result<()> {
                     while Instant::now() < stop_at {
                         let due = start + Duration::from_secs_f64(k as f64 / per);
                         tokio::time::sleep_until(due.into()).await;
-                        publish_batch(&state, p * 1_000_000 + k, 1).await?;
-                        sent.fetch_add(1, Ordering::Relaxed);
+                        publish_batch(&state, p * 1_000_000 + k * per_tx, per_tx).await?;
+                        sent.fetch_add(per_tx, Ordering::Relaxed);
                         k += 1;
                     }
                     anyhow::Ok(())
@@ -309,6 +317,7 @@ async fn main() -> anyhow::Result<()> {
                     json!({
                         "impl": "hearth", "engine": engine, "workload": "latency", "subscriber": j + 1,
                         "target_rate": a.rate, "achieved_rate": total as f64 / a.secs as f64,
+                        "publishers": a.publishers, "per_tx": per_tx,
                         "events": l.len(), "p50_ms": percentile(&l, 0.5), "p99_ms": percentile(&l, 0.99),
                         "max_ms": percentile(&l, 1.0),
                     })

@@ -135,6 +135,9 @@ pub enum MigrateError {
 pub struct MigrateReport {
     /// Applied now, as `module/version_name`.
     pub applied: Vec<String>,
+    /// Relations moved from the current schema into their module's schema
+    /// (PostgreSQL, once, after an upgrade), as `schema.relation`.
+    pub moved: Vec<String>,
 }
 
 const BOOTSTRAP: &str = "CREATE TABLE IF NOT EXISTS hearth_migration (
@@ -151,6 +154,7 @@ const PG_LOCK_KEY: i64 = 0x6865_6172_7468_0001;
 
 struct Planned {
     module: &'static str,
+    schema: Option<&'static str>,
     migration: Migration,
     checksum: String,
 }
@@ -172,6 +176,18 @@ pub trait Migrations {
     fn module(&self) -> &'static str;
     /// Its migrations for `kind`, in order.
     fn migrations_for(&self, kind: DbKind) -> &'static [Migration];
+    /// The PostgreSQL schema its objects live in, or `None` for the
+    /// database's current schema.
+    fn schema(&self) -> Option<&'static str> {
+        None
+    }
+    /// Whether its PostgreSQL migrations create the relation `name`: how
+    /// the migrator recognises the module's tables left in the current
+    /// schema by a hearth that did not yet give modules schemas of their own.
+    fn creates(&self, name: &str) -> bool {
+        let _ = name;
+        false
+    }
 }
 
 fn plan<M: Migrations>(kind: DbKind, modules: &[M]) -> Vec<Planned> {
@@ -180,6 +196,7 @@ fn plan<M: Migrations>(kind: DbKind, modules: &[M]) -> Vec<Planned> {
         .flat_map(|spec| {
             spec.migrations_for(kind).iter().map(|m| Planned {
                 module: spec.module(),
+                schema: spec.schema(),
                 migration: *m,
                 checksum: m.checksum(),
             })
@@ -264,10 +281,86 @@ fn to_applied(rows: Vec<(String, i64, String, String, i64)>) -> Vec<AppliedMigra
         .collect()
 }
 
+/// Creates each module's PostgreSQL schema, and moves into it the
+/// relations its migrations created in the current schema before modules
+/// had schemas of their own. Indexes, constraints, triggers and owned
+/// sequences move with their table; foreign keys and views keep pointing
+/// at the same objects.
+async fn prepare_schemas<M: Migrations>(
+    pool: &sqlx::PgPool,
+    modules: &[M],
+) -> Result<Vec<String>, MigrateError> {
+    let mut moved = Vec::new();
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(PG_LOCK_KEY)
+        .execute(&mut *tx)
+        .await?;
+    // Relations of the current schema a module could own: not indexes, and
+    // not sequences that belong to a column (they move with its table).
+    let here: Vec<(String, String)> = sqlx::query_as(
+        "SELECT c.relname::text, c.relkind::text FROM pg_class c
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
+           AND NOT (c.relkind = 'S' AND EXISTS (
+               SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                 AND d.objid = c.oid AND d.deptype IN ('a', 'i')))",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let home: String = sqlx::query_scalar("SELECT current_schema()::text")
+        .fetch_one(&mut *tx)
+        .await?;
+    for spec in modules {
+        let Some(schema) = spec.schema() else {
+            continue;
+        };
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+                .bind(schema)
+                .fetch_one(&mut *tx)
+                .await?;
+        if !exists {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "CREATE SCHEMA {}",
+                super::quote_ident(schema)
+            )))
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (name, kind) in &here {
+            if !spec.creates(name) {
+                continue;
+            }
+            let what = match kind.as_str() {
+                "v" => "VIEW",
+                "m" => "MATERIALIZED VIEW",
+                "S" => "SEQUENCE",
+                _ => "TABLE",
+            };
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "ALTER {what} {}.{} SET SCHEMA {}",
+                super::quote_ident(&home),
+                super::quote_ident(name),
+                super::quote_ident(schema)
+            )))
+            .execute(&mut *tx)
+            .await?;
+            tracing::info!(relation = %name, schema, "moved a module's relation into its schema");
+            moved.push(format!("{schema}.{name}"));
+        }
+    }
+    tx.commit().await?;
+    Ok(moved)
+}
+
 /// Applies every pending migration of `modules`, in module order then version order.
 pub async fn migrate<M: Migrations>(db: &Db, modules: &[M]) -> Result<MigrateReport, MigrateError> {
     let plan = plan(db.kind(), modules);
     let mut report = MigrateReport::default();
+    if let Db::Postgres(pool) = db {
+        report.moved = prepare_schemas(pool, modules).await?;
+    }
     loop {
         let mut tx = db.begin().await?;
         if let TxConn::Postgres(t) = tx.conn_mut() {
@@ -293,18 +386,13 @@ pub async fn migrate<M: Migrations>(db: &Db, modules: &[M]) -> Result<MigrateRep
             return Ok(report);
         };
         let m = next.migration;
-        with_tx!(&mut tx, t => sqlx::raw_sql(m.sql).execute(&mut **t).await.map(|_| ())).map_err(
-            |source| MigrateError::Failed {
-                module: next.module.to_owned(),
-                version: m.version,
-                name: m.name.to_owned(),
-                source,
-            },
-        )?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
+        // Recorded first, so that the module's own search path below cannot
+        // change which table the record goes to; the transaction makes the
+        // order invisible.
         with_tx!(&mut tx, t => sqlx::query(
             "INSERT INTO hearth_migration (module, version, name, checksum, applied_at) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -316,6 +404,25 @@ pub async fn migrate<M: Migrations>(db: &Db, modules: &[M]) -> Result<MigrateRep
         .execute(&mut **t)
         .await
         .map(|_| ()))?;
+        if let (TxConn::Postgres(t), Some(schema)) = (tx.conn_mut(), next.schema) {
+            // Unqualified names in the migration create objects in the
+            // module's schema; the rest of the path still finds hearth's
+            // tables (for foreign keys to `hearth_user`).
+            sqlx::query(
+                "SELECT set_config('search_path', $1 || CASE WHEN current_setting('search_path') = '' THEN '' ELSE ', ' || current_setting('search_path') END, true)",
+            )
+            .bind(super::quote_ident(schema))
+            .execute(&mut **t)
+            .await?;
+        }
+        with_tx!(&mut tx, t => sqlx::raw_sql(m.sql).execute(&mut **t).await.map(|_| ())).map_err(
+            |source| MigrateError::Failed {
+                module: next.module.to_owned(),
+                version: m.version,
+                name: m.name.to_owned(),
+                source,
+            },
+        )?;
         tx.commit().await?;
         tracing::info!(migration = %next.label(), "applied migration");
         report.applied.push(next.label());

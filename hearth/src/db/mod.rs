@@ -219,6 +219,18 @@ impl Db {
     /// Opens a pool for `url` with the limits in `cfg`. For SQLite the file and
     /// its directory are created on first use.
     pub async fn connect(url: &str, cfg: &DbConfig) -> Result<Self, DbError> {
+        Self::connect_with(url, cfg, &[]).await
+    }
+
+    /// [`connect`](Self::connect), with the modules' PostgreSQL schemas
+    /// appended to each connection's `search_path`, so that module tables
+    /// are found by their plain (prefixed) names, as on SQLite. Whatever path
+    /// the role, the database or the URL set stays in front.
+    pub async fn connect_with(
+        url: &str,
+        cfg: &DbConfig,
+        schemas: &[&str],
+    ) -> Result<Self, DbError> {
         match DbKind::from_url(url)? {
             DbKind::Sqlite => {
                 let opts = SqliteConnectOptions::from_str(url)
@@ -289,15 +301,37 @@ impl Db {
                     .map_err(DbError::InvalidUrl)?
                     .application_name("hearth")
                     .options([("statement_timeout", timeout_ms.as_str())]);
-                let pool = PgPoolOptions::new()
+                let mut pool_opts = PgPoolOptions::new()
                     .max_connections(cfg.pool_size(DbKind::Postgres))
-                    .acquire_timeout(cfg.acquire_timeout.get())
-                    .connect_with(opts)
-                    .await
-                    .map_err(|source| DbError::Connect {
-                        kind: DbKind::Postgres,
-                        source,
-                    })?;
+                    .acquire_timeout(cfg.acquire_timeout.get());
+                if !schemas.is_empty() {
+                    let path: Arc<str> = schemas
+                        .iter()
+                        .map(|s| quote_ident(s))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                        .into();
+                    pool_opts = pool_opts.after_connect(move |conn, _| {
+                        let path = path.clone();
+                        Box::pin(async move {
+                            sqlx::query(
+                                "SELECT set_config('search_path', CASE WHEN current_setting('search_path') = '' THEN $1 ELSE current_setting('search_path') || ', ' || $1 END, false)",
+                            )
+                            .bind(&*path)
+                            .execute(conn)
+                            .await
+                            .map(|_| ())
+                        })
+                    });
+                }
+                let pool =
+                    pool_opts
+                        .connect_with(opts)
+                        .await
+                        .map_err(|source| DbError::Connect {
+                            kind: DbKind::Postgres,
+                            source,
+                        })?;
                 Ok(Self::Postgres(pool))
             }
         }
@@ -398,6 +432,12 @@ impl Tx {
     pub fn after_commit(&mut self, action: impl FnOnce() + Send + 'static) {
         self.after_commit.push(Box::new(action));
     }
+}
+
+/// `"name"` with inner quotes doubled, for identifiers that come from the
+/// catalog or from module specs: they are still never pasted in unquoted.
+pub(crate) fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Runs one expression against whichever pool a [`Db`] holds.

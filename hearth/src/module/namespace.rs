@@ -170,8 +170,21 @@ pub fn check_migration(module: &str, sql: &str) -> Vec<String> {
     let prefix = format!("{module}_");
     let mut problems = Vec::new();
     for (kind, name) in objects(sql) {
-        // A schema-qualified name is judged by its last part.
-        let bare = name.rsplit('.').next().unwrap_or(&name);
+        // A qualified name must be qualified by the module's own schema:
+        // anything else would put or touch the object in another module's
+        // schema (or hearth's) on PostgreSQL.
+        let (schema, bare) = match name.rsplit_once('.') {
+            Some((schema, bare)) => (Some(schema), bare),
+            None => (None, name.as_str()),
+        };
+        if let Some(schema) = schema
+            && schema != module
+        {
+            problems.push(format!(
+                "it names `{name}` in schema `{schema}`; a module's objects live in its own schema (`{module}`), so leave names unqualified"
+            ));
+            continue;
+        }
         let own = bare.starts_with(&prefix);
         let allowed = own || (kind == "references" && bare.starts_with("hearth_"));
         if !allowed {
@@ -276,6 +289,10 @@ mod tests {
             1
         );
         assert_eq!(check_migration("likes", "DROP TABLE likesx").len(), 1);
+        // Qualified names must name the module's own schema.
+        let p = check_migration("likes", "CREATE TABLE public.likes_x (id BIGINT)");
+        assert!(p[0].contains("in schema `public`"), "{p:?}");
+        assert!(check_migration("likes", "CREATE TABLE likes.likes_x (id BIGINT)").is_empty());
         // A module called `like` does not own `likes_…`.
         assert_eq!(
             check_migration("like", "CREATE TABLE likes_x (id BIGINT)").len(),

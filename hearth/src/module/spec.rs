@@ -116,6 +116,17 @@ impl ModuleSpec {
         self.name
     }
 
+    /// The PostgreSQL schema its tables live in: its own name, for every
+    /// module but hearth's (whose tables stay in the database's current
+    /// schema, usually `public`). Table names keep the module prefix inside
+    /// the schema too, so one SQL text serves both engines: SQLite has no
+    /// schemas, and the app's connections find module tables through
+    /// `search_path`.
+    pub fn schema(&self) -> Option<&'static str> {
+        // "hearth" is the framework's own module (`own.rs`).
+        (self.name != "hearth").then_some(self.name)
+    }
+
     /// The migrations for one engine.
     pub fn migrations_for(&self, kind: DbKind) -> &'static [Migration] {
         match kind {
@@ -138,6 +149,17 @@ impl ModuleSpec {
                 "the name must be lowercase letters, digits and underscores, starting with a letter"
                     .into(),
             ));
+        }
+        // Names PostgreSQL keeps for itself, or hearth for schemas it sets
+        // aside during a restore, cannot be a module's schema.
+        if self.name.starts_with("pg_")
+            || self.name.starts_with("hearth_")
+            || ["public", "information_schema"].contains(&self.name)
+        {
+            return Err(err(format!(
+                "`{}` cannot name a PostgreSQL schema (names starting with `pg_` or `hearth_`, `public` and `information_schema` are taken)",
+                self.name
+            )));
         }
         for (i, r) in self.routes.iter().enumerate() {
             if let Some(problem) = r.problem() {
@@ -216,5 +238,17 @@ impl crate::db::migrate::Migrations for ModuleSpec {
 
     fn migrations_for(&self, kind: DbKind) -> &'static [Migration] {
         ModuleSpec::migrations_for(self, kind)
+    }
+
+    fn schema(&self) -> Option<&'static str> {
+        ModuleSpec::schema(self)
+    }
+
+    fn creates(&self, relation: &str) -> bool {
+        self.postgres.iter().any(|m| {
+            namespace::objects(m.sql)
+                .iter()
+                .any(|(verb, name)| *verb == "create" && name.rsplit('.').next() == Some(relation))
+        })
     }
 }

@@ -191,11 +191,7 @@ async fn sqlite_snapshot(pool: &sqlx::SqlitePool, file: &Path) -> Result<(), Ops
     Ok(())
 }
 
-/// `"name"` with inner quotes doubled: table names come from the catalog,
-/// and are still never pasted in unquoted.
-pub(crate) fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+pub(crate) use crate::db::quote_ident;
 
 /// Opens a SQLite snapshot read-only and reads its migrations and row counts.
 pub(crate) async fn sqlite_facts(file: &Path) -> Result<Facts, OpsError> {
@@ -246,24 +242,32 @@ fn to_migrations(rows: Vec<(String, i64, String, String)>) -> Vec<ManifestMigrat
         .collect()
 }
 
-/// Reads migrations and row counts of the current schema on `conn`.
-pub(crate) async fn postgres_facts(conn: &mut sqlx::PgConnection) -> Result<Facts, OpsError> {
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema() ORDER BY 1",
+/// Reads migrations and row counts of the current schema and of the
+/// modules' `schemas` on `conn`. Tables are listed under their plain
+/// names, which module prefixes keep unique across schemas.
+pub(crate) async fn postgres_facts(
+    conn: &mut sqlx::PgConnection,
+    schemas: &[&str],
+) -> Result<Facts, OpsError> {
+    let found: Vec<(String, String)> = sqlx::query_as(
+        "SELECT schemaname::text, tablename::text FROM pg_tables
+         WHERE schemaname = current_schema() OR schemaname = ANY($1) ORDER BY 2",
     )
+    .bind(schemas)
     .fetch_all(&mut *conn)
     .await?;
     let mut counts = BTreeMap::new();
-    for t in &tables {
+    for (schema, t) in &found {
         let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) FROM {}",
+            "SELECT count(*) FROM {}.{}",
+            quote_ident(schema),
             quote_ident(t)
         )))
         .fetch_one(&mut *conn)
         .await?;
         counts.insert(t.clone(), n);
     }
-    let migrations = if tables.iter().any(|t| t == "hearth_migration") {
+    let migrations = if counts.contains_key("hearth_migration") {
         sqlx::query_as::<_, (String, i64, String, String)>(
             "SELECT module, version, name, checksum FROM hearth_migration ORDER BY module, version",
         )
@@ -293,9 +297,13 @@ async fn postgres_snapshot(
         let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
             .fetch_one(&mut *conn)
             .await?;
-        let facts = postgres_facts(&mut conn).await?;
+        let schemas: Vec<&str> = target.specs.iter().filter_map(|s| s.schema()).collect();
+        let facts = postgres_facts(&mut conn, &schemas).await?;
         let args = vec![
             "--format=custom".to_owned(),
+            // What an earlier restore set aside is not part of the app's
+            // data, and restoring it would collide with the copy still there.
+            "--exclude-schema=hearth_pre_restore_*".to_owned(),
             format!("--snapshot={snapshot}"),
             format!("--file={}", file.display()),
         ];

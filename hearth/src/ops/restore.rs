@@ -10,9 +10,10 @@
 //!
 //! Keeping aside: on SQLite the live database file (with its `-wal` and
 //! `-shm`) and the files directory move to `<data_dir>/pre-restore-<time>/`.
-//! On PostgreSQL the live schema is renamed to `hearth_pre_restore_<time>`
-//! and the dump is restored into a fresh one, in one transaction; if that
-//! fails the old schema is put back.
+//! On PostgreSQL the live schema is renamed to `hearth_pre_restore_<time>`,
+//! and each module's schema to `hearth_pre_restore_<time>_<module>`; the
+//! dump is restored in one transaction; if that fails the old schemas are
+//! put back.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -308,21 +309,39 @@ impl Prepared {
                 "{others} hearth connection(s) are open to this database: stop every server and worker using it first"
             )));
         }
-        let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
+        let home: String = sqlx::query_scalar("SELECT current_schema()::text")
             .fetch_one(&mut conn)
             .await?;
-        let aside = format!("hearth_pre_restore_{}", stamp().replace('-', "_"));
+        let stamp = stamp().replace('-', "_");
+        let modules: Vec<&str> = target.specs.iter().filter_map(|s| s.schema()).collect();
+        // Every schema the dump may create is set aside first: the home
+        // schema (recreated empty, since a dump does not create `public`)
+        // and each module schema that exists.
+        let mut swapped: Vec<(String, String)> =
+            vec![(home.clone(), format!("hearth_pre_restore_{stamp}"))];
+        for m in &modules {
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+                    .bind(m)
+                    .fetch_one(&mut conn)
+                    .await?;
+            if exists {
+                swapped.push(((*m).to_owned(), format!("hearth_pre_restore_{stamp}_{m}")));
+            }
+        }
         let mut tx = conn.begin().await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "ALTER SCHEMA {} RENAME TO {}",
-            quote_ident(&schema),
-            quote_ident(&aside)
-        )))
-        .execute(&mut *tx)
-        .await?;
+        for (live, aside) in &swapped {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "ALTER SCHEMA {} RENAME TO {}",
+                quote_ident(live),
+                quote_ident(aside)
+            )))
+            .execute(&mut *tx)
+            .await?;
+        }
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "CREATE SCHEMA {}",
-            quote_ident(&schema)
+            quote_ident(&home)
         )))
         .execute(&mut *tx)
         .await?;
@@ -330,30 +349,37 @@ impl Prepared {
         let dump = self.staging.path().join(POSTGRES_ENTRY);
         let args = restore_args(&dump);
         if let Err(e) = pgtools::run(target, &pg_restore, &url, &args).await {
-            // pg_restore ran in one transaction, so the new schema is empty:
-            // put the old one back.
+            // pg_restore ran in one transaction, so it created nothing: drop
+            // the empty home schema and put the old ones back.
             let mut tx = conn.begin().await?;
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DROP SCHEMA {} CASCADE",
-                quote_ident(&schema)
+                quote_ident(&home)
             )))
             .execute(&mut *tx)
             .await?;
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "ALTER SCHEMA {} RENAME TO {}",
-                quote_ident(&aside),
-                quote_ident(&schema)
-            )))
-            .execute(&mut *tx)
-            .await?;
+            for (live, aside) in &swapped {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "ALTER SCHEMA {} RENAME TO {}",
+                    quote_ident(aside),
+                    quote_ident(live)
+                )))
+                .execute(&mut *tx)
+                .await?;
+            }
             tx.commit().await?;
             return Err(e);
         }
         let mut conn = conn;
-        let facts = super::backup::postgres_facts(&mut conn).await?;
+        let facts = super::backup::postgres_facts(&mut conn, &modules).await?;
         conn.close().await?;
         compare_counts(&self.manifest.tables, &facts.tables)?;
-        Ok(format!("schema {aside}"))
+        let aside: Vec<&str> = swapped.iter().map(|(_, a)| a.as_str()).collect();
+        Ok(format!(
+            "schema{} {}",
+            if aside.len() > 1 { "s" } else { "" },
+            aside.join(", ")
+        ))
     }
 }
 
@@ -518,7 +544,8 @@ async fn verify_postgres(
                 return Err(OpsError::Failed("not a PostgreSQL database".into()));
             };
             let mut conn = p.acquire().await?;
-            super::backup::postgres_facts(&mut conn).await
+            let modules: Vec<&str> = target.specs.iter().filter_map(|s| s.schema()).collect();
+            super::backup::postgres_facts(&mut conn, &modules).await
         }
         .await;
         let r = match counted {

@@ -400,7 +400,9 @@ pub struct Column {
 }
 
 /// The tables and columns of a database in engine-neutral terms, so the
-/// SQLite and PostgreSQL migrations of every module can be compared.
+/// SQLite and PostgreSQL migrations of every module can be compared. On
+/// PostgreSQL every schema counts (the home schema and the modules'), but
+/// not the catalogs or what a restore set aside.
 pub async fn schema_of(
     db: &crate::Db,
 ) -> Result<std::collections::BTreeMap<String, Vec<Column>>, sqlx::Error> {
@@ -417,7 +419,9 @@ pub async fn schema_of(
         .collect(),
         crate::Db::Postgres(p) => sqlx::query_as::<_, (String, String, String, String)>(
             "SELECT table_name::text, column_name::text, data_type::text, is_nullable::text
-             FROM information_schema.columns WHERE table_schema = current_schema()",
+             FROM information_schema.columns
+             WHERE table_schema NOT LIKE 'pg\\_%' AND table_schema <> 'information_schema'
+               AND table_schema NOT LIKE 'hearth\\_pre\\_restore\\_%'",
         )
         .fetch_all(p)
         .await?

@@ -157,6 +157,84 @@ hearth::db_tests! {
     }
 }
 
+/// On PostgreSQL a module's tables live in a schema of its own, hearth's in
+/// the current one; module code still names them plainly. A database laid
+/// out before modules had schemas is moved over by the next `migrate`,
+/// rows, identity sequence and indexes included.
+#[tokio::test]
+async fn postgres_modules_live_in_their_own_schema_and_old_layouts_move_there() {
+    let Some(pg) = TestDb::create(Backend::Postgres).await else {
+        return;
+    };
+    let specs = app().specs().unwrap();
+    let db = open(&pg).await;
+    let report = migrate::migrate(&db, &specs).await.unwrap();
+    assert!(report.moved.is_empty(), "{report:?}");
+    let Db::Postgres(pool) = &db else {
+        unreachable!()
+    };
+    let place = |t: &'static str| async move {
+        sqlx::query_scalar::<_, String>(
+            "SELECT schemaname::text FROM pg_tables WHERE tablename = $1",
+        )
+        .bind(t)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(place("probe_item").await, ["probe"]);
+    assert_eq!(place("hearth_migration").await, ["public"]);
+    // Plain names reach the module's table through the search path.
+    sqlx::query("INSERT INTO probe_item (name, weight, created_at) VALUES ('a', 1, 0)")
+        .execute(pool)
+        .await
+        .unwrap();
+
+    // The layout an older hearth left: the module's table in `public`.
+    sqlx::query("ALTER TABLE probe.probe_item SET SCHEMA public")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query("DROP SCHEMA probe")
+        .execute(pool)
+        .await
+        .unwrap();
+    let report = migrate::migrate(&db, &specs).await.unwrap();
+    assert_eq!(report.moved, ["probe.probe_item"]);
+    assert!(report.applied.is_empty());
+    assert_eq!(place("probe_item").await, ["probe"]);
+    // Its rows, its unique index and its identity came along.
+    sqlx::query("INSERT INTO probe_item (name, weight, created_at) VALUES ('b', 1, 0)")
+        .execute(pool)
+        .await
+        .unwrap();
+    let dup = sqlx::query("INSERT INTO probe_item (name, weight, created_at) VALUES ('a', 1, 0)")
+        .execute(pool)
+        .await;
+    assert!(dup.is_err(), "the unique index moved with the table");
+    let ids: Vec<(i64, String)> = sqlx::query_as("SELECT id, name FROM probe_item ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    assert_eq!(ids, [(1, "a".to_owned()), (2, "b".to_owned())]);
+    let seq: String = sqlx::query_scalar(
+        "SELECT n.nspname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'S' AND c.relname LIKE 'probe_item%'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(seq, "probe");
+    // A second run has nothing left to move.
+    assert!(
+        migrate::migrate(&db, &specs)
+            .await
+            .unwrap()
+            .moved
+            .is_empty()
+    );
+    db.close().await;
+}
+
 #[tokio::test]
 async fn sqlite_and_postgres_end_with_the_same_tables_and_columns() {
     let Some(pg) = TestDb::create(Backend::Postgres).await else {

@@ -428,6 +428,9 @@ hearth::db_tests! {
         let config = app.state().config().as_ref().clone();
         let later = App::new("evtest", "0.0.0").module(Ledger).module(Tally::default()).module(Audit(StartFrom::Beginning));
         let second = later.start(config).await.unwrap();
+        // The first app's connections look for its own modules' tables only
+        // (on PostgreSQL, each module's schema is on their search path).
+        let db = second.state().db().clone();
         eventually("audit to catch up on history", || async { (count(&db, "SELECT COUNT(*) FROM audit_seen").await == 5).then_some(()) }).await;
         second.shutdown().await;
         app.stop().await;
@@ -442,6 +445,7 @@ hearth::db_tests! {
         let config = app.state().config().as_ref().clone();
         let later = App::new("evtest", "0.0.0").module(Ledger).module(Tally::default()).module(Audit(StartFrom::Now));
         let second = later.start(config).await.unwrap();
+        let db = second.state().db().clone();
         let addr = second.local_addr().unwrap();
         let res = c.post(format!("http://{addr}/ledger/post")).json(&json!({"account": "new", "n": 2})).send().await.unwrap();
         assert_eq!(res.status(), StatusCode::OK);

@@ -53,6 +53,10 @@ hearth::db_tests! {
         let db = open(&tdb).await;
         with_db!(&db, pool => sqlx::query("CREATE TABLE bk_pair (k BIGINT NOT NULL, part INTEGER NOT NULL, PRIMARY KEY (k, part))")
             .execute(pool).await.map(|_| ()).unwrap());
+        // A module's row, in its own schema on PostgreSQL, comes back too.
+        let profile = match &db { Db::Sqlite(..) => "members_profile", Db::Postgres(_) => "members.members_profile" };
+        with_db!(&db, pool => sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO {profile} (member, display_name, bio, city, updated_at) VALUES (7, 'Nancy', '', 'Oslo', 0)")))
+            .execute(pool).await.map(|_| ()).unwrap());
         // The writer commits pairs of rows, one pair per transaction, and
         // publishes the last k it committed.
         let last = Arc::new(AtomicI64::new(0));
@@ -118,9 +122,30 @@ hearth::db_tests! {
             let check: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(pool).await.unwrap();
             assert_eq!(check, "ok");
         }
+        let name: String = with_db!(&db, pool => sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT display_name FROM {profile} WHERE member = 7"))).fetch_one(pool).await.unwrap());
+        assert_eq!(name, "Nancy");
+        if let Db::Postgres(pool) = &db {
+            let schemas: Vec<(String, String)> = sqlx::query_as(
+                "SELECT tablename::text, schemaname::text FROM pg_tables WHERE tablename IN ('members_profile', 'likes_like', 'hearth_user') AND schemaname NOT LIKE 'hearth\\_pre\\_restore%' ORDER BY 1",
+            ).fetch_all(pool).await.unwrap();
+            assert_eq!(schemas, [("hearth_user".into(), "public".into()), ("likes_like".into(), "likes".into()), ("members_profile".into(), "members".into())]);
+        }
         // The accounts table came back too, and the app still migrates.
         db.close().await;
         ok(&run_with(&tdb, &["migrate"], "", &[]));
+        // Backing up and restoring again works: what the first restore set
+        // aside is neither in the new archive nor in the way.
+        let out = run_with(&tdb, &["backup"], "", &[]);
+        ok(&out);
+        let again = tdb.dir().join(written(&out));
+        let out = run_with(&tdb, &["restore", "--yes", again.to_str().unwrap()], "", &[]);
+        ok(&out);
+        if backend == hearth::testing::Backend::Postgres {
+            assert!(text(&out.stdout).contains("_members"), "module schemas are set aside too: {}", text(&out.stdout));
+        }
+        let db = open(&tdb).await;
+        assert_eq!(pairs(&db).await.len(), ks.len());
+        db.close().await;
     }
 
     async fn damaged_foreign_and_newer_archives_are_refused_and_nothing_is_touched(backend) {
