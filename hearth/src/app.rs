@@ -155,16 +155,15 @@ impl App {
 
     /// Opens the database this config names.
     pub async fn open_db(&self, config: &Config) -> Result<Db, DbError> {
-        Db::connect_with(&config.database_url(self.name), &config.db, &self.schemas()).await
+        Db::connect_with(&config.database_url(self.name), &config.db, &self.layout()).await
     }
 
-    /// The PostgreSQL schemas of the app's modules (hearth's own tables
-    /// stay in the current schema).
-    pub fn schemas(&self) -> Vec<&'static str> {
-        self.modules
-            .iter()
-            .filter_map(|m| m.spec().schema())
-            .collect()
+    /// Where the app's modules keep their tables: their PostgreSQL schemas
+    /// (hearth's own tables stay in the current schema), and the modules
+    /// that keep an SQLite file of their own.
+    pub fn layout(&self) -> crate::db::Layout {
+        let specs: Vec<ModuleSpec> = self.modules.iter().map(|m| m.spec()).collect();
+        crate::module::spec::layout(&specs)
     }
 
     /// Builds the state and the full HTTP pipeline on an open database, without

@@ -55,6 +55,11 @@ const SQLITE: &[Migration] = &[
         "events",
         include_str!("../migrations/sqlite/0007_events.sql"),
     ),
+    Migration::new(
+        8,
+        "event_relay",
+        include_str!("../migrations/sqlite/0008_event_relay.sql"),
+    ),
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -92,6 +97,11 @@ const POSTGRES: &[Migration] = &[
         7,
         "events",
         include_str!("../migrations/postgres/0007_events.sql"),
+    ),
+    Migration::new(
+        8,
+        "event_relay",
+        include_str!("../migrations/postgres/0008_event_relay.sql"),
     ),
 ];
 

@@ -13,7 +13,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
-use crate::db::{Db, DbKind, TxConn};
+use sqlx::Connection;
+
+use crate::db::{Db, DbKind, ModuleFile, TxConn};
 use crate::{with_db, with_tx};
 
 /// One schema change of one module, for one engine.
@@ -152,6 +154,10 @@ const BOOTSTRAP: &str = "CREATE TABLE IF NOT EXISTS hearth_migration (
 /// Arbitrary constant that names hearth's migration lock among advisory locks.
 const PG_LOCK_KEY: i64 = 0x6865_6172_7468_0001;
 
+/// What hearth keeps in a module's own SQLite file beside its tables.
+const MODULE_FILE_BASE: &str = include_str!("../../migrations/sqlite/module_file.sql");
+
+#[derive(Clone)]
 struct Planned {
     module: &'static str,
     schema: Option<&'static str>,
@@ -180,6 +186,11 @@ pub trait Migrations {
     /// database's current schema.
     fn schema(&self) -> Option<&'static str> {
         None
+    }
+    /// Whether it keeps its data in an SQLite file of its own, where its
+    /// migrations run and are recorded.
+    fn own_file(&self) -> bool {
+        false
     }
     /// Whether its PostgreSQL migrations create the relation `name`: how
     /// the migrator recognises the module's tables left in the current
@@ -255,7 +266,7 @@ pub async fn status<M: Migrations>(db: &Db, modules: &[M]) -> Result<MigrationSt
                 .await?
         }
     };
-    let applied = if exists {
+    let mut applied = if exists {
         with_db!(db, pool => sqlx::query_as::<_, (String, i64, String, String, i64)>(
             "SELECT module, version, name, checksum, applied_at FROM hearth_migration ORDER BY module, version",
         )
@@ -264,6 +275,28 @@ pub async fn status<M: Migrations>(db: &Db, modules: &[M]) -> Result<MigrationSt
     } else {
         Vec::new()
     };
+    if let Db::Sqlite(pool, _) = db {
+        // Each module file records its own migrations.
+        for f in db.module_files() {
+            let schema = super::quote_ident(f.module);
+            let has: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*) FROM {schema}.sqlite_master WHERE type = 'table' AND name = 'hearth_migration'"
+            )))
+            .fetch_one(pool)
+            .await?;
+            if has > 0 {
+                applied.extend(
+                    sqlx::query_as::<_, (String, i64, String, String, i64)>(
+                        sqlx::AssertSqlSafe(format!(
+                            "SELECT module, version, name, checksum, applied_at FROM {schema}.hearth_migration ORDER BY module, version"
+                        )),
+                    )
+                    .fetch_all(pool)
+                    .await?,
+                );
+            }
+        }
+    }
     Ok(compare(to_applied(applied), &plan(db.kind(), modules)))
 }
 
@@ -279,6 +312,100 @@ fn to_applied(rows: Vec<(String, i64, String, String, i64)>) -> Vec<AppliedMigra
             },
         )
         .collect()
+}
+
+/// Refuses to give `module` a file of its own when the main file already
+/// records its migrations: its tables are there, and hearth does not move
+/// tables between SQLite files.
+async fn check_not_in_main(db: &Db, module: &str) -> Result<(), MigrateError> {
+    let Db::Sqlite(pool, _) = db else {
+        return Ok(());
+    };
+    let ledger: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM main.sqlite_master WHERE type = 'table' AND name = 'hearth_migration'",
+    )
+    .fetch_one(pool)
+    .await?;
+    if ledger == 0 {
+        return Ok(());
+    }
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM main.hearth_migration WHERE module = $1")
+        .bind(module)
+        .fetch_one(pool)
+        .await?;
+    if n > 0 {
+        return Err(MigrateError::Refused(format!(
+            "module `{module}` now keeps its data in a file of its own, but its tables are in the main database file, where it was migrated before; hearth does not move tables between SQLite files (copy them over, or drop `own_file`)"
+        )));
+    }
+    Ok(())
+}
+
+/// Applies `plan` (one module's migrations) in the module's own SQLite
+/// file, on a connection whose main database is that file: unqualified
+/// names create its tables there, and its ledger and hearth's event tables
+/// sit beside them.
+async fn migrate_file(file: &ModuleFile, plan: &[Planned]) -> Result<Vec<String>, MigrateError> {
+    let mut conn = sqlx::SqliteConnection::connect_with(&file.connect_options()).await?;
+    let mut applied_now = Vec::new();
+    let result = async {
+        loop {
+            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+            sqlx::raw_sql(BOOTSTRAP).execute(&mut *tx).await?;
+            sqlx::raw_sql(MODULE_FILE_BASE).execute(&mut *tx).await?;
+            let applied = sqlx::query_as::<_, (String, i64, String, String, i64)>(
+                "SELECT module, version, name, checksum, applied_at FROM hearth_migration ORDER BY module, version",
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            let status = compare(to_applied(applied), plan);
+            if !status.unknown.is_empty() || !status.changed.is_empty() {
+                tx.rollback().await?;
+                return Err(MigrateError::Refused(format!(
+                    "{} (in {})",
+                    status.problem().unwrap_or_default(),
+                    file.describe()
+                )));
+            }
+            let Some(next) = plan.iter().find(|p| status.pending.contains(&p.label())) else {
+                tx.commit().await?;
+                return Ok(());
+            };
+            let m = next.migration;
+            sqlx::query(
+                "INSERT INTO hearth_migration (module, version, name, checksum, applied_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(next.module)
+            .bind(m.version)
+            .bind(m.name)
+            .bind(&next.checksum)
+            .bind(unix_now())
+            .execute(&mut *tx)
+            .await?;
+            sqlx::raw_sql(m.sql)
+                .execute(&mut *tx)
+                .await
+                .map_err(|source| MigrateError::Failed {
+                    module: next.module.to_owned(),
+                    version: m.version,
+                    name: m.name.to_owned(),
+                    source,
+                })?;
+            tx.commit().await?;
+            tracing::info!(migration = %next.label(), file = %file.describe(), "applied migration");
+            applied_now.push(next.label());
+        }
+    }
+    .await;
+    conn.close().await.ok();
+    result.map(|()| applied_now)
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// Creates each module's PostgreSQL schema, and moves into it the
@@ -356,11 +483,33 @@ async fn prepare_schemas<M: Migrations>(
 
 /// Applies every pending migration of `modules`, in module order then version order.
 pub async fn migrate<M: Migrations>(db: &Db, modules: &[M]) -> Result<MigrateReport, MigrateError> {
-    let plan = plan(db.kind(), modules);
+    let mut plan = plan(db.kind(), modules);
     let mut report = MigrateReport::default();
     if let Db::Postgres(pool) = db {
         report.moved = prepare_schemas(pool, modules).await?;
     }
+    // On SQLite, modules with a file of their own migrate in it, first:
+    // nothing in the main file depends on them.
+    let mut own = Vec::new();
+    if db.kind() == DbKind::Sqlite {
+        for m in modules.iter().filter(|m| m.own_file()) {
+            let Some(file) = db.module_files().iter().find(|f| f.module == m.module()) else {
+                return Err(MigrateError::Refused(format!(
+                    "module `{}` keeps its data in a file of its own, but the database was opened without it (open it through the app)",
+                    m.module()
+                )));
+            };
+            own.push(m.module());
+            let mine: Vec<Planned> = plan
+                .iter()
+                .filter(|p| p.module == m.module())
+                .cloned()
+                .collect();
+            check_not_in_main(db, m.module()).await?;
+            report.applied.extend(migrate_file(file, &mine).await?);
+        }
+    }
+    plan.retain(|p| !own.contains(&p.module));
     loop {
         let mut tx = db.begin().await?;
         if let TxConn::Postgres(t) = tx.conn_mut() {
@@ -386,10 +535,7 @@ pub async fn migrate<M: Migrations>(db: &Db, modules: &[M]) -> Result<MigrateRep
             return Ok(report);
         };
         let m = next.migration;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        let now = unix_now();
         // Recorded first, so that the module's own search path below cannot
         // change which table the record goes to; the transaction makes the
         // order invisible.

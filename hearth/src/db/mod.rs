@@ -16,6 +16,7 @@ pub mod circuit;
 pub mod config;
 pub mod migrate;
 
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,6 +104,92 @@ impl DbKind {
     }
 }
 
+/// Where an app's modules keep their tables besides the main database:
+/// what [`Db::connect_with`] needs so that module tables are found by their
+/// plain (prefixed) names on either engine.
+#[derive(Debug, Clone, Default)]
+pub struct Layout {
+    /// PostgreSQL schemas appended to each connection's `search_path`.
+    pub schemas: Vec<&'static str>,
+    /// Modules that keep their data in an SQLite file of their own,
+    /// attached to every connection under the module's name.
+    pub files: Vec<&'static str>,
+}
+
+/// The SQLite file of a module that keeps its data apart, attached to
+/// every connection of the pool under the module's name.
+#[derive(Debug, Clone)]
+pub struct ModuleFile {
+    /// The module, which is also the schema the file is attached as.
+    pub module: &'static str,
+    /// The file, next to the main one; `None` when the main database is in
+    /// memory (the module's is then in memory too).
+    pub path: Option<PathBuf>,
+    /// What `ATTACH` and a direct connection name: the path, or a memdb name.
+    target: String,
+    /// The busy timeout of direct connections.
+    busy: Duration,
+}
+
+impl ModuleFile {
+    fn new(
+        module: &'static str,
+        main: &Path,
+        in_memory: bool,
+        memory_id: &str,
+        busy: Duration,
+    ) -> Self {
+        if in_memory {
+            return Self {
+                module,
+                path: None,
+                target: format!("/hearth-memory-{memory_id}-{module}"),
+                busy,
+            };
+        }
+        let path = module_file_path(main, module);
+        Self {
+            module,
+            target: path.to_string_lossy().into_owned(),
+            path: Some(path),
+            busy,
+        }
+    }
+
+    /// The file's path, or what it is when it has none, for messages.
+    pub fn describe(&self) -> String {
+        match &self.path {
+            Some(p) => p.display().to_string(),
+            None => format!("the in-memory database of module `{}`", self.module),
+        }
+    }
+
+    /// What `ATTACH DATABASE` takes: a path, or a URI on the memdb VFS
+    /// (connections are opened with URI names allowed).
+    fn attach_name(&self) -> String {
+        match self.path {
+            Some(_) => self.target.clone(),
+            None => format!("file:{}?vfs=memdb", self.target),
+        }
+    }
+
+    /// Options for a connection whose main database is this file (the
+    /// migrator's, and backups' reads).
+    pub(crate) fn connect_options(&self) -> SqliteConnectOptions {
+        let opts = SqliteConnectOptions::new()
+            .filename(&self.target)
+            .create_if_missing(true)
+            .foreign_keys(true)
+            .busy_timeout(self.busy);
+        match self.path {
+            Some(_) => opts
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal),
+            None => opts.vfs("memdb"),
+        }
+    }
+}
+
 /// A bounded connection pool to the app's database.
 #[derive(Debug, Clone)]
 pub enum Db {
@@ -129,6 +216,8 @@ pub struct SqliteTasks {
     /// timeout): a task that begins a second transaction while holding one
     /// then fails as it did before, instead of waiting forever.
     gate_wait: Duration,
+    /// The modules' own files, attached to every connection.
+    files: Arc<[ModuleFile]>,
 }
 
 /// How often the background checkpointer copies SQLite's write-ahead log
@@ -195,6 +284,8 @@ pub struct Tx {
     marks: Vec<&'static str>,
     /// SQLite's write gate, held until the transaction ends.
     _gate: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The modules whose SQLite files are attached to this connection.
+    files: Arc<[ModuleFile]>,
 }
 
 /// The engine-specific connection inside a [`Tx`].
@@ -219,18 +310,22 @@ impl Db {
     /// Opens a pool for `url` with the limits in `cfg`. For SQLite the file and
     /// its directory are created on first use.
     pub async fn connect(url: &str, cfg: &DbConfig) -> Result<Self, DbError> {
-        Self::connect_with(url, cfg, &[]).await
+        Self::connect_with(url, cfg, &Layout::default()).await
     }
 
-    /// [`connect`](Self::connect), with the modules' PostgreSQL schemas
-    /// appended to each connection's `search_path`, so that module tables
-    /// are found by their plain (prefixed) names, as on SQLite. Whatever path
-    /// the role, the database or the URL set stays in front.
-    pub async fn connect_with(
-        url: &str,
-        cfg: &DbConfig,
-        schemas: &[&str],
-    ) -> Result<Self, DbError> {
+    /// [`connect`](Self::connect), finding module tables where `layout`
+    /// says they are, by their plain (prefixed) names on either engine:
+    ///
+    /// * PostgreSQL: the modules' schemas are appended to each connection's
+    ///   `search_path`; whatever path the role, the database or the URL set
+    ///   stays in front.
+    /// * SQLite: each module that keeps a file of its own has it attached
+    ///   to every connection under its name. The file sits next to the main
+    ///   one (`app.db` → `app.<module>.db`), and is created owner-only.
+    ///   Unqualified names that are not in the main file are looked up in
+    ///   the attached ones, so module code reads the same either way.
+    pub async fn connect_with(url: &str, cfg: &DbConfig, layout: &Layout) -> Result<Self, DbError> {
+        let schemas = &layout.schemas;
         match DbKind::from_url(url)? {
             DbKind::Sqlite => {
                 let opts = SqliteConnectOptions::from_str(url)
@@ -266,9 +361,39 @@ impl Db {
                         source,
                     })?;
                 }
+                let memory_id = uuid::Uuid::new_v4().simple().to_string();
+                let files: Arc<[ModuleFile]> = layout
+                    .files
+                    .iter()
+                    .map(|m| {
+                        ModuleFile::new(m, file, in_memory, &memory_id, cfg.busy_timeout.get())
+                    })
+                    .collect();
+                for f in files.iter() {
+                    if let Some(path) = &f.path {
+                        crate::private_fs::create_file(path).map_err(|source| {
+                            DbError::CreateFile {
+                                path: path.display().to_string(),
+                                source,
+                            }
+                        })?;
+                    }
+                }
                 let mut pool_opts = SqlitePoolOptions::new()
                     .max_connections(cfg.pool_size(DbKind::Sqlite))
                     .acquire_timeout(cfg.acquire_timeout.get());
+                if !files.is_empty() {
+                    let files = files.clone();
+                    pool_opts = pool_opts.after_connect(move |conn, _| {
+                        let files = files.clone();
+                        Box::pin(async move {
+                            for f in files.iter() {
+                                attach(conn, f).await?;
+                            }
+                            Ok(())
+                        })
+                    });
+                }
                 if in_memory {
                     // Never let the last connection go: the data would go with it.
                     pool_opts = pool_opts
@@ -292,6 +417,7 @@ impl Db {
                         _stop: Arc::new(stop.drop_guard()),
                         gate: Arc::new(tokio::sync::Semaphore::new(1)),
                         gate_wait: cfg.busy_timeout.get(),
+                        files,
                     },
                 ))
             }
@@ -345,8 +471,26 @@ impl Db {
         }
     }
 
+    /// The SQLite files of modules that keep their data apart (none on
+    /// PostgreSQL, where every module has a schema anyway).
+    pub fn module_files(&self) -> &[ModuleFile] {
+        match self {
+            Self::Sqlite(_, tasks) => &tasks.files,
+            Self::Postgres(_) => &[],
+        }
+    }
+
+    /// The schema a module's own file is attached as, when it has one.
+    pub(crate) fn file_of(&self, module: &str) -> Option<&'static str> {
+        file_of(self.module_files(), module)
+    }
+
     /// Starts a write transaction (`BEGIN IMMEDIATE` on SQLite).
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        let files = match self {
+            Self::Sqlite(_, tasks) => tasks.files.clone(),
+            Self::Postgres(_) => Arc::from(Vec::new()),
+        };
         let (conn, gate) = match self {
             Self::Sqlite(p, tasks) => {
                 let permit =
@@ -364,6 +508,7 @@ impl Db {
         Ok(Tx {
             conn,
             _gate: gate,
+            files,
             after_commit: Vec::new(),
             marks: Vec::new(),
         })
@@ -412,6 +557,11 @@ impl Tx {
         }
     }
 
+    /// The schema a module's own SQLite file is attached as, when it has one.
+    pub(crate) fn file_of(&self, module: &str) -> Option<&'static str> {
+        file_of(&self.files, module)
+    }
+
     /// The engine-specific connection; [`with_tx!`](crate::with_tx) matches on it.
     pub fn conn_mut(&mut self) -> &mut TxConn {
         &mut self.conn
@@ -432,6 +582,50 @@ impl Tx {
     pub fn after_commit(&mut self, action: impl FnOnce() + Send + 'static) {
         self.after_commit.push(Box::new(action));
     }
+}
+
+/// Where `module` keeps its own SQLite file when the main one is `main`:
+/// beside it, `pancake.db` → `pancake.likes.db`.
+pub fn module_file_path(main: &Path, module: &str) -> PathBuf {
+    let stem = main
+        .file_stem()
+        .map_or_else(|| "database".into(), |s| s.to_string_lossy().into_owned());
+    let name = match main.extension() {
+        Some(ext) => format!("{stem}.{module}.{}", ext.to_string_lossy()),
+        None => format!("{stem}.{module}"),
+    };
+    main.with_file_name(name)
+}
+
+fn file_of(files: &[ModuleFile], module: &str) -> Option<&'static str> {
+    files.iter().find(|f| f.module == module).map(|f| f.module)
+}
+
+/// Attaches a module's file to a new connection, in WAL mode like the main
+/// one. A transaction that writes two files commits each on its own (WAL
+/// has no cross-file journal), which is why a module with a file of its own
+/// keeps its event cursor and its outbox in that file too (see `events`).
+async fn attach(conn: &mut sqlx::SqliteConnection, f: &ModuleFile) -> Result<(), sqlx::Error> {
+    let schema = quote_ident(f.module);
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ATTACH DATABASE $1 AS {schema}"
+    )))
+    .bind(f.attach_name())
+    .execute(&mut *conn)
+    .await?;
+    if f.path.is_some() {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA {schema}.journal_mode = WAL"
+        )))
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA {schema}.synchronous = NORMAL"
+        )))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
 }
 
 /// `"name"` with inner quotes doubled, for identifiers that come from the

@@ -80,6 +80,13 @@ impl Readers {
                 )));
             }
         }
+        for f in events.db().module_files() {
+            tasks.push(tokio::spawn(relay_loop(
+                events.clone(),
+                f.module,
+                stop.clone(),
+            )));
+        }
         Ok(Self { stop, tasks })
     }
 
@@ -91,6 +98,78 @@ impl Readers {
             let _ = t.await;
         }
     }
+}
+
+/// Copies the outbox of a module with an SQLite file of its own into the
+/// main database whenever something may have been published (a wake-up),
+/// and at least every poll interval (another process may have published).
+async fn relay_loop(events: Events, module: &'static str, stop: CancellationToken) {
+    let mut wake = events.waker();
+    let poll = events.config().poll_interval.get();
+    let mut failing = Duration::from_millis(200);
+    loop {
+        wake.borrow_and_update();
+        let wait = match store::relay(events.db(), module).await {
+            Ok(0) => {
+                failing = Duration::from_millis(200);
+                poll
+            }
+            Ok(_) => {
+                events.wake();
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(module, error = %e, "event relay failed; trying again");
+                if !back_off(&mut failing, &stop).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        if !rest(&mut wake, wait, &stop).await {
+            return;
+        }
+    }
+}
+
+/// Waits out a failure, doubling the next wait up to 10 s; false when
+/// stopped. A wake-up does not cut it short: the database is failing.
+async fn back_off(failing: &mut Duration, stop: &CancellationToken) -> bool {
+    let w = *failing;
+    *failing = (*failing * 2).min(Duration::from_secs(10));
+    tokio::select! {
+        () = tokio::time::sleep(w) => true,
+        () = stop.cancelled() => false,
+    }
+}
+
+/// Waits for a wake-up or for `wait`; false when stopped.
+async fn rest(
+    wake: &mut tokio::sync::watch::Receiver<u64>,
+    wait: Duration,
+    stop: &CancellationToken,
+) -> bool {
+    tokio::select! {
+        _ = wake.changed() => true,
+        () = tokio::time::sleep(wait) => true,
+        () = stop.cancelled() => false,
+    }
+}
+
+/// Relays every module file's outbox until none is left; returns how many
+/// events were copied.
+async fn relay_all(events: &Events) -> Result<u64, sqlx::Error> {
+    let mut n = 0;
+    for f in events.db().module_files() {
+        loop {
+            let k = store::relay(events.db(), f.module).await?;
+            n += k;
+            if k == 0 {
+                break;
+            }
+        }
+    }
+    Ok(n)
 }
 
 async fn run(
@@ -135,20 +214,14 @@ async fn run(
             }
             Err(e) => {
                 tracing::warn!(module = sub.module, part, error = %e, "event reader failed; trying again");
-                let w = failing;
-                failing = (failing * 2).min(Duration::from_secs(10));
-                // A wake-up must not cut this wait short: the database is failing.
-                tokio::select! {
-                    () = tokio::time::sleep(w) => {}
-                    () = stop.cancelled() => return,
+                if !back_off(&mut failing, &stop).await {
+                    return;
                 }
                 continue;
             }
         };
-        tokio::select! {
-            _ = wake.changed() => {}
-            () = tokio::time::sleep(wait) => {}
-            () = stop.cancelled() => return,
+        if !rest(&mut wake, wait, &stop).await {
+            return;
         }
     }
 }
@@ -169,7 +242,8 @@ pub(crate) async fn drain(events: &Events) -> Result<u64, sqlx::Error> {
     }
     let mut handled = 0;
     loop {
-        let mut progressed = false;
+        // Handlers may have published from a module file's outbox.
+        let mut progressed = relay_all(events).await? > 0;
         for sub in subs.iter() {
             for part in 0..store::PARTS {
                 let mut waited = Duration::ZERO;

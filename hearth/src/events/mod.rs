@@ -19,6 +19,13 @@
 //!   order; different keys may be handled in parallel. A handler that fails
 //!   is retried with backoff; out of attempts, the event is parked for that
 //!   module and that key only (`events parked`, `events retry`, `events skip`).
+//! * A module that keeps an SQLite file of its own
+//!   ([`ModuleSpec::own_file`](crate::ModuleSpec::own_file)) has its cursor,
+//!   its held events and an outbox of what it publishes in that file, since
+//!   WAL commits each file on its own: the guarantees above hold for its
+//!   writes in its file. A relay copies its outbox into the main log after
+//!   each commit (`store::relay`). A job its handler enqueues lands in the
+//!   main file and is not atomic with the handler's writes there.
 //!
 //! The ordering argument is in `store.rs`; the delivery loop in `consumer.rs`.
 
@@ -146,8 +153,11 @@ pub struct EventMeta {
 /// The outcome of publishing one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Published {
-    /// The event's position.
-    pub position: i64,
+    /// The event's position; `None` when a module with an SQLite file of
+    /// its own published it: the event waits in that file's outbox and gets
+    /// its position when it is copied into the main database, right after
+    /// the commit.
+    pub position: Option<i64>,
     /// The event's id.
     pub id: uuid::Uuid,
 }

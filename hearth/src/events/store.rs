@@ -22,7 +22,7 @@
 //!   the event takes that value as its `tx`. A stored `tx` is never below
 //!   the writer's own id, so the horizon argument above still holds.
 
-use crate::db::{Db, Tx, TxConn};
+use crate::db::{Db, Tx, TxConn, quote_ident};
 
 // The SQL built with `format!` below (wrapped in `AssertSqlSafe`) only
 // splices in this file's constants (column lists, the horizon expression);
@@ -37,6 +37,17 @@ pub(crate) const PARTS: i16 = 4;
 /// The horizon expression: the oldest running transaction id of the
 /// statement's snapshot (PostgreSQL only).
 const PG_HORIZON: &str = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
+
+/// A module's event-state table (`hearth_event_cursor`, `hearth_event_held`
+/// or `hearth_event_outbox`): in the SQLite file of its own when it has
+/// one, so that it commits with the module's writes (WAL commits attached
+/// files one by one), in the main database otherwise.
+fn state_table(file: Option<&str>, table: &str) -> String {
+    match file {
+        Some(schema) => format!("{}.{table}", quote_ident(schema)),
+        None => table.to_owned(),
+    }
+}
 
 /// The partition of an event with `key`; keyless events are spread at random.
 pub(crate) fn part_of(key: Option<&str>) -> i16 {
@@ -67,9 +78,32 @@ pub(crate) struct NewEvent<'a> {
     pub(crate) published_at: i64,
 }
 
-/// Writes `e` in `tx`; returns its position.
-pub(crate) async fn insert(tx: &mut Tx, e: &NewEvent<'_>) -> Result<i64, sqlx::Error> {
-    match tx.conn_mut() {
+/// Writes `e` in `tx`; returns its position, or `None` when it went to the
+/// outbox of a module with a file of its own (it gets a position when it is
+/// relayed, see [`relay`]).
+pub(crate) async fn insert(tx: &mut Tx, e: &NewEvent<'_>) -> Result<Option<i64>, sqlx::Error> {
+    if let Some(file) = tx.file_of(e.module) {
+        let sql = format!(
+            "INSERT INTO {} (part, id, name, version, module, actor, key, payload, published_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            state_table(Some(file), "hearth_event_outbox")
+        );
+        crate::with_tx!(tx, c => sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(e.part)
+            .bind(e.id.to_string())
+            .bind(e.name)
+            .bind(e.version)
+            .bind(e.module)
+            .bind(e.actor)
+            .bind(e.key)
+            .bind(e.payload)
+            .bind(e.published_at)
+            .execute(&mut **c)
+            .await
+            .map(|_| ()))?;
+        return Ok(None);
+    }
+    let position = match tx.conn_mut() {
         TxConn::Sqlite(c) => {
             sqlx::query_scalar(
                 "INSERT INTO hearth_event (tx, part, id, name, version, module, actor, key, payload, published_at)
@@ -128,7 +162,87 @@ pub(crate) async fn insert(tx: &mut Tx, e: &NewEvent<'_>) -> Result<i64, sqlx::E
                 .await
             }
         },
+    }?;
+    Ok(Some(position))
+}
+
+/// How many outbox rows one relay transaction copies.
+const RELAY_BATCH: i64 = 500;
+
+/// Copies events from the outbox in `module`'s own SQLite file into
+/// `hearth_event`, in the order they were published; returns how many.
+///
+/// The two files commit apart, in an order hearth does not rely on, so
+/// the copy never deletes what it copies in the same transaction. The
+/// main file records how far the module's outbox is copied
+/// (`hearth_event_relay`) in the transaction that copies; the next relay
+/// first clears the rows up to that mark, which that record proves are
+/// copied already. A crash between the two commits therefore leaves
+/// either nothing done or rows that are cleared later: never a lost or a
+/// doubled event.
+pub(crate) async fn relay(db: &Db, module: &str) -> Result<u64, sqlx::Error> {
+    let (Db::Sqlite(pool, _), Some(file)) = (db, db.file_of(module)) else {
+        return Ok(0);
+    };
+    let outbox = state_table(Some(file), "hearth_event_outbox");
+    // Checked without the write lock: most passes find nothing.
+    let pending: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT EXISTS (SELECT 1 FROM {outbox})"
+    )))
+    .fetch_one(pool)
+    .await?;
+    if !pending {
+        return Ok(0);
     }
+    let mut tx = db.begin().await?;
+    let TxConn::Sqlite(c) = tx.conn_mut() else {
+        return Ok(0);
+    };
+    let mark: i64 = sqlx::query_scalar(
+        "SELECT COALESCE((SELECT seq FROM hearth_event_relay WHERE module = $1), 0)",
+    )
+    .bind(module)
+    .fetch_one(&mut **c)
+    .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM {outbox} WHERE seq <= $1"
+    )))
+    .bind(mark)
+    .execute(&mut **c)
+    .await?;
+    let top: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT MAX(seq) FROM (SELECT seq FROM {outbox} WHERE seq > $1 ORDER BY seq LIMIT $2)"
+    )))
+    .bind(mark)
+    .bind(RELAY_BATCH)
+    .fetch_one(&mut **c)
+    .await?;
+    let Some(top) = top else {
+        tx.commit().await?;
+        return Ok(0);
+    };
+    // In `seq` order, so that positions keep the publishing order (and
+    // with it each key's order).
+    let n = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO hearth_event (tx, part, id, name, version, module, actor, key, payload, published_at)
+         SELECT 0, part, id, name, version, module, actor, key, payload, published_at
+         FROM {outbox} WHERE seq > $1 AND seq <= $2 ORDER BY seq"
+    )))
+    .bind(mark)
+    .bind(top)
+    .execute(&mut **c)
+    .await?
+    .rows_affected();
+    sqlx::query(
+        "INSERT INTO hearth_event_relay (module, seq) VALUES ($1, $2)
+         ON CONFLICT (module) DO UPDATE SET seq = excluded.seq",
+    )
+    .bind(module)
+    .bind(top)
+    .execute(&mut **c)
+    .await?;
+    tx.commit().await?;
+    Ok(n)
 }
 
 /// Wakes readers on other nodes after the publishing transaction commits.
@@ -227,11 +341,13 @@ pub(crate) async fn init_cursors(
     } else {
         Cursor { tx: 0, position: 0 }
     };
+    let sql = format!(
+        "INSERT INTO {} (module, part, tx, position, handled, updated_at)
+         VALUES ($1, $2, $3, $4, 0, $5) ON CONFLICT (module, part) DO NOTHING",
+        state_table(db.file_of(module), "hearth_event_cursor")
+    );
     for part in 0..PARTS {
-        crate::with_tx!(&mut tx, c => sqlx::query(
-            "INSERT INTO hearth_event_cursor (module, part, tx, position, handled, updated_at)
-             VALUES ($1, $2, $3, $4, 0, $5) ON CONFLICT (module, part) DO NOTHING",
-        )
+        crate::with_tx!(&mut tx, c => sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
         .bind(module)
         .bind(part)
         .bind(start.tx)
@@ -267,18 +383,21 @@ pub(crate) async fn has_work(
         Db::Sqlite(..) => "1 = 1".to_owned(),
         Db::Postgres(_) => format!("e.tx < {PG_HORIZON}"),
     };
+    let file = db.file_of(module);
+    let cursors = state_table(file, "hearth_event_cursor");
+    let held = state_table(file, "hearth_event_held");
     let sql = format!(
-        "SELECT EXISTS (SELECT 1 FROM hearth_event_cursor c JOIN hearth_event e
+        "SELECT EXISTS (SELECT 1 FROM {cursors} c JOIN hearth_event e
                           ON e.part = c.part AND (e.tx, e.position) > (c.tx, c.position)
                         WHERE c.module = $1 AND c.part = $2 AND {horizon})
-             OR EXISTS (SELECT 1 FROM hearth_event_held h
+             OR EXISTS (SELECT 1 FROM {held} h
                         WHERE h.module = $1 AND h.part = $2
                           AND ((h.state = 'retry' AND h.next_at <= $3)
                                OR (h.state = 'waiting' AND NOT EXISTS (
-                                   SELECT 1 FROM hearth_event_held f
+                                   SELECT 1 FROM {held} f
                                    WHERE f.module = h.module AND f.key = h.key
                                      AND (f.tx, f.position) < (h.tx, h.position))))),
-                EXISTS (SELECT 1 FROM hearth_event_cursor c JOIN hearth_event e
+                EXISTS (SELECT 1 FROM {cursors} c JOIN hearth_event e
                           ON e.part = c.part AND (e.tx, e.position) > (c.tx, c.position)
                         WHERE c.module = $1 AND c.part = $2)"
     );
@@ -304,11 +423,12 @@ pub(crate) async fn lock_cursor(
     module: &str,
     part: i16,
 ) -> Result<Option<Cursor>, sqlx::Error> {
+    let cursors = state_table(tx.file_of(module), "hearth_event_cursor");
     let row: Option<(i64, i64)> = match tx.conn_mut() {
         TxConn::Sqlite(c) => {
-            sqlx::query_as(
-                "SELECT tx, position FROM hearth_event_cursor WHERE module = $1 AND part = $2",
-            )
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT tx, position FROM {cursors} WHERE module = $1 AND part = $2"
+            )))
             .bind(module)
             .bind(part)
             .fetch_optional(&mut **c)
@@ -337,10 +457,12 @@ pub(crate) async fn advance(
     handled: i64,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    crate::with_tx!(tx, c => sqlx::query(
-        "UPDATE hearth_event_cursor SET tx = $3, position = $4, handled = handled + $5, updated_at = $6
+    let sql = format!(
+        "UPDATE {} SET tx = $3, position = $4, handled = handled + $5, updated_at = $6
          WHERE module = $1 AND part = $2",
-    )
+        state_table(tx.file_of(module), "hearth_event_cursor")
+    );
+    crate::with_tx!(tx, c => sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
     .bind(module)
     .bind(part)
     .bind(to.tx)
@@ -466,8 +588,15 @@ fn held_from(r: HeldRow) -> Held {
     }
 }
 
-const HELD_SELECT: &str = "SELECT h.module, h.position, h.key, h.state, CAST(h.attempts AS BIGINT), h.next_at, h.error, h.held_at, e.name
-     FROM hearth_event_held h LEFT JOIN hearth_event e ON e.position = h.position";
+/// The columns of [`HeldRow`] from a module's held events (in `file`, or
+/// in the main database).
+fn held_select(file: Option<&str>) -> String {
+    format!(
+        "SELECT h.module, h.position, h.key, h.state, CAST(h.attempts AS BIGINT), h.next_at, h.error, h.held_at, e.name
+         FROM {} h LEFT JOIN hearth_event e ON e.position = h.position",
+        state_table(file, "hearth_event_held")
+    )
+}
 
 /// The held events of `module` in `part`, grouped by key, in order.
 pub(crate) async fn held_of(
@@ -476,7 +605,8 @@ pub(crate) async fn held_of(
     part: i16,
 ) -> Result<Vec<Held>, sqlx::Error> {
     let sql = format!(
-        "{HELD_SELECT} WHERE h.module = $1 AND h.part = $2 ORDER BY h.key, h.tx, h.position"
+        "{} WHERE h.module = $1 AND h.part = $2 ORDER BY h.key, h.tx, h.position",
+        held_select(tx.file_of(module))
     );
     let rows: Vec<HeldRow> = crate::with_tx!(tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
         .bind(module)
@@ -492,16 +622,30 @@ pub(crate) async fn held_list(
     module: Option<&str>,
     limit: i64,
 ) -> Result<Vec<Held>, sqlx::Error> {
-    let sql = format!(
-        "{HELD_SELECT} WHERE ($1 IS NULL OR h.module = $1)
-         ORDER BY h.module, h.key, h.tx, h.position LIMIT $2"
-    );
-    let rows: Vec<HeldRow> = crate::with_db!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
-        .bind(module)
-        .bind(limit)
-        .fetch_all(pool)
-        .await)?;
-    Ok(rows.into_iter().map(held_from).collect())
+    let mut out = Vec::new();
+    // The main database, then each module file (which holds one module's).
+    for file in std::iter::once(None).chain(db.module_files().iter().map(|f| Some(f.module))) {
+        if let (Some(f), Some(m)) = (file, module)
+            && f != m
+        {
+            continue;
+        }
+        let sql = format!(
+            "{} WHERE ($1 IS NULL OR h.module = $1)
+             ORDER BY h.module, h.key, h.tx, h.position LIMIT $2",
+            held_select(file)
+        );
+        let rows: Vec<HeldRow> = crate::with_db!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(module)
+            .bind(limit)
+            .fetch_all(pool)
+            .await)?;
+        out.extend(rows.into_iter().map(held_from));
+    }
+    // Stable: each module's rows keep their order.
+    out.sort_by(|a, b| a.module.cmp(&b.module));
+    out.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    Ok(out)
 }
 
 /// Takes event `e` out of `module`'s stream.
@@ -517,10 +661,12 @@ pub(crate) async fn hold(
     error: Option<&str>,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    crate::with_tx!(tx, c => sqlx::query(
-        "INSERT INTO hearth_event_held (module, position, part, tx, key, state, attempts, next_at, error, held_at)
+    let sql = format!(
+        "INSERT INTO {} (module, position, part, tx, key, state, attempts, next_at, error, held_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
+        state_table(tx.file_of(module), "hearth_event_held")
+    );
+    crate::with_tx!(tx, c => sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
     .bind(module)
     .bind(e.position)
     .bind(part)
@@ -547,10 +693,12 @@ pub(crate) async fn set_held(
     next_at: i64,
     error: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    crate::with_tx!(tx, c => sqlx::query(
-        "UPDATE hearth_event_held SET state = $3, attempts = $4, next_at = $5, error = $6
+    let sql = format!(
+        "UPDATE {} SET state = $3, attempts = $4, next_at = $5, error = $6
          WHERE module = $1 AND position = $2",
-    )
+        state_table(tx.file_of(module), "hearth_event_held")
+    );
+    crate::with_tx!(tx, c => sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
     .bind(module)
     .bind(position)
     .bind(state)
@@ -565,9 +713,11 @@ pub(crate) async fn set_held(
 
 /// Removes a held event (handled, or skipped).
 pub(crate) async fn release(tx: &mut Tx, module: &str, position: i64) -> Result<u64, sqlx::Error> {
-    crate::with_tx!(tx, c => sqlx::query(
-        "DELETE FROM hearth_event_held WHERE module = $1 AND position = $2",
-    )
+    let sql = format!(
+        "DELETE FROM {} WHERE module = $1 AND position = $2",
+        state_table(tx.file_of(module), "hearth_event_held")
+    );
+    crate::with_tx!(tx, c => sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
     .bind(module)
     .bind(position)
     .execute(&mut **c)
@@ -596,23 +746,32 @@ pub struct ModuleStatus {
 
 /// The status of every module with cursors.
 pub(crate) async fn status(db: &Db, now: i64) -> Result<Vec<ModuleStatus>, sqlx::Error> {
-    let sql = "SELECT c.module,
-                      SUM(c.handled)::bigint,
-                      (SELECT COUNT(*) FROM hearth_event e JOIN hearth_event_cursor c2
-                         ON c2.module = c.module AND e.part = c2.part AND (e.tx, e.position) > (c2.tx, c2.position))::bigint,
-                      (SELECT MIN(e.published_at) FROM hearth_event e JOIN hearth_event_cursor c2
-                         ON c2.module = c.module AND e.part = c2.part AND (e.tx, e.position) > (c2.tx, c2.position)),
-                      (SELECT COUNT(*) FROM hearth_event_held h WHERE h.module = c.module AND h.state = 'retry')::bigint,
-                      (SELECT COUNT(*) FROM hearth_event_held h WHERE h.module = c.module AND h.state = 'parked')::bigint,
-                      (SELECT COUNT(*) FROM hearth_event_held h WHERE h.module = c.module AND h.state = 'waiting')::bigint
-               FROM hearth_event_cursor c GROUP BY c.module ORDER BY c.module";
-    let sql = match db {
-        // SQLite has no `::` casts; its integers are already 64-bit.
-        Db::Sqlite(..) => sql.replace("::bigint", ""),
-        Db::Postgres(_) => sql.to_owned(),
-    };
     type Row = (String, i64, i64, Option<i64>, i64, i64, i64);
-    let rows: Vec<Row> = crate::with_db!(db, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).fetch_all(pool).await)?;
+    let mut rows: Vec<Row> = Vec::new();
+    // The main database, then each module file.
+    for file in std::iter::once(None).chain(db.module_files().iter().map(|f| Some(f.module))) {
+        let cursors = state_table(file, "hearth_event_cursor");
+        let held = state_table(file, "hearth_event_held");
+        let sql = format!(
+            "SELECT c.module,
+                    SUM(c.handled)::bigint,
+                    (SELECT COUNT(*) FROM hearth_event e JOIN {cursors} c2
+                       ON c2.module = c.module AND e.part = c2.part AND (e.tx, e.position) > (c2.tx, c2.position))::bigint,
+                    (SELECT MIN(e.published_at) FROM hearth_event e JOIN {cursors} c2
+                       ON c2.module = c.module AND e.part = c2.part AND (e.tx, e.position) > (c2.tx, c2.position)),
+                    (SELECT COUNT(*) FROM {held} h WHERE h.module = c.module AND h.state = 'retry')::bigint,
+                    (SELECT COUNT(*) FROM {held} h WHERE h.module = c.module AND h.state = 'parked')::bigint,
+                    (SELECT COUNT(*) FROM {held} h WHERE h.module = c.module AND h.state = 'waiting')::bigint
+             FROM {cursors} c GROUP BY c.module ORDER BY c.module"
+        );
+        let sql = match db {
+            // SQLite has no `::` casts; its integers are already 64-bit.
+            Db::Sqlite(..) => sql.replace("::bigint", ""),
+            Db::Postgres(_) => sql,
+        };
+        rows.extend(crate::with_db!(db, pool => sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql.clone())).fetch_all(pool).await)?);
+    }
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(rows
         .into_iter()
         .map(|r| ModuleStatus {
@@ -630,14 +789,26 @@ pub(crate) async fn status(db: &Db, now: i64) -> Result<Vec<ModuleStatus>, sqlx:
 /// Deletes up to `limit` events published before `cutoff` that every
 /// cursor has passed and no module holds; returns how many.
 pub(crate) async fn purge(db: &Db, cutoff: i64, limit: i64) -> Result<u64, sqlx::Error> {
-    let sql = "DELETE FROM hearth_event WHERE position IN (
-                   SELECT e.position FROM hearth_event e
-                   WHERE e.published_at < $1
-                     AND NOT EXISTS (SELECT 1 FROM hearth_event_cursor c
+    // Every cursor and every hold counts, in the main database and in each
+    // module file.
+    let mut guards = String::new();
+    for file in std::iter::once(None).chain(db.module_files().iter().map(|f| Some(f.module))) {
+        guards.push_str(&format!(
+            "
+                     AND NOT EXISTS (SELECT 1 FROM {} c
                                      WHERE c.part = e.part AND (c.tx, c.position) < (e.tx, e.position))
-                     AND NOT EXISTS (SELECT 1 FROM hearth_event_held h WHERE h.position = e.position)
-                   LIMIT $2)";
-    let n = crate::with_db!(db, pool => sqlx::query(sql)
+                     AND NOT EXISTS (SELECT 1 FROM {} h WHERE h.position = e.position)",
+            state_table(file, "hearth_event_cursor"),
+            state_table(file, "hearth_event_held")
+        ));
+    }
+    let sql = format!(
+        "DELETE FROM hearth_event WHERE position IN (
+                   SELECT e.position FROM hearth_event e
+                   WHERE e.published_at < $1{guards}
+                   LIMIT $2)"
+    );
+    let n = crate::with_db!(db, pool => sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
         .bind(cutoff)
         .bind(limit)
         .execute(pool)
@@ -659,14 +830,21 @@ pub(crate) async fn purge(db: &Db, cutoff: i64, limit: i64) -> Result<u64, sqlx:
 /// the beginning, held events dropped. Runs in `tx` with the module's own
 /// clearing of its projection.
 pub(crate) async fn rewind(tx: &mut Tx, module: &str, now: i64) -> Result<u64, sqlx::Error> {
-    crate::with_tx!(tx, c => sqlx::query("DELETE FROM hearth_event_held WHERE module = $1")
+    let file = tx.file_of(module);
+    let held = format!(
+        "DELETE FROM {} WHERE module = $1",
+        state_table(file, "hearth_event_held")
+    );
+    let cursors = format!(
+        "UPDATE {} SET tx = 0, position = 0, updated_at = $2 WHERE module = $1",
+        state_table(file, "hearth_event_cursor")
+    );
+    crate::with_tx!(tx, c => sqlx::query(sqlx::AssertSqlSafe(held.clone()))
         .bind(module)
         .execute(&mut **c)
         .await
         .map(|_| ()))?;
-    crate::with_tx!(tx, c => sqlx::query(
-        "UPDATE hearth_event_cursor SET tx = 0, position = 0, updated_at = $2 WHERE module = $1",
-    )
+    crate::with_tx!(tx, c => sqlx::query(sqlx::AssertSqlSafe(cursors.clone()))
     .bind(module)
     .bind(now)
     .execute(&mut **c)
@@ -691,10 +869,12 @@ pub(crate) async fn retry_held(
     position: i64,
     now: i64,
 ) -> Result<bool, sqlx::Error> {
-    let n = crate::with_db!(db, pool => sqlx::query(
-        "UPDATE hearth_event_held SET state = 'retry', attempts = 0, next_at = $3
+    let sql = format!(
+        "UPDATE {} SET state = 'retry', attempts = 0, next_at = $3
          WHERE module = $1 AND position = $2 AND state <> 'waiting'",
-    )
+        state_table(db.file_of(module), "hearth_event_held")
+    );
+    let n = crate::with_db!(db, pool => sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
     .bind(module)
     .bind(position)
     .bind(now)
@@ -712,7 +892,10 @@ pub(crate) async fn skip_held(
     position: i64,
 ) -> Result<Option<Held>, sqlx::Error> {
     let mut tx = db.begin().await?;
-    let sql = format!("{HELD_SELECT} WHERE h.module = $1 AND h.position = $2");
+    let sql = format!(
+        "{} WHERE h.module = $1 AND h.position = $2",
+        held_select(db.file_of(module))
+    );
     let row: Option<HeldRow> = crate::with_tx!(&mut tx, c => sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
         .bind(module)
         .bind(position)

@@ -164,6 +164,13 @@ pub fn objects(sql: &str) -> Vec<(&'static str, String)> {
     out
 }
 
+/// Whether `name` (possibly qualified) is one of `module`'s own objects.
+pub fn owns(module: &str, name: &str) -> bool {
+    let bare = name.rsplit('.').next().unwrap_or(name);
+    bare.strip_prefix(module)
+        .is_some_and(|rest| rest.starts_with('_'))
+}
+
 /// Why `sql`, a migration of `module`, reaches outside the module's
 /// namespace: one line per offending name.
 pub fn check_migration(module: &str, sql: &str) -> Vec<String> {

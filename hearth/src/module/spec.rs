@@ -20,6 +20,7 @@ pub struct ModuleSpec {
     subscribes: &'static [EventSpec],
     start_from: StartFrom,
     routes: &'static [RouteSpec],
+    own_file: bool,
 }
 
 /// Why a module spec is not acceptable.
@@ -44,7 +45,29 @@ impl ModuleSpec {
             subscribes: &[],
             start_from: StartFrom::Beginning,
             routes: &[],
+            own_file: false,
         }
+    }
+
+    /// Declares that on SQLite this module keeps its data in a database
+    /// file of its own, next to the main one (`app.db` → `app.<name>.db`),
+    /// which can then be copied, sized or vacuumed apart. Its code does not
+    /// change: the file is attached to every connection, so its tables are
+    /// found by their plain names. Its event cursor and outbox live in that
+    /// file with its tables, so its handlers' effects and its published
+    /// events stay atomic with its own writes. Its SQLite tables cannot
+    /// have foreign keys to tables in another file (SQLite checks them
+    /// within one file). On PostgreSQL every module already has a schema
+    /// of its own, so this changes nothing there.
+    #[must_use]
+    pub const fn own_file(mut self) -> Self {
+        self.own_file = true;
+        self
+    }
+
+    /// Whether it keeps its data in an SQLite file of its own.
+    pub fn keeps_own_file(&self) -> bool {
+        self.own_file
     }
 
     /// Declares the routes this module serves; `Module::register`
@@ -184,6 +207,19 @@ impl ModuleSpec {
                 self.postgres.len()
             )));
         }
+        if self.own_file {
+            for m in self.sqlite {
+                if let Some((_, table)) = namespace::objects(m.sql)
+                    .into_iter()
+                    .find(|(verb, name)| *verb == "references" && !namespace::owns(self.name, name))
+                {
+                    return Err(err(format!(
+                        "SQLite migration {} `{}` references `{table}`, but the module keeps its data in a file of its own and SQLite checks foreign keys within one file: drop the foreign key, or the own file",
+                        m.version, m.name
+                    )));
+                }
+            }
+        }
         for (engine, list) in [("SQLite", self.sqlite), ("PostgreSQL", self.postgres)] {
             for m in list {
                 if let Some(problem) = namespace::check_migration(self.name, m.sql).first() {
@@ -210,6 +246,20 @@ impl ModuleSpec {
             }
         }
         Ok(())
+    }
+}
+
+/// Where the modules of `specs` keep their tables: their PostgreSQL
+/// schemas (hearth's own tables stay in the current schema), and the
+/// modules that keep an SQLite file of their own.
+pub fn layout(specs: &[ModuleSpec]) -> crate::db::Layout {
+    crate::db::Layout {
+        schemas: specs.iter().filter_map(ModuleSpec::schema).collect(),
+        files: specs
+            .iter()
+            .filter(|s| s.own_file)
+            .map(|s| s.name)
+            .collect(),
     }
 }
 
@@ -242,6 +292,10 @@ impl crate::db::migrate::Migrations for ModuleSpec {
 
     fn schema(&self) -> Option<&'static str> {
         ModuleSpec::schema(self)
+    }
+
+    fn own_file(&self) -> bool {
+        self.own_file
     }
 
     fn creates(&self, relation: &str) -> bool {

@@ -73,11 +73,28 @@ pub async fn backup(
         .tempdir_in(&dir)
         .map_err(|e| OpsError::io(format!("cannot stage in {}", dir.display()), e))?;
     progress.step("snapshot");
+    // Module files of SQLite, as (entry, staged copy).
+    let mut extra: Vec<(String, PathBuf)> = Vec::new();
     let (entry, snapshot, facts) = match target.db {
         Db::Sqlite(pool, _) => {
             let file = staging.path().join(SQLITE_ENTRY);
-            sqlite_snapshot(pool, &file).await?;
-            let facts = sqlite_facts(&file).await?;
+            // Module files first: a module's cursor in its snapshot then
+            // never points past the main snapshot's events, and what its
+            // outbox held but the main file already has is recognised by the
+            // relay's mark (see `events::store::relay`).
+            for f in target.db.module_files() {
+                let copy = crate::db::module_file_path(&file, f.module);
+                sqlite_snapshot(pool, Some(f.module), &copy).await?;
+                extra.push((entry_name(&copy)?, copy));
+            }
+            sqlite_snapshot(pool, None, &file).await?;
+            let mut facts = sqlite_facts(&file, None).await?;
+            for f in target.db.module_files() {
+                let copy = crate::db::module_file_path(&file, f.module);
+                let more = sqlite_facts(&copy, Some(f.module)).await?;
+                facts.tables.extend(more.tables);
+                facts.migrations.extend(more.migrations);
+            }
             (SQLITE_ENTRY, file, facts)
         }
         Db::Postgres(pool) => {
@@ -88,6 +105,7 @@ pub async fn backup(
     };
     let files_dir = target.files_dir();
     let total = file_size(&snapshot)
+        + extra.iter().map(|(_, f)| file_size(f)).sum::<u64>()
         + if files_dir.is_dir() {
             dir_size(&files_dir)
         } else {
@@ -97,6 +115,9 @@ pub async fn backup(
     progress.step("archive");
     let mut writer = ArchiveWriter::create(&path)?;
     writer.add_file(entry, &snapshot, progress)?;
+    for (name, copy) in &extra {
+        writer.add_file(name, copy, progress)?;
+    }
     if files_dir.is_dir() {
         writer.add_dir(FILES_PREFIX, &files_dir, progress)?;
     }
@@ -177,24 +198,41 @@ fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-async fn sqlite_snapshot(pool: &sqlx::SqlitePool, file: &Path) -> Result<(), OpsError> {
+/// Copies the main database (`schema` `None`) or a module's attached file
+/// into `file`, consistently (`VACUUM INTO` reads inside one transaction).
+async fn sqlite_snapshot(
+    pool: &sqlx::SqlitePool,
+    schema: Option<&str>,
+    file: &Path,
+) -> Result<(), OpsError> {
     let Some(target) = file.to_str() else {
         return Err(OpsError::Failed(format!(
             "the staging path {} is not UTF-8",
             file.display()
         )));
     };
-    sqlx::query("VACUUM INTO ?1")
+    let schema = schema.map_or_else(|| "main".to_owned(), quote_ident);
+    sqlx::query(sqlx::AssertSqlSafe(format!("VACUUM {schema} INTO ?1")))
         .bind(target)
         .execute(pool)
         .await?;
     Ok(())
 }
 
+/// The archive entry of a staged file: its name.
+fn entry_name(file: &Path) -> Result<String, OpsError> {
+    file.file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_owned)
+        .ok_or_else(|| OpsError::Failed(format!("{} has no file name", file.display())))
+}
+
 pub(crate) use crate::db::quote_ident;
 
-/// Opens a SQLite snapshot read-only and reads its migrations and row counts.
-pub(crate) async fn sqlite_facts(file: &Path) -> Result<Facts, OpsError> {
+/// Opens a SQLite snapshot read-only and reads its migrations and row
+/// counts. A module's own file (`module`) lists its tables as
+/// `module.table`: hearth's event tables are in every such file.
+pub(crate) async fn sqlite_facts(file: &Path, module: Option<&str>) -> Result<Facts, OpsError> {
     let opts = sqlx::sqlite::SqliteConnectOptions::new()
         .filename(file)
         .read_only(true);
@@ -212,7 +250,11 @@ pub(crate) async fn sqlite_facts(file: &Path) -> Result<Facts, OpsError> {
         )))
         .fetch_one(&mut conn)
         .await?;
-        counts.insert(t.clone(), n);
+        let name = match module {
+            Some(m) => format!("{m}.{t}"),
+            None => t.clone(),
+        };
+        counts.insert(name, n);
     }
     let migrations = if tables.iter().any(|t| t == "hearth_migration") {
         sqlx::query_as::<_, (String, i64, String, String)>(
@@ -297,7 +339,7 @@ async fn postgres_snapshot(
         let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
             .fetch_one(&mut *conn)
             .await?;
-        let schemas: Vec<&str> = target.specs.iter().filter_map(|s| s.schema()).collect();
+        let schemas = target.layout().schemas;
         let facts = postgres_facts(&mut conn, &schemas).await?;
         let args = vec![
             "--format=custom".to_owned(),

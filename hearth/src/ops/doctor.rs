@@ -129,7 +129,7 @@ pub async fn run(app: &App, config: &Config) -> Report {
     let started = Instant::now();
     let db = tokio::time::timeout(
         config.db.acquire_timeout.get() + Duration::from_secs(1),
-        Db::connect(&url, &config.db),
+        Db::connect_with(&url, &config.db, &app.layout()),
     )
     .await;
     let db = match db {

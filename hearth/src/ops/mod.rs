@@ -79,6 +79,11 @@ impl<'a> Target<'a> {
         }
     }
 
+    /// Where the app's modules keep their tables (schemas, own files).
+    pub fn layout(&self) -> crate::db::Layout {
+        crate::module::spec::layout(self.specs)
+    }
+
     /// The database URL in use.
     pub fn database_url(&self) -> String {
         self.config.database_url(self.app)

@@ -107,7 +107,12 @@ pub async fn prepare(
     .map_err(|e| OpsError::Failed(format!("unpacking stopped: {e}")))??;
     check_manifest(target, &manifest)?;
     if target.db.kind() == DbKind::Sqlite {
-        check_sqlite_file(&staging.path().join(SQLITE_ENTRY), &manifest).await?;
+        check_sqlite_files(
+            &staging.path().join(SQLITE_ENTRY),
+            &target.layout().files,
+            &manifest,
+        )
+        .await?;
     }
     Ok(Prepared { staging, manifest })
 }
@@ -160,9 +165,50 @@ fn check_manifest(target: &Target<'_>, m: &Manifest) -> Result<(), OpsError> {
     Ok(())
 }
 
-/// SQLite's own integrity checks plus the row counts, on a staged file,
-/// read-only.
-async fn check_sqlite_file(file: &Path, m: &Manifest) -> Result<(), OpsError> {
+/// The staged main file and the module files beside it (`files`: the
+/// modules that keep one) pass SQLite's checks, and together hold the
+/// snapshot's tables with their row counts. A backup whose modules kept
+/// their data in other files than this app's modules do is refused.
+async fn check_sqlite_files(main: &Path, files: &[&str], m: &Manifest) -> Result<(), OpsError> {
+    let in_backup: std::collections::BTreeSet<&str> = m
+        .tables
+        .keys()
+        .filter_map(|t| t.split_once('.').map(|(module, _)| module))
+        .collect();
+    let here: std::collections::BTreeSet<&str> = files.iter().copied().collect();
+    if in_backup != here {
+        let list = |s: &std::collections::BTreeSet<&str>| {
+            if s.is_empty() {
+                "none".to_owned()
+            } else {
+                s.iter().copied().collect::<Vec<_>>().join(", ")
+            }
+        };
+        return Err(OpsError::Incompatible(format!(
+            "modules with a file of their own: {} in the backup, {} in this app",
+            list(&in_backup),
+            list(&here)
+        )));
+    }
+    check_sqlite_file(main).await?;
+    let mut facts = sqlite_facts(main, None).await?;
+    for module in files {
+        let file = crate::db::module_file_path(main, module);
+        if !file.exists() {
+            return Err(OpsError::Integrity(format!(
+                "the archive has no file for module `{module}`"
+            )));
+        }
+        check_sqlite_file(&file).await?;
+        facts
+            .tables
+            .extend(sqlite_facts(&file, Some(module)).await?.tables);
+    }
+    compare_counts(&m.tables, &facts.tables)
+}
+
+/// SQLite's own integrity and foreign key checks on a staged file, read-only.
+async fn check_sqlite_file(file: &Path) -> Result<(), OpsError> {
     let opts = sqlx::sqlite::SqliteConnectOptions::new()
         .filename(file)
         .read_only(true);
@@ -186,8 +232,7 @@ async fn check_sqlite_file(file: &Path, m: &Manifest) -> Result<(), OpsError> {
         )));
     }
     conn.close().await?;
-    let facts = sqlite_facts(file).await?;
-    compare_counts(&m.tables, &facts.tables)
+    Ok(())
 }
 
 /// Every table of the snapshot is there with the rows it had.
@@ -257,13 +302,27 @@ impl Prepared {
         // Every move done so far, so that a failure halfway puts the live
         // data back where it was.
         let mut moved: Vec<(PathBuf, PathBuf)> = Vec::new();
+        // The main file, and each module's own file beside it.
+        let mut databases = vec![(live.clone(), file_name.clone(), SQLITE_ENTRY.to_owned())];
+        for module in target.layout().files {
+            let path = crate::db::module_file_path(&live, module);
+            let name = crate::db::module_file_path(Path::new(&file_name), module)
+                .to_string_lossy()
+                .into_owned();
+            let entry = crate::db::module_file_path(Path::new(SQLITE_ENTRY), module)
+                .to_string_lossy()
+                .into_owned();
+            databases.push((path, name, entry));
+        }
         let result = (|| {
-            for suffix in ["", "-wal", "-shm"] {
-                let from = PathBuf::from(format!("{}{suffix}", live.display()));
-                if from.exists() {
-                    let to = aside.join(format!("{file_name}{suffix}"));
-                    move_path(&from, &to)?;
-                    moved.push((from, to));
+            for (path, name, _) in &databases {
+                for suffix in ["", "-wal", "-shm"] {
+                    let from = PathBuf::from(format!("{}{suffix}", path.display()));
+                    if from.exists() {
+                        let to = aside.join(format!("{name}{suffix}"));
+                        move_path(&from, &to)?;
+                        moved.push((from, to));
+                    }
                 }
             }
             if files.exists() {
@@ -271,9 +330,11 @@ impl Prepared {
                 move_path(&files, &to)?;
                 moved.push((files.clone(), to));
             }
-            let staged_db = self.staging.path().join(SQLITE_ENTRY);
-            move_path(&staged_db, &live)?;
-            moved.push((staged_db, live.clone()));
+            for (path, _, entry) in &databases {
+                let staged = self.staging.path().join(entry);
+                move_path(&staged, path)?;
+                moved.push((staged, path.clone()));
+            }
             let staged_files = self.staging.path().join(FILES_PREFIX);
             if staged_files.exists() {
                 move_path(&staged_files, &files)?;
@@ -313,7 +374,7 @@ impl Prepared {
             .fetch_one(&mut conn)
             .await?;
         let stamp = stamp().replace('-', "_");
-        let modules: Vec<&str> = target.specs.iter().filter_map(|s| s.schema()).collect();
+        let modules = target.layout().schemas;
         // Every schema the dump may create is set aside first: the home
         // schema (recreated empty, since a dump does not create `public`)
         // and each module schema that exists.
@@ -453,7 +514,9 @@ pub async fn verify(
         DbKind::Sqlite => {
             let file = prepared.staging.path().join(SQLITE_ENTRY);
             let url = format!("sqlite://{}", file.display());
-            let db = Db::connect(&url, &target.config.db)
+            // Module files were staged next to the main one, under the
+            // names the layout gives them.
+            let db = Db::connect_with(&url, &target.config.db, &target.layout())
                 .await
                 .map_err(|e| OpsError::Failed(format!("cannot open the restored copy: {e}")))?;
             let r = drill(target, &db, &prepared.manifest).await;
@@ -536,7 +599,7 @@ async fn verify_postgres(
     let result = async {
         let dump = prepared.staging.path().join(POSTGRES_ENTRY);
         pgtools::run(target, &pg_restore, &url, &restore_args(&dump)).await?;
-        let db = Db::connect(&url, &target.config.db)
+        let db = Db::connect_with(&url, &target.config.db, &target.layout())
             .await
             .map_err(|e| OpsError::Failed(format!("cannot open the scratch database: {e}")))?;
         let counted = async {
@@ -544,7 +607,7 @@ async fn verify_postgres(
                 return Err(OpsError::Failed("not a PostgreSQL database".into()));
             };
             let mut conn = p.acquire().await?;
-            let modules: Vec<&str> = target.specs.iter().filter_map(|s| s.schema()).collect();
+            let modules = target.layout().schemas;
             super::backup::postgres_facts(&mut conn, &modules).await
         }
         .await;

@@ -407,16 +407,35 @@ pub async fn schema_of(
     db: &crate::Db,
 ) -> Result<std::collections::BTreeMap<String, Vec<Column>>, sqlx::Error> {
     let rows: Vec<(String, String, String, bool)> = match db {
-        crate::Db::Sqlite(p, _) => sqlx::query_as::<_, (String, String, String, i64, i64)>(
-            "SELECT m.name, c.name, c.type, c.\"notnull\", c.pk
-             FROM sqlite_master m JOIN pragma_table_info(m.name) c
-             WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'",
-        )
-        .fetch_all(p)
-        .await?
-        .into_iter()
-        .map(|(t, c, ty, nn, pk)| (t, c, ty, nn != 0 || pk != 0))
-        .collect(),
+        crate::Db::Sqlite(p, _) => {
+            let mut rows = Vec::new();
+            // The main file, then each module's own file; hearth's tables
+            // in those (its cursor, holds, outbox and ledger) are its
+            // bookkeeping there, not part of the module's schema.
+            for schema in std::iter::once("main").chain(db.module_files().iter().map(|f| f.module))
+            {
+                let own = if schema == "main" {
+                    ""
+                } else {
+                    "AND m.name NOT LIKE 'hearth%'"
+                };
+                let sql = format!(
+                    "SELECT m.name, c.name, c.type, c.\"notnull\", c.pk
+                     FROM {}.sqlite_master m JOIN pragma_table_info(m.name, $1) c
+                     WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' {own}",
+                    crate::db::quote_ident(schema)
+                );
+                rows.extend(
+                    sqlx::query_as::<_, (String, String, String, i64, i64)>(AssertSqlSafe(sql))
+                        .bind(schema)
+                        .fetch_all(p)
+                        .await?
+                        .into_iter()
+                        .map(|(t, c, ty, nn, pk)| (t, c, ty, nn != 0 || pk != 0)),
+                );
+            }
+            rows
+        }
         crate::Db::Postgres(p) => sqlx::query_as::<_, (String, String, String, String)>(
             "SELECT table_name::text, column_name::text, data_type::text, is_nullable::text
              FROM information_schema.columns

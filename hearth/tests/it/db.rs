@@ -31,7 +31,7 @@ hearth::db_tests! {
         assert!(status.is_current(), "{status:?}");
         // hearth's own tables first, then the module's.
         let applied: Vec<(&str, &str)> = status.applied.iter().map(|m| (m.module.as_str(), m.name.as_str())).collect();
-        assert_eq!(applied, [("hearth", "jobs"), ("hearth", "cron"), ("hearth", "pubsub"), ("hearth", "tokens"), ("hearth", "accounts"), ("hearth", "job_effects"), ("hearth", "events"), ("probe", "create_probe_item")]);
+        assert_eq!(applied, [("hearth", "jobs"), ("hearth", "cron"), ("hearth", "pubsub"), ("hearth", "tokens"), ("hearth", "accounts"), ("hearth", "job_effects"), ("hearth", "events"), ("hearth", "event_relay"), ("probe", "create_probe_item")]);
         let report = migrate::migrate(&db, &specs).await.unwrap();
         assert!(report.applied.is_empty());
     }

@@ -525,49 +525,11 @@ hearth::db_tests! {
     }
 
     async fn a_node_killed_mid_batch_leaves_no_trace_and_another_finishes(backend) {
-        // The serving node runs no readers; its migrations are the other nodes' too.
-        let no_readers = |c: &mut Config| {
-            fast(c);
-            c.jobs.in_serve = false;
-        };
-        let Some(app) = TestApp::spawn_with(&App::new("evtest", "0.0.0").module(Ledger).module(Tally::default()), backend, no_readers).await else { return };
-        let c = client();
-        for i in 0..3 {
-            publish(&c, &app, json!({"account": "k", "n": i})).await;
-        }
-        let mut config = TestApp::config(app.db());
-        fast(&mut config);
-        let (crash_tx, crash_rx) = std::sync::mpsc::channel::<()>();
-        let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
-        let doomed = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-            let gate = Arc::new(Notify::new());
-            let app = App::new("evtest", "0.0.0").module(Ledger).module(Tally { gate: Some(gate.clone()) });
-            let running = rt.block_on(async {
-                let r = app.start_worker(config).await.unwrap();
-                gate.notified().await;
-                r
-            });
-            held_tx.send(()).unwrap();
-            crash_rx.recv().ok();
-            // As after kill -9: nothing shuts down, the transaction never commits.
-            std::mem::forget(running);
-            rt.shutdown_background();
-        });
-        held_rx.recv().unwrap();
-        crash_tx.send(()).unwrap();
-        doomed.join().unwrap();
-        let db = app.state().db().clone();
-        assert!(seen(&db).await.is_empty(), "the killed node's writes never committed");
-        let mut config = TestApp::config(app.db());
-        fast(&mut config);
-        let healthy = App::new("evtest", "0.0.0").module(Ledger).module(Tally::default()).start_worker(config).await.unwrap();
-        let s = wait_seen(&db, "all three", 3).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(seen(&db).await, s);
-        assert_eq!(s.iter().map(|r| r.1).collect::<Vec<_>>(), [0, 1, 2], "once each, in order");
-        healthy.shutdown().await;
-        app.stop().await;
+        killed_mid_batch(backend, pair).await;
+    }
+
+    async fn a_module_file_killed_mid_batch_leaves_no_trace_and_another_finishes(backend) {
+        killed_mid_batch(backend, pair_apart).await;
     }
 
     async fn two_nodes_handle_each_event_once_per_module(backend) {
@@ -601,6 +563,339 @@ hearth::db_tests! {
         second.shutdown().await;
         app.stop().await;
     }
+}
+
+/// A node is killed while a handler's transaction is open (after its
+/// write, before the commit); another node then handles every event once.
+async fn killed_mid_batch(backend: Backend, make: fn(Tally) -> App) {
+    // The serving node runs no readers; its migrations are the other nodes' too.
+    let no_readers = |c: &mut Config| {
+        fast(c);
+        c.jobs.in_serve = false;
+    };
+    let Some(app) = TestApp::spawn_with(&make(Tally::default()), backend, no_readers).await else {
+        return;
+    };
+    let c = client();
+    for i in 0..3 {
+        publish(&c, &app, json!({"account": "k", "n": i})).await;
+    }
+    let mut config = TestApp::config(app.db());
+    fast(&mut config);
+    let (crash_tx, crash_rx) = std::sync::mpsc::channel::<()>();
+    let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+    let doomed = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let gate = Arc::new(Notify::new());
+        let app = make(Tally {
+            gate: Some(gate.clone()),
+        });
+        let running = rt.block_on(async {
+            let r = app.start_worker(config).await.unwrap();
+            gate.notified().await;
+            r
+        });
+        held_tx.send(()).unwrap();
+        crash_rx.recv().ok();
+        // As after kill -9: nothing shuts down, the transaction never commits.
+        std::mem::forget(running);
+        rt.shutdown_background();
+    });
+    held_rx.recv().unwrap();
+    crash_tx.send(()).unwrap();
+    doomed.join().unwrap();
+    let db = app.state().db().clone();
+    assert!(
+        seen(&db).await.is_empty(),
+        "the killed node's writes never committed"
+    );
+    let mut config = TestApp::config(app.db());
+    fast(&mut config);
+    let healthy = make(Tally::default()).start_worker(config).await.unwrap();
+    let s = wait_seen(&db, "all three", 3).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(seen(&db).await, s);
+    assert_eq!(
+        s.iter().map(|r| r.1).collect::<Vec<_>>(),
+        [0, 1, 2],
+        "once each, in order"
+    );
+    healthy.shutdown().await;
+    app.stop().await;
+}
+
+/// The same module, keeping its data in an SQLite file of its own.
+struct Own<M>(M);
+
+impl<M: Module> Module for Own<M> {
+    fn spec(&self) -> ModuleSpec {
+        self.0.spec().own_file()
+    }
+    fn register(&self, ctx: &mut Context<'_>) {
+        self.0.register(ctx);
+    }
+}
+
+fn pair(tally: Tally) -> App {
+    App::new("evtest", "0.0.0").module(Ledger).module(tally)
+}
+
+fn pair_apart(tally: Tally) -> App {
+    App::new("evtest", "0.0.0")
+        .module(Own(Ledger))
+        .module(Own(tally))
+}
+
+fn apart(tally: Tally) -> App {
+    pair_apart(tally).module(Audit(StartFrom::Beginning))
+}
+
+/// The tables of the SQLite file at `path`, as its own main database.
+async fn tables_in(path: &std::path::Path) -> Vec<String> {
+    use hearth::sqlx::Connection as _;
+    let opts = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true);
+    let mut c = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+    let t = sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    t
+}
+
+fn later_ms(ms: i64) -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        + ms
+}
+
+hearth::db_tests! {
+    async fn modules_with_files_of_their_own_publish_and_handle_each_event_once(backend) {
+        let Some(app) = TestApp::spawn_with(&apart(Tally::default()), backend, fast).await else { return };
+        let sqlite = matches!(app.state().db(), Db::Sqlite(..));
+        let c = client();
+        for i in 0..20 {
+            let r = publish(&c, &app, json!({"account": format!("a{}", i % 5), "n": i})).await;
+            // On SQLite the event waits in ledger's outbox: it gets its
+            // position when it is copied into the main file.
+            assert_eq!(r["position"].is_null(), sqlite, "{r}");
+        }
+        publish(&c, &app, json!({"account": "ghost", "n": 99, "rollback": true})).await;
+        let db = app.state().db().clone();
+        wait_seen(&db, "20 deliveries to tally", 20).await;
+        eventually("20 deliveries to audit", || async { (count(&db, "SELECT COUNT(*) FROM audit_seen").await == 20).then_some(()) }).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let s = seen(&db).await;
+        assert_eq!(s.len(), 20, "nothing more, nothing twice: {s:?}");
+        assert!(!s.iter().any(|r| r.0 == "ghost"));
+        assert_eq!(count(&db, "SELECT COUNT(DISTINCT position) FROM tally_seen").await, 20);
+        for a in 0..5 {
+            let ns: Vec<i64> = s.iter().filter(|r| r.0 == format!("a{a}")).map(|r| r.1).collect();
+            assert_eq!(ns, (0..20).filter(|i| i % 5 == a).collect::<Vec<_>>(), "per key, in publish order");
+        }
+        let events = app.state().events().clone();
+        let status = events.status().await.unwrap();
+        let tally = status.iter().find(|m| m.module == "tally").unwrap();
+        assert_eq!((tally.handled, tally.behind, tally.parked), (20, 0, 0), "{status:?}");
+        assert!(status.iter().any(|m| m.module == "audit"), "{status:?}");
+        if sqlite {
+            let dir = app.db().dir();
+            let main = tables_in(&dir.join("test.db")).await;
+            assert!(!main.iter().any(|t| t.starts_with("ledger_") || t.starts_with("tally_")), "{main:?}");
+            assert!(main.contains(&"audit_seen".to_owned()), "{main:?}");
+            let tally = tables_in(&dir.join("test.tally.db")).await;
+            for t in ["tally_seen", "hearth_event_cursor", "hearth_event_held", "hearth_migration"] {
+                assert!(tally.contains(&t.to_owned()), "{t} in {tally:?}");
+            }
+            let ledger = tables_in(&dir.join("test.ledger.db")).await;
+            assert!(ledger.contains(&"ledger_counter".to_owned()) && ledger.contains(&"hearth_event_outbox".to_owned()), "{ledger:?}");
+            // Tally's progress is in its file, with its writes.
+            assert_eq!(count(&db, "SELECT COUNT(*) FROM main.hearth_event_cursor WHERE module = 'tally'").await, 0);
+            assert_eq!(count(&db, "SELECT SUM(handled) FROM tally.hearth_event_cursor").await, 20);
+            eventually("ledger's outbox to empty", || async { (count(&db, "SELECT COUNT(*) FROM ledger.hearth_event_outbox").await == 0).then_some(()) }).await;
+            assert_eq!(count(&db, "SELECT seq FROM hearth_event_relay WHERE module = 'ledger'").await, 20);
+            // Migrations are recorded where they ran, and reported together.
+            let st = hearth::db::migrate::status(&db, app.state().specs()).await.unwrap();
+            assert!(st.is_current(), "{st:?}");
+            assert!(st.applied.iter().any(|m| m.module == "tally"), "{st:?}");
+        }
+        // Replay clears and rebuilds tally's projection, in its file.
+        events.replay("tally").await.unwrap();
+        let s = wait_seen(&db, "20 again", 20).await;
+        assert_eq!(s.len(), 20);
+        eventually("tally to catch up", || async {
+            let st = events.status().await.unwrap();
+            st.iter().any(|m| m.module == "tally" && m.behind == 0).then_some(())
+        }).await;
+        // A cursor in a module's file holds events back like one in the main file.
+        let cursors = if sqlite { "tally.hearth_event_cursor" } else { "hearth_event_cursor" };
+        for part in 0..hearth::events::PARTITIONS {
+            with_db!(&db, pool => sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO {cursors} (module, part, tx, position, handled, updated_at) VALUES ('ghost', $1, 0, 0, 0, 0)"))).bind(part).execute(pool).await.map(|_| ())).unwrap();
+        }
+        assert_eq!(events.purge_before(later_ms(60_000)).await.unwrap(), 0);
+        with_db!(&db, pool => sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {cursors} WHERE module = 'ghost'"))).execute(pool).await.map(|_| ())).unwrap();
+        assert_eq!(events.purge_before(later_ms(60_000)).await.unwrap(), 20);
+        app.stop().await;
+    }
+
+    async fn a_module_file_keeps_its_held_events_which_retry_and_skip(backend) {
+        let Some(app) = TestApp::spawn_with(&apart(Tally::default()), backend, fast).await else { return };
+        let sqlite = matches!(app.state().db(), Db::Sqlite(..));
+        let c = client();
+        publish(&c, &app, json!({"account": "x", "n": 1, "fail": u32::MAX})).await;
+        publish(&c, &app, json!({"account": "x", "n": 2})).await;
+        publish(&c, &app, json!({"account": "y", "n": 3})).await;
+        let db = app.state().db().clone();
+        let events = app.state().events().clone();
+        let held = eventually("x's first event to be parked", || async {
+            let h = events.held(Some("tally"), 10).await.unwrap();
+            h.iter().any(|h| h.state == "parked").then_some(h)
+        }).await;
+        assert_eq!(held.len(), 2, "{held:?}");
+        assert!(held.iter().any(|h| h.state == "waiting" && h.key.as_deref() == Some("x")), "{held:?}");
+        assert_eq!(wait_seen(&db, "y's event", 1).await, [("y".to_owned(), 3, 1)]);
+        if sqlite {
+            assert_eq!(count(&db, "SELECT COUNT(*) FROM main.hearth_event_held").await, 0);
+            assert_eq!(count(&db, "SELECT COUNT(*) FROM tally.hearth_event_held").await, 2);
+        }
+        let all = events.held(None, 10).await.unwrap();
+        assert_eq!(all.len(), 2, "the list of every module finds them too: {all:?}");
+        let parked = held.iter().find(|h| h.state == "parked").unwrap().position;
+        events.retry("tally", parked).await.unwrap();
+        eventually("a fresh set of attempts, parked again", || async {
+            let h = events.held(Some("tally"), 10).await.unwrap();
+            h.iter().any(|h| h.position == parked && h.state == "parked" && h.attempts == 3).then_some(())
+        }).await;
+        let skipped = events.skip("tally", parked).await.unwrap();
+        assert_eq!(skipped.position, parked);
+        let s = wait_seen(&db, "x's second event", 2).await;
+        assert_eq!(s[1], ("x".to_owned(), 2, 1));
+        eventually("nothing held", || async { events.held(Some("tally"), 10).await.unwrap().is_empty().then_some(()) }).await;
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_relay_cut_between_its_two_commits_neither_loses_nor_doubles() {
+    let no_readers = |c: &mut Config| {
+        fast(c);
+        c.jobs.in_serve = false;
+    };
+    let Some(app) =
+        TestApp::spawn_with(&pair_apart(Tally::default()), Backend::Sqlite, no_readers).await
+    else {
+        return;
+    };
+    let c = client();
+    for i in 0..3 {
+        publish(&c, &app, json!({"account": "k", "n": i})).await;
+    }
+    let db = app.state().db().clone();
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM ledger.hearth_event_outbox").await,
+        3
+    );
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM hearth_event").await,
+        0,
+        "no relay runs on a node without readers"
+    );
+    // What a relay of the first two leaves when the main file's commit
+    // landed and the module file's did not: the copies and the mark in the
+    // main file, the rows still in the outbox.
+    let Db::Sqlite(pool, ..) = &db else {
+        unreachable!()
+    };
+    sqlx::query(
+        "INSERT INTO hearth_event (tx, part, id, name, version, module, actor, key, payload, published_at)
+         SELECT 0, part, id, name, version, module, actor, key, payload, published_at
+         FROM ledger.hearth_event_outbox WHERE seq <= 2 ORDER BY seq",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO hearth_event_relay (module, seq) VALUES ('ledger', 2)")
+        .execute(pool)
+        .await
+        .unwrap();
+    let mut config = TestApp::config(app.db());
+    fast(&mut config);
+    let worker = pair_apart(Tally::default())
+        .start_worker(config)
+        .await
+        .unwrap();
+    let s = wait_seen(&db, "all three", 3).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(seen(&db).await, s);
+    assert_eq!(
+        s.iter().map(|r| r.1).collect::<Vec<_>>(),
+        [0, 1, 2],
+        "once each, in order"
+    );
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM hearth_event").await, 3);
+    eventually("the outbox to empty", || async {
+        (count(&db, "SELECT COUNT(*) FROM ledger.hearth_event_outbox").await == 0).then_some(())
+    })
+    .await;
+    worker.shutdown().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_module_migrated_in_the_main_file_cannot_move_to_its_own() {
+    let Some(db) = hearth::testing::TestDb::create(Backend::Sqlite).await else {
+        return;
+    };
+    let config = TestApp::config(&db);
+    let first = TestApp::try_start(&pair(Tally::default()), config.clone())
+        .await
+        .unwrap();
+    first.shutdown().await;
+    let err = match TestApp::try_start(&pair_apart(Tally::default()), config).await {
+        Ok(_) => panic!("the app started"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("hearth does not move tables between SQLite files"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_module_with_its_own_file_cannot_reference_hearth_tables() {
+    const REFS: &[Migration] = &[Migration::new(
+        1,
+        "create",
+        "CREATE TABLE refs_x (owner BIGINT REFERENCES hearth_user (id))",
+    )];
+    struct Refs;
+    impl Module for Refs {
+        fn spec(&self) -> ModuleSpec {
+            ModuleSpec::new("refs").migrations(REFS, REFS).own_file()
+        }
+        fn register(&self, _: &mut Context<'_>) {}
+    }
+    let Some(db) = hearth::testing::TestDb::create(Backend::Sqlite).await else {
+        return;
+    };
+    let err = match TestApp::try_start(&App::new("t", "0").module(Refs), TestApp::config(&db)).await
+    {
+        Ok(_) => panic!("the app started"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("references `hearth_user`")
+            && err.contains("checks foreign keys within one file"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

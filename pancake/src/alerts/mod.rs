@@ -62,7 +62,11 @@ pub struct Alerts;
 
 impl Module for Alerts {
     fn spec(&self) -> ModuleSpec {
+        // A projection that only grows with activity: on SQLite it lives
+        // in a file of its own, which can be sized, copied or rebuilt
+        // (`events replay alerts`) apart from the members' data.
         ModuleSpec::new("alerts")
+            .own_file()
             .migrations(SQLITE, POSTGRES)
             .subscribes(SUBSCRIBES)
             .routes(&[PAGE, READ, UNREAD, LIVE])
