@@ -46,6 +46,20 @@ async fn open(db: &TestDb) -> Db {
     Db::connect(db.url(), &DbConfig::default()).await.unwrap()
 }
 
+/// Where the alerts module's tables are: its own file on SQLite, the
+/// database on PostgreSQL.
+async fn open_alerts(db: &TestDb) -> Db {
+    match db.url().starts_with("sqlite") {
+        true => Db::connect(
+            &format!("sqlite://{}/test.alerts.db", db.dir().display()),
+            &DbConfig::default(),
+        )
+        .await
+        .unwrap(),
+        false => open(db).await,
+    }
+}
+
 hearth::db_tests! {
     async fn a_backup_taken_under_writes_restores_to_a_consistent_snapshot(backend) {
         let Some(tdb) = TestDb::create(backend).await else { return };
@@ -57,6 +71,12 @@ hearth::db_tests! {
         let profile = match &db { Db::Sqlite(..) => "members_profile", Db::Postgres(_) => "members.members_profile" };
         with_db!(&db, pool => sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO {profile} (member, display_name, bio, city, updated_at) VALUES (7, 'Nancy', '', 'Oslo', 0)")))
             .execute(pool).await.map(|_| ()).unwrap());
+        // So does a row of alerts, which keeps a file of its own on SQLite.
+        let alerts = open_alerts(&tdb).await;
+        let alert = match &alerts { Db::Sqlite(..) => "alerts_alert", Db::Postgres(_) => "alerts.alerts_alert" };
+        with_db!(&alerts, pool => sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO {alert} (owner, kind, actor, created_at) VALUES (7, 'liked', 8, 0)")))
+            .execute(pool).await.map(|_| ()).unwrap());
+        alerts.close().await;
         // The writer commits pairs of rows, one pair per transaction, and
         // publishes the last k it committed.
         let last = Arc::new(AtomicI64::new(0));
@@ -124,6 +144,15 @@ hearth::db_tests! {
         }
         let name: String = with_db!(&db, pool => sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT display_name FROM {profile} WHERE member = 7"))).fetch_one(pool).await.unwrap());
         assert_eq!(name, "Nancy");
+        let alerts = open_alerts(&tdb).await;
+        let n: i64 = with_db!(&alerts, pool => sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {alert} WHERE owner = 7"))).fetch_one(pool).await.unwrap());
+        assert_eq!(n, 1, "the alerts file came back");
+        alerts.close().await;
+        if backend == hearth::testing::Backend::Sqlite {
+            let aside = std::fs::read_dir(tdb.dir().join("data")).unwrap().flatten()
+                .find(|e| e.file_name().to_string_lossy().starts_with("pre-restore-")).unwrap().path();
+            assert!(aside.join("test.alerts.db").is_file(), "the live alerts file is set aside with the main one");
+        }
         if let Db::Postgres(pool) = &db {
             let schemas: Vec<(String, String)> = sqlx::query_as(
                 "SELECT tablename::text, schemaname::text FROM pg_tables WHERE tablename IN ('members_profile', 'likes_like', 'hearth_user') AND schemaname NOT LIKE 'hearth\\_pre\\_restore%' ORDER BY 1",
